@@ -1,0 +1,12 @@
+-- asset: ratings
+-- severity: ERROR
+-- blocking: true
+-- filter: false
+-- description: Ratings the judge gave in an unparseable form, when their share exceeds checks.max_parse_failure_rate.
+WITH rate AS (
+    SELECT avg(CASE WHEN parse_status <> 'ok' THEN 1.0 ELSE 0.0 END) AS failure_rate
+    FROM {{ ref('ratings') }}
+)
+SELECT r.completion_id, r.judge, r.parse_status, r.raw_output, rate.failure_rate
+FROM {{ ref('ratings') }} AS r, rate
+WHERE r.parse_status <> 'ok' AND rate.failure_rate > {{ var('max_parse_failure_rate') }}

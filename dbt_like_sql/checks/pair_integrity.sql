@@ -1,0 +1,18 @@
+-- asset: dpo_pairs
+-- severity: ERROR
+-- blocking: true
+-- filter: false
+-- description: Pairs where chosen is not rated above rejected, the two answer different instructions, or a completion is missing.
+WITH texts AS (
+    SELECT completion_id, instruction_id FROM {{ ref('completions') }}
+    UNION ALL
+    SELECT completion_id, instruction_id FROM {{ ref('evolved_completions') }}
+)
+SELECT p.pair_id, p.instruction_id, p.chosen_rating, p.rejected_rating,
+       c.instruction_id AS chosen_instruction, r.instruction_id AS rejected_instruction
+FROM {{ ref('dpo_pairs') }} AS p
+LEFT JOIN texts AS c ON c.completion_id = p.chosen_completion_id
+LEFT JOIN texts AS r ON r.completion_id = p.rejected_completion_id
+WHERE NOT (p.chosen_rating > p.rejected_rating)
+   OR c.instruction_id IS DISTINCT FROM p.instruction_id
+   OR r.instruction_id IS DISTINCT FROM p.instruction_id

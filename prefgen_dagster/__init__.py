@@ -1,0 +1,1 @@
+"""prefgen: preference datasets for DPO as Dagster assets on DuckDB."""

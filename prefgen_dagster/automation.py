@@ -1,0 +1,91 @@
+"""The inbox sensor and the catch-up schedule.
+
+The sensor only lists the inbox (sensors time out after 60 s): each new or changed file
+that has stopped changing becomes a partition and a run request. The schedule asks the
+Dagster instance, not DuckDB, which batches are behind.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from prefgen_dagster.assets import BATCH_ASSETS, dpo_pairs
+from prefgen_dagster.config import load_config
+from prefgen_dagster.partitions import batches, is_valid_batch_name
+from prefgen_dagster.resources import default_config_path
+
+# A file modified within this many seconds may still be being written.
+SETTLE_SECONDS = 2.0
+
+batch_job = dg.define_asset_job(
+    "prefgen_batch",
+    selection=dg.AssetSelection.assets(*BATCH_ASSETS),
+    partitions_def=batches,
+    description="All stages for one instruction batch, with its SQL checks.",
+)
+
+
+def settled_inbox_files(inbox: Path, now: float) -> dict[str, list[int]]:
+    """{file name: [mtime_ns, size]} for batch files that have stopped changing."""
+    if not inbox.is_dir():
+        return {}
+    found = {}
+    for path in sorted(inbox.iterdir()):
+        if not path.is_file() or not is_valid_batch_name(path.name):
+            continue
+        stat = path.stat()
+        if now - stat.st_mtime >= SETTLE_SECONDS and stat.st_size > 0:
+            found[path.name] = [stat.st_mtime_ns, stat.st_size]
+    return found
+
+
+@dg.sensor(job=batch_job, minimum_interval_seconds=15)
+def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """A partition and a run for each new or rewritten file in the inbox."""
+    config = load_config(default_config_path())
+    seen: dict[str, list[int]] = json.loads(context.cursor) if context.cursor else {}
+    current = settled_inbox_files(config.resolve(config.paths.inbox_dir), time.time())
+    changed = [name for name, stamp in current.items() if seen.get(name) != stamp]
+    known = set(context.instance.get_dynamic_partitions(batches.name))
+    new_keys = [name for name in changed if name not in known]
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(partition_key=name, run_key=f"{name}@{current[name][0]}")
+            for name in changed
+        ],
+        dynamic_partitions_requests=[batches.build_add_request(new_keys)] if new_keys else [],
+        cursor=json.dumps({**seen, **current}, sort_keys=True),
+    )
+
+
+def stale_batches(instance: dg.DagsterInstance, pipeline_hash: str, inbox: Path) -> list[str]:
+    """Batches whose pairs are missing, made with other settings, or older than their file."""
+    stale = []
+    for key in instance.get_dynamic_partitions(batches.name):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dpo_pairs.key, asset_partitions=[key]), limit=1
+        ).records
+        if not records:
+            stale.append(key)
+            continue
+        materialization = records[0].asset_materialization
+        made_with = materialization.metadata.get("pipeline_hash") if materialization else None
+        source = inbox / key
+        newer_file = source.exists() and source.stat().st_mtime > records[0].timestamp
+        if made_with is None or made_with.value != pipeline_hash or newer_file:
+            stale.append(key)
+    return stale
+
+
+@dg.schedule(job=batch_job, cron_schedule="0 * * * *")
+def catch_up_schedule(context: dg.ScheduleEvaluationContext):
+    """Every hour: re-run each batch that is not up to date with its file and the settings."""
+    config = load_config(default_config_path())
+    inbox = config.resolve(config.paths.inbox_dir)
+    keys = stale_batches(context.instance, config.pipeline_hash(), inbox)
+    if not keys:
+        return dg.SkipReason("every batch is up to date")
+    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else ""
+    return [dg.RunRequest(partition_key=key, run_key=f"catch-up:{key}:{stamp}") for key in keys]

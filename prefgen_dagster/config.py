@@ -1,0 +1,188 @@
+"""The pipeline configuration: one YAML file, validated by pydantic.
+
+Every stage hashes the part of the configuration it depends on into its row ids, so changing
+a setting regenerates exactly the rows that setting affects (and the LLM-call cache makes the
+rest free).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from prefgen_dagster.ids import stable_hash
+
+EVOL_CRITERIA = ("helpfulness", "relevance", "deepening", "creativity", "details")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingParams(_Strict):
+    """Sampling settings sent with every request of a stage (engine-neutral)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = Field(256, gt=0)
+
+
+class ModelSpec(_Strict):
+    """Where a model runs. `path` is a local directory or a hub name the engine can load."""
+
+    path: str
+    backend: Literal["vllm", "openai"] = "vllm"
+    max_model_len: int = 4096
+    dtype: str = "auto"
+    # vLLM offline only: anything else `vllm.LLM(...)` accepts (enforce_eager, gpu_memory_...).
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # OpenAI-compatible backend only.
+    base_urls: list[str] = Field(default_factory=list)
+    served_name: str | None = None
+    api_key_env: str | None = None
+    max_concurrency: int = Field(16, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+
+    @model_validator(mode="after")
+    def _openai_needs_urls(self) -> ModelSpec:
+        if self.backend == "openai" and not self.base_urls:
+            raise ValueError("an openai backend needs at least one entry in base_urls")
+        return self
+
+
+class PoolMember(_Strict):
+    """One generator in the pool: a model plus how it is asked."""
+
+    model: str
+    num_completions: int = Field(1, gt=0)
+    system_prompt: str | None = None
+    sampling: SamplingParams = SamplingParams()
+
+
+class GenerationConfig(_Strict):
+    pool: list[PoolMember] = Field(min_length=2)
+    seed: int = 0
+
+
+class EvolQualityConfig(_Strict):
+    model: str
+    num_evolutions: int = Field(1, ge=0)
+    criteria: list[str] = Field(default_factory=lambda: list(EVOL_CRITERIA))
+    seed: int = 0
+    sampling: SamplingParams = SamplingParams()
+
+    @field_validator("criteria")
+    @classmethod
+    def _known_criteria(cls, criteria: list[str]) -> list[str]:
+        unknown = sorted(set(criteria) - set(EVOL_CRITERIA))
+        if unknown or not criteria:
+            raise ValueError(f"criteria must be a non-empty subset of {EVOL_CRITERIA}: {unknown}")
+        return criteria
+
+
+class JudgeConfig(_Strict):
+    model: str
+    aspect: Literal["overall"] = "overall"
+    rationale_max_chars: int = Field(300, gt=0)
+    max_reasks: int = Field(1, ge=0)
+    seed: int = 0
+    sampling: SamplingParams = SamplingParams(temperature=0.0, max_tokens=1024)
+
+
+class PairingConfig(_Strict):
+    strategy: Literal["best_vs_worst"] = "best_vs_worst"
+    min_margin: float = Field(1.0, ge=0)
+
+
+class ChecksConfig(_Strict):
+    length_outlier_mads: float = Field(5.0, gt=0)
+    max_parse_failure_rate: float = Field(0.2, ge=0, le=1)
+
+
+class PathsConfig(_Strict):
+    duckdb_path: str = "data/prefgen.duckdb"
+    inbox_dir: str = "data/inbox"
+    export_dir: str = "data/export"
+
+
+class EngineConfig(_Strict):
+    # Requests go to the engine a whole stage at a time; chunks only bound how much work a
+    # crash can lose, since each finished chunk is written to the llm_calls cache.
+    chunk_size: int = Field(512, gt=0)
+
+
+class PipelineConfig(_Strict):
+    paths: PathsConfig = PathsConfig()
+    models: dict[str, ModelSpec]
+    generation: GenerationConfig
+    evol_quality: EvolQualityConfig
+    judge: JudgeConfig
+    pairing: PairingConfig = PairingConfig()
+    checks: ChecksConfig = ChecksConfig()
+    engine: EngineConfig = EngineConfig()
+    # The config file's folder. Relative paths are kept as written (so ids and cache keys are
+    # the same on every machine) and resolved against this folder only when used.
+    base_dir: str = "."
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, made absolute against the config file's folder."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
+
+    def model_location(self, name: str) -> str:
+        """What the engine loads: a local folder if one exists there, else the name as given."""
+        spec = self.models[name]
+        local = self.resolve(spec.path)
+        return str(local) if local.exists() else spec.path
+
+    @model_validator(mode="after")
+    def _models_are_defined(self) -> PipelineConfig:
+        used = [m.model for m in self.generation.pool] + [
+            self.evol_quality.model,
+            self.judge.model,
+        ]
+        missing = sorted({name for name in used if name not in self.models})
+        if missing:
+            raise ValueError(f"models used but not defined under `models:`: {missing}")
+        return self
+
+    def sql_vars(self) -> dict[str, Any]:
+        """Values the SQL files may read with `{{ var('name') }}`."""
+        return {
+            "min_margin": self.pairing.min_margin,
+            "strategy": self.pairing.strategy,
+            "length_outlier_mads": self.checks.length_outlier_mads,
+            "max_parse_failure_rate": self.checks.max_parse_failure_rate,
+        }
+
+    def pipeline_hash(self) -> str:
+        """Changes whenever any setting that shapes the rows changes."""
+        return stable_hash(
+            [self.stage_hash(s) for s in ("generation", "evol_quality", "judge", "pairing")]
+            + [{n: m.path for n, m in sorted(self.models.items())}]
+        )
+
+    def stage_hash(self, stage: str) -> str:
+        """Hash of the settings that a stage's output depends on."""
+        parts = {
+            "generation": self.generation,
+            "evol_quality": self.evol_quality,
+            "judge": self.judge,
+            "pairing": self.pairing,
+        }
+        return stable_hash(parts[stage].model_dump(mode="json"))
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline YAML file; relative paths resolve against its folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"pipeline config not found: {path}") from err
+    raw["base_dir"] = str(path.parent.resolve())
+    return PipelineConfig.model_validate(raw)

@@ -1,0 +1,139 @@
+"""The final dataset: every batch whose blocking checks passed, in TRL's conversational format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from prefgen_dagster.sql_layer import SqlCheck
+from prefgen_dagster.storage import Storage
+
+_PAIRS_WITH_TEXT = """
+WITH texts AS (
+    SELECT batch_id, completion_id, text FROM completions
+    UNION ALL
+    SELECT batch_id, completion_id, text FROM evolved_completions
+)
+SELECT p.*, i.instruction, i.system_prompt, i.source, i.source_row,
+       c.text AS chosen_text, r.text AS rejected_text
+FROM dpo_pairs AS p
+JOIN instructions AS i USING (batch_id, instruction_id)
+JOIN texts AS c ON c.batch_id = p.batch_id AND c.completion_id = p.chosen_completion_id
+JOIN texts AS r ON r.batch_id = p.batch_id AND r.completion_id = p.rejected_completion_id
+WHERE p.batch_id = ?
+ORDER BY p.instruction_id
+"""
+
+
+def exportable_batches(storage: Storage, checks: list[SqlCheck]) -> tuple[list[str], list[str]]:
+    """(batches to export, batches held back): a batch goes out only if every blocking check
+    has a passing result for it."""
+    blocking = [check.name for check in checks if check.blocking]
+    batches = storage.query("SELECT DISTINCT batch_id FROM dpo_pairs ORDER BY 1")["batch_id"]
+    results = storage.query(
+        "SELECT batch_id, check_name, passed FROM check_results WHERE check_name IN "
+        "(SELECT unnest(?::VARCHAR[]))",
+        [blocking],
+    )
+    passed = {(r["batch_id"], r["check_name"]) for r in results.to_dicts() if r["passed"]}
+    ready, held = [], []
+    for batch_id in batches:
+        ok = all((batch_id, name) in passed for name in blocking)
+        (ready if ok else held).append(batch_id)
+    return ready, held
+
+
+def filtered_pair_ids(
+    storage: Storage, checks: list[SqlCheck], batch_id: str, values: dict[str, Any]
+) -> set[str]:
+    """Pairs that any filter check flags for this batch."""
+    flagged: set[str] = set()
+    for check in checks:
+        if check.filter:
+            flagged.update(storage.query(*check.render(batch_id, values))["pair_id"].to_list())
+    return flagged
+
+
+def collect_pairs(
+    storage: Storage, checks: list[SqlCheck], values: dict[str, Any]
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The exportable pairs with their texts, and counts of what was left out and why."""
+    ready, held = exportable_batches(storage, checks)
+    frames, dropped = [], 0
+    for batch_id in ready:
+        frame = storage.query(_PAIRS_WITH_TEXT, [batch_id])
+        flagged = filtered_pair_ids(storage, checks, batch_id, values)
+        dropped += frame.filter(pl.col("pair_id").is_in(list(flagged))).height
+        frames.append(frame.filter(~pl.col("pair_id").is_in(list(flagged))))
+    pairs = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+    summary = {"batches_exported": ready, "batches_held_back": held, "pairs_filtered": dropped}
+    return pairs, summary
+
+
+def to_trl_records(pairs: pl.DataFrame) -> list[dict[str, Any]]:
+    """TRL's conversational preference format plus the columns that trace each pair."""
+    records = []
+    for row in pairs.iter_rows(named=True):
+        prompt = (
+            [{"role": "system", "content": row["system_prompt"]}] if row["system_prompt"] else []
+        )
+        prompt.append({"role": "user", "content": row["instruction"]})
+        records.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": row["chosen_text"] or ""}],
+                "rejected": [{"role": "assistant", "content": row["rejected_text"] or ""}],
+                "score_chosen": row["chosen_rating"],
+                "score_rejected": row["rejected_rating"],
+                "margin": row["margin"],
+                "chosen_model": row["chosen_model"],
+                "rejected_model": row["rejected_model"],
+                "chosen_origin": row["chosen_origin"],
+                "rejected_origin": row["rejected_origin"],
+                "pair_id": row["pair_id"],
+                "instruction_id": row["instruction_id"],
+                "chosen_completion_id": row["chosen_completion_id"],
+                "rejected_completion_id": row["rejected_completion_id"],
+                "batch_id": row["batch_id"],
+                "source": row["source"],
+                "source_row": row["source_row"],
+            }
+        )
+    return records
+
+
+def write_dataset(records: list[dict[str, Any]], export_dir: Path, card: str) -> dict[str, str]:
+    """Save as a `datasets` dataset on disk, as Parquet, and with a README card."""
+    from datasets import Dataset
+
+    export_dir.mkdir(parents=True, exist_ok=True)
+    dataset = Dataset.from_list(records) if records else Dataset.from_dict({"prompt": []})
+    dataset_dir = export_dir / "dataset"
+    dataset.save_to_disk(str(dataset_dir))
+    parquet = export_dir / "preference_dataset.parquet"
+    dataset.to_parquet(str(parquet))
+    (export_dir / "README.md").write_text(card, encoding="utf-8")
+    return {"dataset_dir": str(dataset_dir), "parquet": str(parquet)}
+
+
+def dataset_card(records: list[dict[str, Any]], summary: dict[str, Any], pipeline_hash: str) -> str:
+    """A short card: what the rows are and how they were made."""
+    return "\n".join(
+        [
+            "# Preference dataset (prefgen)",
+            "",
+            "Chosen/rejected pairs for DPO in TRL's conversational format: `prompt` is a list",
+            "of messages, `chosen` and `rejected` are one assistant message each. Ratings are",
+            "UltraFeedback-style 1-5 judge ratings; `margin` = score_chosen - score_rejected.",
+            "",
+            f"* pairs: {len(records)}",
+            f"* batches: {', '.join(summary['batches_exported']) or 'none'}",
+            f"* held back by blocking checks: {', '.join(summary['batches_held_back']) or 'none'}",
+            f"* pairs removed by filter checks: {summary['pairs_filtered']}",
+            f"* pipeline settings hash: `{pipeline_hash}`",
+            "",
+            'Load with `datasets.load_from_disk("dataset")` or read `preference_dataset.parquet`.',
+        ]
+    )

@@ -1,0 +1,137 @@
+"""Runs a stage's LLM requests through the `llm_calls` cache and the engines.
+
+Only requests missing from the cache reach an engine; each model's missing requests go to
+its engine as one stage-wide batch, cut into chunks only so that every finished chunk is
+written to the cache at once (a crash loses at most one chunk of work).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.engines.base import Engine, LLMRequest, LLMResult
+from prefgen_dagster.storage import Storage
+
+EngineFactory = Callable[[PipelineConfig, str], Engine]
+
+
+class LLMCallsFailed(RuntimeError):
+    """Some requests still failed after the engine's retries; the rest are cached."""
+
+
+@dataclass
+class RunStats:
+    requested: int = 0
+    cache_hits: int = 0
+    engine_calls: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    engine_seconds: float = 0.0
+    per_model_calls: dict[str, int] = field(default_factory=dict)
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "llm_requests": self.requested,
+            "llm_cache_hits": self.cache_hits,
+            "llm_engine_calls": self.engine_calls,
+            "llm_failed": self.failed,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "engine_seconds": round(self.engine_seconds, 3),
+        }
+
+    def add(self, other: RunStats) -> None:
+        for name in ("requested", "cache_hits", "engine_calls", "failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.engine_seconds += other.engine_seconds
+        for model, count in other.per_model_calls.items():
+            self.per_model_calls[model] = self.per_model_calls.get(model, 0) + count
+
+
+def open_engine(config: PipelineConfig, model_name: str) -> Engine:
+    """A real engine for one model of the config (imports the backend lazily)."""
+    spec = config.models[model_name]
+    if spec.backend == "vllm":
+        from prefgen_dagster.engines.vllm_offline import VLLMOfflineEngine
+
+        return VLLMOfflineEngine(config.model_location(model_name), spec)
+    from prefgen_dagster.engines.openai_http import OpenAIHTTPEngine
+
+    return OpenAIHTTPEngine(spec)
+
+
+def run_requests(
+    requests: Sequence[tuple[str, LLMRequest]],
+    storage: Storage,
+    config: PipelineConfig,
+    engine_factory: EngineFactory = open_engine,
+) -> tuple[dict[str, dict[str, Any]], RunStats]:
+    """Answer `(model_name, request)` pairs; returns cached rows by call id, and counts."""
+    stats = RunStats(requested=len(requests))
+    unique: dict[str, tuple[str, LLMRequest]] = {}
+    for model_name, request in requests:
+        unique.setdefault(request.call_id, (model_name, request))
+    answers = storage.cached_calls(list(unique))
+    stats.cache_hits = sum(1 for model_name, request in requests if request.call_id in answers)
+
+    missing: dict[str, list[LLMRequest]] = {}
+    for call_id, (model_name, request) in unique.items():
+        if call_id not in answers:
+            missing.setdefault(model_name, []).append(request)
+
+    errors: list[str] = []
+    for model_name, pending in missing.items():
+        engine = engine_factory(config, model_name)
+        try:
+            for start in range(0, len(pending), config.engine.chunk_size):
+                chunk = pending[start : start + config.engine.chunk_size]
+                began = time.perf_counter()
+                results = engine.generate(chunk)
+                stats.engine_seconds += time.perf_counter() - began
+                stats.engine_calls += len(chunk)
+                stats.per_model_calls[model_name] = stats.per_model_calls.get(model_name, 0) + len(
+                    chunk
+                )
+                finished = []
+                for request, result in zip(chunk, results, strict=True):
+                    if result.error is not None:
+                        errors.append(f"{model_name} {request.call_id}: {result.error}")
+                        continue
+                    finished.append(_cache_row(request, result))
+                storage.store_calls(finished)
+                answers.update({row["call_id"]: row for row in finished})
+        finally:
+            engine.close()
+
+    for row in answers.values():
+        stats.prompt_tokens += row["prompt_tokens"] or 0
+        stats.completion_tokens += row["completion_tokens"] or 0
+    if errors:
+        stats.failed = len(errors)
+        shown = "\n  ".join(errors[:5])
+        raise LLMCallsFailed(
+            f"{len(errors)} of {len(unique)} LLM requests failed after retries "
+            f"(finished ones are cached; rerun to ask only the failed ones):\n  {shown}"
+        )
+    return answers, stats
+
+
+def _cache_row(request: LLMRequest, result: LLMResult) -> dict[str, Any]:
+    return {
+        "call_id": request.call_id,
+        "model": request.model,
+        "request": json.dumps(request.as_json(), ensure_ascii=False),
+        "response": result.text,
+        "finish_reason": result.finish_reason,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "latency_s": result.latency_s,
+    }

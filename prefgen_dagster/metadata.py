@@ -1,0 +1,51 @@
+"""Materialization metadata: what a person needs to judge a batch from the Dagster UI."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+_CELL_CHARS = 80
+
+
+def markdown_table(frame: pl.DataFrame, limit: int = 5) -> str:
+    """The first rows of a frame as a markdown table, long cells shortened."""
+    if frame.is_empty():
+        return "_no rows_"
+    head = frame.head(limit)
+    lines = [
+        "| " + " | ".join(head.columns) + " |",
+        "|" + "---|" * len(head.columns),
+    ]
+    for row in head.iter_rows():
+        cells = []
+        for value in row:
+            text = "" if value is None else str(value).replace("\n", " ").replace("|", "\\|")
+            cells.append(text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def distribution(values: Iterable[Any], label: str) -> dg.MetadataValue:
+    """Counts per value (NULL shown as `null`) as a small markdown table."""
+    counts = Counter("null" if v is None else v for v in values)
+    rows = sorted(counts.items(), key=lambda item: str(item[0]))
+    lines = [f"| {label} | count |", "|---|---|", *(f"| {k} | {n} |" for k, n in rows)]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def frame_metadata(frame: pl.DataFrame, preview_columns: list[str] | None = None) -> dict[str, Any]:
+    """Row count, column schema and a preview of a written frame."""
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+    )
+    preview = frame.select(preview_columns) if preview_columns and frame.height else frame
+    return {
+        "dagster/row_count": frame.height,
+        "dagster/column_schema": schema,
+        "preview": dg.MetadataValue.md(markdown_table(preview)),
+    }

@@ -1,0 +1,34 @@
+"""One dynamic partition per instruction batch (a file dropped in the inbox)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.ingest import SUPPORTED_SUFFIXES
+
+batches = dg.DynamicPartitionsDefinition(name="batches")
+
+_FORBIDDEN_IN_KEYS = ("..", "/", "\\", ",", "[", "]", "\n", "\r", "\t", "\0")
+
+
+def batch_file(config: PipelineConfig, batch_id: str) -> Path:
+    """The inbox file behind a batch; a key can never point outside the inbox."""
+    if not is_valid_batch_name(batch_id):
+        raise ValueError(f"batch {batch_id!r} is not a plain file name in the inbox")
+    inbox = config.resolve(config.paths.inbox_dir).resolve()
+    path = (inbox / batch_id).resolve()
+    if path.parent != inbox:
+        raise ValueError(f"batch {batch_id!r} resolves outside the inbox {inbox}")
+    return path
+
+
+def is_valid_batch_name(name: str) -> bool:
+    return (
+        bool(name)
+        and not name.startswith(".")
+        and not any(part in name for part in _FORBIDDEN_IN_KEYS)
+        and name.lower().endswith(SUPPORTED_SUFFIXES)
+    )

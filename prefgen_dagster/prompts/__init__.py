@@ -1,0 +1,1 @@
+"""Pure prompt builders: text in, chat messages out. No engine, no Dagster."""

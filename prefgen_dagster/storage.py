@@ -1,0 +1,183 @@
+"""The DuckDB file: schema, short-lived connections, whole-frame writes, the LLM-call cache.
+
+DuckDB allows one writing process per file, so every connection is opened under a file lock,
+held only for the statement(s) at hand (never while an engine generates) and always closed.
+A partition's rows are replaced in one transaction, so a crash never leaves half a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+from filelock import FileLock
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS instructions (
+    batch_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL, instruction VARCHAR NOT NULL,
+    system_prompt VARCHAR, source VARCHAR NOT NULL, source_row INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, instruction_id));
+CREATE TABLE IF NOT EXISTS rejected_inputs (
+    batch_id VARCHAR NOT NULL, source VARCHAR NOT NULL, source_row INTEGER NOT NULL,
+    raw VARCHAR, reason VARCHAR NOT NULL, PRIMARY KEY (batch_id, source, source_row));
+CREATE TABLE IF NOT EXISTS completions (
+    batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL, backend VARCHAR NOT NULL, system_prompt VARCHAR,
+    sampling VARCHAR NOT NULL, sample_index INTEGER NOT NULL, template_version VARCHAR NOT NULL,
+    text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+    call_id VARCHAR NOT NULL, PRIMARY KEY (batch_id, completion_id));
+CREATE TABLE IF NOT EXISTS evolved_completions (
+    batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    parent_completion_id VARCHAR NOT NULL, root_completion_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL, mutation VARCHAR NOT NULL, round INTEGER NOT NULL,
+    sampling VARCHAR NOT NULL, template_version VARCHAR NOT NULL,
+    text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+    call_id VARCHAR NOT NULL, PRIMARY KEY (batch_id, completion_id));
+CREATE TABLE IF NOT EXISTS ratings (
+    batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    judge VARCHAR NOT NULL, aspect VARCHAR NOT NULL, judge_order INTEGER NOT NULL,
+    position INTEGER NOT NULL, rating INTEGER, rationale VARCHAR, raw_output VARCHAR,
+    parse_status VARCHAR NOT NULL, attempts INTEGER NOT NULL, call_id VARCHAR NOT NULL,
+    judge_settings VARCHAR NOT NULL,
+    PRIMARY KEY (batch_id, completion_id, judge, aspect, judge_order));
+CREATE TABLE IF NOT EXISTS dpo_pairs (
+    batch_id VARCHAR NOT NULL, pair_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    chosen_completion_id VARCHAR NOT NULL, rejected_completion_id VARCHAR NOT NULL,
+    chosen_model VARCHAR, rejected_model VARCHAR, chosen_origin VARCHAR, rejected_origin VARCHAR,
+    chosen_rating DOUBLE, rejected_rating DOUBLE, margin DOUBLE, strategy VARCHAR,
+    PRIMARY KEY (batch_id, pair_id));
+CREATE TABLE IF NOT EXISTS check_results (
+    batch_id VARCHAR NOT NULL, check_name VARCHAR NOT NULL, asset VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL, blocking BOOLEAN NOT NULL, passed BOOLEAN NOT NULL,
+    failing_rows INTEGER NOT NULL, evaluated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (batch_id, check_name));
+CREATE TABLE IF NOT EXISTS llm_calls (
+    call_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, request VARCHAR NOT NULL,
+    response VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+    latency_s DOUBLE, created_at TIMESTAMP DEFAULT current_timestamp);
+"""
+
+PARTITIONED_TABLES = (
+    "instructions",
+    "rejected_inputs",
+    "completions",
+    "evolved_completions",
+    "ratings",
+    "dpo_pairs",
+)
+
+
+class Storage:
+    """All access to the DuckDB file goes through here."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(self.path) + ".lock")
+        self._initialized = False
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection held under the file lock, closed on exit whatever happens."""
+        with self._lock:
+            con = duckdb.connect(str(self.path))
+            try:
+                if not self._initialized:
+                    self._ensure_schema(con)
+                    self._initialized = True
+                yield con
+            finally:
+                con.close()
+
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(SCHEMA)
+        found = con.execute("SELECT max(version) FROM schema_info").fetchone()[0]
+        if found is None:
+            con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
+        elif found != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: schema version {found}, this prefgen expects {SCHEMA_VERSION}; "
+                "export what you need and start a new file"
+            )
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
+        with self.connect() as con:
+            return _frame(con.execute(sql, params or []))
+
+    def replace_partition(self, table: str, batch_id: str, frame: pl.DataFrame) -> None:
+        """Swap a batch's rows for `frame` in one transaction."""
+        if table not in PARTITIONED_TABLES:
+            raise ValueError(f"{table} is not a partitioned table")
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [batch_id])
+                if frame.height:
+                    con.register("incoming", frame.to_arrow())
+                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                    con.unregister("incoming")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    def record_check(self, row: dict[str, Any]) -> None:
+        with self.connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO check_results BY NAME "
+                "SELECT ? AS batch_id, ? AS check_name, ? AS asset, ? AS severity, "
+                "? AS blocking, ? AS passed, ? AS failing_rows, current_timestamp AS evaluated_at",
+                [
+                    row["batch_id"],
+                    row["check_name"],
+                    row["asset"],
+                    row["severity"],
+                    row["blocking"],
+                    row["passed"],
+                    row["failing_rows"],
+                ],
+            )
+
+    def cached_calls(self, call_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Cached responses for the given call ids (missing ids are simply absent)."""
+        if not call_ids:
+            return {}
+        with self.connect() as con:
+            con.register("wanted", pl.DataFrame({"call_id": list(call_ids)}).to_arrow())
+            frame = _frame(con.execute("SELECT c.* FROM llm_calls c JOIN wanted USING (call_id)"))
+        return {row["call_id"]: row for row in frame.iter_rows(named=True)}
+
+    def store_calls(self, rows: list[dict[str, Any]]) -> None:
+        """Add finished calls to the cache; a call already there is kept as it was."""
+        if not rows:
+            return
+        frame = pl.DataFrame(rows, infer_schema_length=None)
+        with self.connect() as con:
+            con.register("finished", frame.to_arrow())
+            con.execute("INSERT OR IGNORE INTO llm_calls BY NAME SELECT * FROM finished")
+            con.unregister("finished")
+
+    def table_counts(self, batch_id: str | None = None) -> dict[str, int]:
+        counts = {}
+        with self.connect() as con:
+            for table in PARTITIONED_TABLES:
+                where = " WHERE batch_id = ?" if batch_id else ""
+                counts[table] = con.execute(
+                    f"SELECT count(*) FROM {table}{where}", [batch_id] if batch_id else []
+                ).fetchone()[0]
+            counts["llm_calls"] = con.execute("SELECT count(*) FROM llm_calls").fetchone()[0]
+        return counts
+
+
+def _frame(result: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """A query result as polars (duckdb 2.x dropped `.pl()`; Arrow is the shared format)."""
+    frame = pl.from_arrow(result.to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
