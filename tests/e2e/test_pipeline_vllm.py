@@ -1,0 +1,140 @@
+"""The full asset graph on vLLM offline with the tiny models, on a real DuckDB file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from datasets import load_from_disk
+
+from prefgen_dagster.pipeline_run import materialize_batch
+
+from .conftest import drop_batch, write_config
+
+MT_BENCH = Path(__file__).resolve().parents[3] / "shared" / "data" / "mt-bench-80.jsonl"
+LLM_ASSETS = ("pooled_completions", "evolved_completions", "ratings")
+TABLES = (
+    "instructions",
+    "rejected_inputs",
+    "completions",
+    "evolved_completions",
+    "ratings",
+    "dpo_pairs",
+)
+
+
+def mt_bench_lines(count: int) -> list[str]:
+    rows = [json.loads(line) for line in MT_BENCH.read_text().splitlines()[:count]]
+    return [json.dumps({"instruction": row["instruction"]}) for row in rows]
+
+
+def bad_lines(first_instruction: str) -> list[str]:
+    return [
+        "",  # blank line
+        "{this is not json",
+        json.dumps({"prompt": "no instruction field"}),
+        json.dumps({"instruction": "   "}),
+        json.dumps({"instruction": first_instruction}),  # duplicate
+    ]
+
+
+def table(db: Path, name: str, batch_id: str) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(
+            f"SELECT * FROM {name} WHERE batch_id = ? ORDER BY ALL", [batch_id]
+        ).fetchall()
+
+
+def engine_calls(result: dg.ExecuteInProcessResult, asset: str) -> int:
+    [event] = result.asset_materializations_for_node(asset)
+    return event.metadata["llm_engine_calls"].value
+
+
+@pytest.mark.slow
+def test_full_graph_on_vllm_then_rerun_is_free(workdir: Path, tiny_models: Path) -> None:
+    config_path = write_config(workdir, tiny_models)
+    good = mt_bench_lines(4)
+    lines = good[:2] + bad_lines(json.loads(good[0])["instruction"]) + good[2:]
+    drop_batch(workdir, "mt-bench.jsonl", lines)
+    db = workdir / "data" / "prefgen.duckdb"
+
+    with dg.instance_for_test() as instance:
+        batch, export = materialize_batch(config_path, "mt-bench.jsonl", instance)
+        assert batch.success and export is not None and export.success
+
+        # Every input line is accounted for: 4 accepted, one rejected row per bad line.
+        rejected = table(db, "rejected_inputs", "mt-bench.jsonl")
+        reasons = {row[2]: row[4] for row in rejected}
+        assert reasons == {
+            3: "blank line",
+            4: reasons[4],
+            5: "missing field 'instruction'",
+            6: "field 'instruction' is empty",
+            7: "duplicate of row 1",
+        }
+        assert reasons[4].startswith("not valid JSON")
+        [raw_event] = batch.asset_materializations_for_node("raw_instructions")
+        assert raw_event.metadata["input_rows"].value == len(lines) == 4 + len(rejected)
+
+        # Demo pool: 2 models x 2 samples; one EvolQuality round; all 8 judged together.
+        assert len(table(db, "instructions", "mt-bench.jsonl")) == 4
+        assert len(table(db, "completions", "mt-bench.jsonl")) == 16
+        assert len(table(db, "evolved_completions", "mt-bench.jsonl")) == 16
+        ratings = table(db, "ratings", "mt-bench.jsonl")
+        assert len(ratings) == 32
+        with duckdb.connect(str(db), read_only=True) as con:
+            models = {
+                m for (m,) in con.execute("SELECT DISTINCT model FROM completions").fetchall()
+            }
+            bad_ratings = con.execute(
+                "SELECT count(*) FROM ratings WHERE parse_status = 'ok' "
+                "AND (rating NOT BETWEEN 1 AND 5 OR rationale IS NULL)"
+            ).fetchall()[0][0]
+            pairs = con.execute(
+                "SELECT chosen_rating, rejected_rating, margin, chosen_model, rejected_model "
+                "FROM dpo_pairs"
+            ).fetchall()
+            positions = con.execute(
+                "SELECT instruction_id, list(position ORDER BY position) FROM ratings GROUP BY 1"
+            ).fetchall()
+        assert len(models) == 2
+        assert bad_ratings == 0
+        assert all(p == list(range(1, 9)) for _, p in positions)
+        assert 1 <= len(pairs) <= 4
+        assert all(c > r and abs(m - (c - r)) < 1e-9 for c, r, m, *_ in pairs)
+
+        checks = {e.check_name: e for e in batch.get_asset_check_evaluations()}
+        assert set(checks) == {
+            "low_margin_pairs",
+            "length_outliers",
+            "judge_parse_failures",
+            "pair_integrity",
+        }
+        assert checks["pair_integrity"].passed
+        low_margin = checks["low_margin_pairs"].metadata["failing_rows"].value
+
+        dataset = load_from_disk(str(workdir / "data" / "export" / "dataset"))
+        assert len(dataset) == len(pairs) - low_margin
+        if len(dataset):
+            row = dataset[0]
+            assert [m["role"] for m in row["prompt"]] == ["user"]
+            assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
+            assert row["score_chosen"] - row["score_rejected"] >= 1.0
+            assert row["chosen_model"] in models
+
+        before = {name: table(db, name, "mt-bench.jsonl") for name in TABLES}
+        with duckdb.connect(str(db), read_only=True) as con:
+            cached = con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0]
+
+        # Materializing the same partition again: zero engine calls, identical rows.
+        again, _ = materialize_batch(config_path, "mt-bench.jsonl", instance)
+        assert again.success
+        assert {asset: engine_calls(again, asset) for asset in LLM_ASSETS} == dict.fromkeys(
+            LLM_ASSETS, 0
+        )
+        assert {name: table(db, name, "mt-bench.jsonl") for name in TABLES} == before
+        with duckdb.connect(str(db), read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0] == cached
