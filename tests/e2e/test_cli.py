@@ -1,0 +1,65 @@
+"""The `prefgen` command as a user runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+
+from prefgen_dagster.tiny_model import make_tiny_model
+
+from .conftest import write_config
+from .test_pipeline_vllm import mt_bench_lines
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_tiny_models_are_deterministic(tmp_path: Path) -> None:
+    first = make_tiny_model(tmp_path / "a", arch="llama", seed=7)
+    second = make_tiny_model(tmp_path / "b", arch="llama", seed=7)
+    other = make_tiny_model(tmp_path / "c", arch="llama", seed=8)
+    assert digests(first) == digests(second)
+    assert digests(first)["model.safetensors"] != digests(other)["model.safetensors"]
+    config = json.loads((first / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert config["hidden_size"] // config["num_attention_heads"] >= 32
+
+
+@pytest.mark.slow
+def test_prefgen_run_prints_summary(tmp_path: Path, tiny_models: Path) -> None:
+    config_path = write_config(tmp_path, tiny_models)
+    source = tmp_path / "three.jsonl"
+    source.write_text("\n".join(mt_bench_lines(3)) + "\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefgen_dagster.cli",
+            "run",
+            str(source),
+            "--config",
+            str(config_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "batch three.jsonl: succeeded" in out
+    assert re.search(r"pooled_completions\s+completions\s+12\s+12\s+0", out)
+    assert re.search(r"evolved_completions\s+evolved_completions\s+12\s+12\s+0", out)
+    assert re.search(r"ratings\s+ratings\s+24\s+\d+\s+0", out)
+    assert (tmp_path / "data" / "inbox" / "three.jsonl").exists()
+    exported = re.search(r"preference_dataset: (\d+) pairs exported", out)
+    assert exported
+    dataset = load_from_disk(str(tmp_path / "data" / "export" / "dataset"))
+    assert len(dataset) == int(exported.group(1))

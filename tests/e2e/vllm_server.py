@@ -1,0 +1,65 @@
+"""Start and stop a real vLLM OpenAI-compatible server on 127.0.0.1 for a test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+READY_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def vllm_server(model_dir: Path, served_name: str, log: Path) -> Iterator[str]:
+    """Yields the server's base URL (…/v1) once it answers; stops it afterwards."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir), "--served-model-name", served_name,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", "float32", "--enforce-eager", "--max-model-len", "4096", "--seed", "0",
+        "--kv-cache-memory-bytes", str(64 * 2**20), "--no-enable-chunked-prefill",
+        "--structured-outputs-config", '{"backend": "guidance", "disable_any_whitespace": true}',
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_ready(base_url, process, log)
+        yield base_url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _wait_ready(base_url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vLLM server exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"vLLM server not ready in {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
