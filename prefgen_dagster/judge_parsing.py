@@ -53,7 +53,9 @@ def _parse_json(text: str, count: int) -> JudgeVerdict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        status = "truncated_json" if err.pos >= len(text) - 1 else "invalid_json"
+        # Cut off by max_tokens: the error sits at the very end, or in a string left open.
+        cut_off = err.pos >= len(text) - 1 or err.msg.startswith("Unterminated string")
+        status = "truncated_json" if cut_off else "invalid_json"
         return failed(count, status)
     entries = value.get("ratings") if isinstance(value, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):

@@ -59,6 +59,7 @@ def plan_completions(
                 completion_id = stable_hash(
                     [
                         "completion",
+                        config.generation.seed,
                         row["instruction_id"],
                         identity,
                         sampling,

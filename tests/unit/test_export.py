@@ -1,0 +1,212 @@
+"""The export: which batches and pairs go out, and TRL's conversational record shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+import pytest
+
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.export import collect_pairs, to_trl_records
+from prefgen_dagster.sql_layer import SqlCheck, load_checks
+from prefgen_dagster.storage import Storage
+
+Insert = Callable[[str, list[dict[str, Any]]], None]
+
+CHECKS = load_checks()
+BLOCKING = [check.name for check in CHECKS if check.blocking]
+
+
+def pair_row(**overrides: Any) -> dict[str, Any]:
+    row = {
+        "batch_id": "b1",
+        "pair_id": "p1",
+        "instruction_id": "i1",
+        "instruction": "Explain tides.",
+        "system_prompt": "Be brief.",
+        "source": "b1.jsonl",
+        "source_row": 3,
+        "chosen_completion_id": "c1",
+        "rejected_completion_id": "c2",
+        "chosen_text": "The moon pulls the sea.",
+        "rejected_text": "Tides are cheese.",
+        "chosen_rating": 5.0,
+        "rejected_rating": 2.0,
+        "margin": 3.0,
+        "chosen_model": "models/a",
+        "rejected_model": "models/b",
+        "chosen_origin": "evolved",
+        "rejected_origin": "pooled",
+    }
+    return {**row, **overrides}
+
+
+def test_trl_record_shape() -> None:
+    frame = pl.DataFrame(
+        [pair_row(), pair_row(pair_id="p2", system_prompt=None, rejected_text=None)]
+    )
+    with_system, without_system = to_trl_records(frame)
+    assert with_system == {
+        "prompt": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Explain tides."},
+        ],
+        "chosen": [{"role": "assistant", "content": "The moon pulls the sea."}],
+        "rejected": [{"role": "assistant", "content": "Tides are cheese."}],
+        "score_chosen": 5.0,
+        "score_rejected": 2.0,
+        "margin": 3.0,
+        "chosen_model": "models/a",
+        "rejected_model": "models/b",
+        "chosen_origin": "evolved",
+        "rejected_origin": "pooled",
+        "pair_id": "p1",
+        "instruction_id": "i1",
+        "chosen_completion_id": "c1",
+        "rejected_completion_id": "c2",
+        "batch_id": "b1",
+        "source": "b1.jsonl",
+        "source_row": 3,
+    }
+    assert without_system["prompt"] == [{"role": "user", "content": "Explain tides."}]
+    assert without_system["rejected"] == [{"role": "assistant", "content": ""}]
+
+
+# --- collect_pairs on crafted rows ---------------------------------------------------------
+
+
+def add_batch(insert: Insert, batch: str, pairs: list[tuple[str, float]]) -> None:
+    """One instruction per pair, two pooled completions each, and the pair rows.
+
+    `pairs` is [(pair_id, margin)]: chosen rated 5, rejected 5 - margin.
+    """
+    instructions, completions, pair_rows = [], [], []
+    for pid, margin in pairs:
+        iid, chosen, rejected = f"{pid}-i", f"{pid}-c", f"{pid}-r"
+        instructions.append(
+            {
+                "batch_id": batch,
+                "instruction_id": iid,
+                "instruction": f"question {pid}",
+                "system_prompt": None,
+                "source": batch,
+                "source_row": 1,
+            }
+        )
+        completions += [
+            {
+                "batch_id": batch,
+                "completion_id": cid,
+                "instruction_id": iid,
+                "model": "m",
+                "backend": "vllm",
+                "sampling": "{}",
+                "sample_index": 0,
+                "template_version": "t",
+                "text": f"text of {cid}",
+                "call_id": f"call-{cid}",
+            }
+            for cid in (chosen, rejected)
+        ]
+        pair_rows.append(
+            {
+                "batch_id": batch,
+                "pair_id": pid,
+                "instruction_id": iid,
+                "chosen_completion_id": chosen,
+                "rejected_completion_id": rejected,
+                "chosen_model": "m",
+                "rejected_model": "m",
+                "chosen_origin": "pooled",
+                "rejected_origin": "pooled",
+                "chosen_rating": 5.0,
+                "rejected_rating": 5.0 - margin,
+                "margin": margin,
+                "strategy": "best_vs_worst",
+            }
+        )
+    insert("instructions", instructions)
+    insert("completions", completions)
+    insert("dpo_pairs", pair_rows)
+
+
+def check_result(batch: str, check: SqlCheck, passed: bool) -> dict[str, Any]:
+    return {
+        "batch_id": batch,
+        "check_name": check.name,
+        "asset": check.asset,
+        "severity": check.severity,
+        "blocking": check.blocking,
+        "passed": passed,
+        "failing_rows": 0 if passed else 1,
+    }
+
+
+def checks_run(insert: Insert, batch: str, failing: tuple[str, ...] = ()) -> None:
+    """`check_results` rows for every check of the batch, as plain SQL inserts."""
+    now = datetime.now()
+    rows = [check_result(batch, c, c.name not in failing) | {"evaluated_at": now} for c in CHECKS]
+    insert("check_results", rows)
+
+
+@pytest.fixture
+def three_batches(storage: Storage, insert_rows: Insert) -> Storage:
+    add_batch(insert_rows, "a.jsonl", [("a1", 3.0), ("a2", 0.5), ("a3", 1.0)])
+    add_batch(insert_rows, "b.jsonl", [("b1", 4.0)])
+    add_batch(insert_rows, "c.jsonl", [("c1", 4.0)])
+    checks_run(insert_rows, "a.jsonl", failing=("length_outliers",))  # WARN only
+    checks_run(insert_rows, "b.jsonl", failing=("pair_integrity",))  # blocking
+    # c.jsonl: no check results yet
+    return storage
+
+
+def test_blocking_checks_are_the_expected_ones() -> None:
+    assert sorted(BLOCKING) == ["judge_parse_failures", "pair_integrity"]
+
+
+def test_collect_pairs_holds_back_and_filters(
+    three_batches: Storage, config: PipelineConfig
+) -> None:
+    pairs, summary = collect_pairs(three_batches, CHECKS, config.sql_vars())
+    assert summary == {
+        "batches_exported": ["a.jsonl"],
+        "batches_held_back": ["b.jsonl", "c.jsonl"],
+        "pairs_filtered": 1,  # a2: margin 0.5 < min_margin 1.0
+    }
+    assert sorted(pairs["pair_id"].to_list()) == ["a1", "a3"]
+    records = {r["pair_id"]: r for r in to_trl_records(pairs)}
+    assert records["a1"]["chosen"] == [{"role": "assistant", "content": "text of a1-c"}]
+    assert records["a1"]["rejected"] == [{"role": "assistant", "content": "text of a1-r"}]
+    assert records["a1"]["prompt"] == [{"role": "user", "content": "question a1"}]
+    assert records["a1"]["margin"] == 3.0
+
+
+def test_a_stricter_margin_filters_more(three_batches: Storage, config: PipelineConfig) -> None:
+    values = {**config.sql_vars(), "min_margin": 2.0}
+    pairs, summary = collect_pairs(three_batches, CHECKS, values)
+    assert pairs["pair_id"].to_list() == ["a1"]
+    assert summary["pairs_filtered"] == 2
+
+
+def test_batch_goes_out_once_its_blocking_checks_pass(
+    three_batches: Storage, config: PipelineConfig
+) -> None:
+    # The real writer replaces b's failed result; c gets results for the first time.
+    for batch in ("b.jsonl", "c.jsonl"):
+        for check in CHECKS:
+            if check.blocking:
+                three_batches.record_check(check_result(batch, check, passed=True))
+    pairs, summary = collect_pairs(three_batches, CHECKS, config.sql_vars())
+    assert summary["batches_exported"] == ["a.jsonl", "b.jsonl", "c.jsonl"]
+    assert summary["batches_held_back"] == []
+    assert sorted(pairs["pair_id"].to_list()) == ["a1", "a3", "b1", "c1"]
+
+
+def test_nothing_to_export(storage: Storage, config: PipelineConfig) -> None:
+    pairs, summary = collect_pairs(storage, CHECKS, config.sql_vars())
+    assert pairs.height == 0
+    assert summary == {"batches_exported": [], "batches_held_back": [], "pairs_filtered": 0}
+    assert to_trl_records(pairs) == []

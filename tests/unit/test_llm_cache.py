@@ -1,0 +1,162 @@
+"""`run_requests` through the real `llm_calls` cache (a tmp DuckDB file) and a scripted engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from prefgen_dagster.config import PipelineConfig, SamplingParams
+from prefgen_dagster.engines.base import LLMRequest, LLMResult
+from prefgen_dagster.llm_runner import LLMCallsFailed, run_requests
+from prefgen_dagster.storage import Storage
+
+
+@dataclass
+class ScriptedEngines:
+    """An `engine_factory` whose engines answer `echo: <prompt>` and record every call.
+
+    Prompts listed in `failing` come back with an error result; once `crash_after_chunks`
+    chunks have been answered, the next `generate` raises instead.
+    """
+
+    failing: set[str] = field(default_factory=set)
+    crash_after_chunks: int | None = None
+    chunks: list[tuple[str, list[str]]] = field(default_factory=list)
+    opened: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+
+    def __call__(self, config: PipelineConfig, model_name: str) -> ScriptedEngine:
+        self.opened.append(model_name)
+        return ScriptedEngine(self, model_name)
+
+    @property
+    def asked(self) -> list[str]:
+        return [prompt for _, chunk in self.chunks for prompt in chunk]
+
+
+@dataclass
+class ScriptedEngine:
+    script: ScriptedEngines
+    model_name: str
+
+    def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
+        crash_at = self.script.crash_after_chunks
+        if crash_at is not None and len(self.script.chunks) >= crash_at:
+            raise RuntimeError("engine died")
+        prompts = [prompt_of(request) for request in requests]
+        self.script.chunks.append((self.model_name, prompts))
+        return [
+            LLMResult(None, error="HTTP 503")
+            if prompt in self.script.failing
+            else LLMResult(f"echo: {prompt}", "stop", 10, len(prompt), latency_s=0.01)
+            for prompt in prompts
+        ]
+
+    def close(self) -> None:
+        self.script.closed.append(self.model_name)
+
+
+def prompt_of(request: LLMRequest) -> str:
+    return request.messages[-1]["content"]
+
+
+def req(prompt: str, model: str = "models/gen-a", seed: int = 1) -> LLMRequest:
+    return LLMRequest(model, [{"role": "user", "content": prompt}], SamplingParams(), seed)
+
+
+def pairs(*prompts: str, model_name: str = "gen-a") -> list[tuple[str, LLMRequest]]:
+    return [(model_name, req(p, model=f"models/{model_name}")) for p in prompts]
+
+
+def cached_call_count(storage: Storage) -> int:
+    return storage.table_counts()["llm_calls"]
+
+
+def with_chunk_size(config: PipelineConfig, size: int) -> PipelineConfig:
+    raw = config.model_dump(mode="json")
+    raw["engine"] = {"chunk_size": size}
+    return PipelineConfig.model_validate(raw)
+
+
+def test_first_run_asks_each_unique_request_once(storage: Storage, config: PipelineConfig) -> None:
+    engines = ScriptedEngines()
+    requests = pairs("a", "b", "a", "c") + pairs("z", model_name="gen-b")
+    answers, stats = run_requests(requests, storage, config, engines)
+    assert sorted(engines.asked) == ["a", "b", "c", "z"]
+    assert sorted(engines.opened) == ["gen-a", "gen-b"]
+    assert sorted(engines.closed) == ["gen-a", "gen-b"]
+    assert stats.requested == 5
+    assert stats.engine_calls == 4
+    assert stats.cache_hits == 0
+    assert stats.per_model_calls == {"gen-a": 3, "gen-b": 1}
+    assert stats.prompt_tokens == 40
+    assert len(answers) == 4
+    assert answers[req("b").call_id]["response"] == "echo: b"
+    assert cached_call_count(storage) == 4
+
+
+def test_second_run_is_served_from_the_cache(storage: Storage, config: PipelineConfig) -> None:
+    requests = pairs("a", "b", "c")
+    first, _ = run_requests(requests, storage, config, ScriptedEngines())
+    engines = ScriptedEngines()
+    second, stats = run_requests(requests, storage, config, engines)
+    assert engines.chunks == []
+    assert engines.opened == []  # no engine is even loaded
+    assert stats.engine_calls == 0
+    assert stats.cache_hits == 3
+    assert first.keys() == second.keys()
+    fields = ("call_id", "model", "request", "response", "finish_reason", "completion_tokens")
+    for call_id in first:
+        assert {k: first[call_id][k] for k in fields} == {k: second[call_id][k] for k in fields}
+    assert cached_call_count(storage) == 3
+
+
+def test_a_changed_request_misses_the_cache(storage: Storage, config: PipelineConfig) -> None:
+    run_requests(pairs("a"), storage, config, ScriptedEngines())
+    engines = ScriptedEngines()
+    other_seed = [("gen-a", req("a", seed=2))]
+    run_requests(other_seed, storage, config, engines)
+    assert engines.asked == ["a"]
+    assert cached_call_count(storage) == 2
+
+
+def test_failed_requests_keep_finished_chunks_and_rerun_asks_only_them(
+    storage: Storage, config: PipelineConfig
+) -> None:
+    config = with_chunk_size(config, 2)
+    requests = pairs("p1", "p2", "p3", "p4", "p5")
+    broken = ScriptedEngines(failing={"p4", "p5"})
+    with pytest.raises(LLMCallsFailed, match="2 of 5 LLM requests failed") as failure:
+        run_requests(requests, storage, config, broken)
+    assert "HTTP 503" in str(failure.value)
+    assert [chunk for _, chunk in broken.chunks] == [["p1", "p2"], ["p3", "p4"], ["p5"]]
+    assert broken.closed == ["gen-a"]
+    cached = storage.query("SELECT response FROM llm_calls ORDER BY response")["response"]
+    assert cached.to_list() == ["echo: p1", "echo: p2", "echo: p3"]
+
+    healthy = ScriptedEngines()
+    answers, stats = run_requests(requests, storage, config, healthy)
+    assert healthy.asked == ["p4", "p5"]
+    assert stats.cache_hits == 3
+    assert stats.engine_calls == 2
+    assert [answers[r.call_id]["response"] for _, r in requests] == [
+        f"echo: p{i}" for i in range(1, 6)
+    ]
+
+
+def test_engine_crash_keeps_the_chunks_written_before_it(
+    storage: Storage, config: PipelineConfig
+) -> None:
+    config = with_chunk_size(config, 2)
+    requests = pairs("p1", "p2", "p3", "p4", "p5")
+    crashing = ScriptedEngines(crash_after_chunks=2)
+    with pytest.raises(RuntimeError, match="engine died"):
+        run_requests(requests, storage, config, crashing)
+    assert crashing.closed == ["gen-a"]  # closed even though it raised
+    assert cached_call_count(storage) == 4
+
+    healthy = ScriptedEngines()
+    run_requests(requests, storage, config, healthy)
+    assert healthy.asked == ["p5"]

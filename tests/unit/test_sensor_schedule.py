@@ -1,0 +1,171 @@
+"""The inbox sensor, batch-file resolution and the catch-up schedule's notion of 'stale'."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from prefgen_dagster.automation import inbox_sensor, stale_batches
+from prefgen_dagster.config import PipelineConfig, load_config
+from prefgen_dagster.partitions import batch_file, batches
+from prefgen_dagster.resources import CONFIG_ENV
+
+
+@pytest.fixture
+def inbox(tmp_path: Path, config: PipelineConfig, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tmp inbox named by a tmp config file that $PREFGEN_CONFIG points at."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    raw = config.model_dump(mode="json", exclude={"base_dir"})
+    raw["paths"] = {
+        "inbox_dir": str(folder),
+        "duckdb_path": str(tmp_path / "prefgen.duckdb"),
+        "export_dir": str(tmp_path / "export"),
+    }
+    config_path = tmp_path / "prefgen.yaml"
+    config_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    monkeypatch.setenv(CONFIG_ENV, str(config_path))
+    return folder
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    return dg.DagsterInstance.ephemeral()
+
+
+def drop(inbox: Path, name: str, text: str = '{"instruction": "hi"}\n', age: float = 10.0) -> Path:
+    """Write a file into the inbox with its mtime `age` seconds in the past."""
+    path = inbox / name
+    path.write_text(text, encoding="utf-8")
+    stamp = time.time() - age
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def evaluate(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
+    result = inbox_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def added_partitions(result: dg.SensorResult) -> list[str]:
+    return [key for request in result.dynamic_partitions_requests for key in request.partition_keys]
+
+
+def test_settled_file_gives_one_run_and_a_partition(
+    inbox: Path, instance: dg.DagsterInstance
+) -> None:
+    drop(inbox, "batch-1.jsonl")
+    result = evaluate(instance)
+    assert [r.partition_key for r in result.run_requests] == ["batch-1.jsonl"]
+    assert added_partitions(result) == ["batch-1.jsonl"]
+    (request,) = result.dynamic_partitions_requests
+    assert request.partitions_def_name == batches.name
+
+
+def test_files_still_being_written_are_ignored(inbox: Path, instance: dg.DagsterInstance) -> None:
+    drop(inbox, "fresh.jsonl", age=0.0)
+    drop(inbox, "empty.jsonl", text="")
+    result = evaluate(instance)
+    assert result.run_requests == []
+    assert result.dynamic_partitions_requests == []
+
+
+def test_hidden_and_unsupported_files_are_ignored(
+    inbox: Path, instance: dg.DagsterInstance
+) -> None:
+    drop(inbox, ".hidden.jsonl")
+    drop(inbox, "notes.txt")
+    drop(inbox, "data.csv.partial")
+    (inbox / "folder.jsonl").mkdir()
+    drop(inbox, "ok.csv", text="instruction\nhello\n")
+    result = evaluate(instance)
+    assert [r.partition_key for r in result.run_requests] == ["ok.csv"]
+
+
+def test_cursor_prevents_repeats_and_a_rewrite_runs_again(
+    inbox: Path, instance: dg.DagsterInstance
+) -> None:
+    path = drop(inbox, "batch-1.jsonl", age=60.0)
+    first = evaluate(instance)
+    assert len(first.run_requests) == 1
+    instance.add_dynamic_partitions(batches.name, added_partitions(first))  # as the daemon does
+
+    second = evaluate(instance, first.cursor)
+    assert second.run_requests == []
+    assert second.dynamic_partitions_requests == []
+
+    drop(inbox, path.name, text='{"instruction": "changed"}\n', age=5.0)
+    third = evaluate(instance, second.cursor)
+    assert [r.partition_key for r in third.run_requests] == ["batch-1.jsonl"]
+    assert third.run_requests[0].run_key != first.run_requests[0].run_key
+    assert third.dynamic_partitions_requests == []  # the partition already exists
+
+
+def test_a_second_file_only_runs_the_new_one(inbox: Path, instance: dg.DagsterInstance) -> None:
+    drop(inbox, "one.jsonl")
+    first = evaluate(instance)
+    drop(inbox, "two.jsonl")
+    second = evaluate(instance, first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["two.jsonl"]
+
+
+# --- batch_file ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["../secret.jsonl", "..jsonl", "sub/batch.jsonl", "/etc/x.jsonl", "a\\b.jsonl", ""]
+)
+def test_batch_file_refuses_paths(inbox: Path, name: str) -> None:
+    config = load_config(os.environ[CONFIG_ENV])
+    with pytest.raises(ValueError, match="not a plain file name"):
+        batch_file(config, name)
+
+
+def test_batch_file_resolves_inside_the_inbox(inbox: Path) -> None:
+    config = load_config(os.environ[CONFIG_ENV])
+    assert batch_file(config, "batch-1.jsonl") == (inbox / "batch-1.jsonl").resolve()
+
+
+def test_batch_file_refuses_a_symlink_out_of_the_inbox(inbox: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text("{}\n", encoding="utf-8")
+    (inbox / "link.jsonl").symlink_to(outside)
+    config = load_config(os.environ[CONFIG_ENV])
+    with pytest.raises(ValueError, match="outside the inbox"):
+        batch_file(config, "link.jsonl")
+
+
+# --- stale_batches -------------------------------------------------------------------------
+
+
+def materialize_pairs(instance: dg.DagsterInstance, key: str, pipeline_hash: str) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="dpo_pairs", partition=key, metadata={"pipeline_hash": pipeline_hash}
+        )
+    )
+
+
+def test_registered_batch_without_pairs_is_stale(inbox: Path, instance: dg.DagsterInstance) -> None:
+    instance.add_dynamic_partitions(batches.name, ["a.jsonl"])
+    assert stale_batches(instance, "hash-1", inbox) == ["a.jsonl"]
+
+
+def test_stale_batches_follows_settings_and_file_changes(
+    inbox: Path, instance: dg.DagsterInstance
+) -> None:
+    drop(inbox, "a.jsonl", age=3600)
+    drop(inbox, "b.jsonl", age=3600)
+    instance.add_dynamic_partitions(batches.name, ["a.jsonl", "b.jsonl"])
+    materialize_pairs(instance, "a.jsonl", "hash-1")
+    materialize_pairs(instance, "b.jsonl", "hash-1")
+    assert stale_batches(instance, "hash-1", inbox) == []
+    assert stale_batches(instance, "hash-2", inbox) == ["a.jsonl", "b.jsonl"]
+    drop(inbox, "b.jsonl", text='{"instruction": "new"}\n', age=-60)  # rewritten after the run
+    assert stale_batches(instance, "hash-1", inbox) == ["b.jsonl"]

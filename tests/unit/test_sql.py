@@ -1,0 +1,403 @@
+"""The SQL layer and the real files in dbt_like_sql/, run on crafted rows in a tmp DuckDB."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.sql_layer import SqlCheck, SqlFileError, load_checks, load_models
+from prefgen_dagster.storage import Storage
+
+BATCH = "b1.jsonl"
+OTHER = "b2.jsonl"
+
+Insert = Callable[[str, list[dict[str, Any]]], None]
+
+CHECKS = {check.name: check for check in load_checks()}
+DPO_PAIRS = load_models()["dpo_pairs"]
+
+
+# --- crafting rows ---------------------------------------------------------------------------
+
+
+def completion(cid: str, iid: str, text: str = "some answer", batch: str = BATCH) -> dict:
+    return {
+        "batch_id": batch,
+        "completion_id": cid,
+        "instruction_id": iid,
+        "model": f"model-of-{cid}",
+        "backend": "vllm",
+        "sampling": "{}",
+        "sample_index": 0,
+        "template_version": "t",
+        "text": text,
+        "call_id": f"call-{cid}",
+    }
+
+
+def evolved(cid: str, iid: str, text: str = "better answer", batch: str = BATCH) -> dict:
+    return {
+        "batch_id": batch,
+        "completion_id": cid,
+        "instruction_id": iid,
+        "parent_completion_id": "parent",
+        "root_completion_id": "parent",
+        "model": f"model-of-{cid}",
+        "mutation": "details",
+        "round": 1,
+        "sampling": "{}",
+        "template_version": "t",
+        "text": text,
+        "call_id": f"call-{cid}",
+    }
+
+
+def rating(
+    cid: str,
+    iid: str,
+    value: int | None,
+    status: str | None = None,
+    judge_order: int = 0,
+    batch: str = BATCH,
+) -> dict:
+    return {
+        "batch_id": batch,
+        "completion_id": cid,
+        "instruction_id": iid,
+        "judge": "judge",
+        "aspect": "overall",
+        "judge_order": judge_order,
+        "position": 1,
+        "rating": value,
+        "raw_output": "raw",
+        "parse_status": status or ("ok" if value is not None else "unparseable"),
+        "attempts": 1,
+        "call_id": f"judge-call-{cid}",
+        "judge_settings": "s",
+    }
+
+
+def pair(
+    pid: str,
+    iid: str,
+    chosen: str,
+    rejected: str,
+    chosen_rating: float | None = 5.0,
+    rejected_rating: float | None = 2.0,
+    batch: str = BATCH,
+) -> dict:
+    margin = (
+        None
+        if chosen_rating is None or rejected_rating is None
+        else chosen_rating - rejected_rating
+    )
+    return {
+        "batch_id": batch,
+        "pair_id": pid,
+        "instruction_id": iid,
+        "chosen_completion_id": chosen,
+        "rejected_completion_id": rejected,
+        "chosen_rating": chosen_rating,
+        "rejected_rating": rejected_rating,
+        "margin": margin,
+        "strategy": "best_vs_worst",
+    }
+
+
+def rated(insert: Insert, iid: str, scores: dict[str, int | None], batch: str = BATCH) -> None:
+    """Pooled completions of one instruction, each with one rating (None = parse failure)."""
+    insert("completions", [completion(cid, iid, batch=batch) for cid in scores])
+    insert("ratings", [rating(cid, iid, value, batch=batch) for cid, value in scores.items()])
+
+
+def run_pairs(storage: Storage, config: PipelineConfig, batch: str = BATCH) -> pl.DataFrame:
+    return storage.query(*DPO_PAIRS.render(batch, config.sql_vars())).sort("instruction_id")
+
+
+def pair_summary(frame: pl.DataFrame) -> list[tuple]:
+    return list(
+        frame.select(
+            "instruction_id", "chosen_completion_id", "rejected_completion_id", "margin"
+        ).iter_rows()
+    )
+
+
+def offending(storage: Storage, config: PipelineConfig, name: str) -> pl.DataFrame:
+    return storage.query(*CHECKS[name].render(BATCH, config.sql_vars()))
+
+
+# --- loading the files ---------------------------------------------------------------------
+
+
+def test_real_files_load() -> None:
+    models = load_models()
+    assert list(models) == ["dpo_pairs"]
+    assert set(models["dpo_pairs"].refs) == {"completions", "evolved_completions", "ratings"}
+    assert models["dpo_pairs"].variables == ("strategy",)
+    assert set(CHECKS) == {
+        "judge_parse_failures",
+        "length_outliers",
+        "low_margin_pairs",
+        "pair_integrity",
+    }
+    summary = {c.name: (c.asset, c.severity, c.blocking, c.filter) for c in CHECKS.values()}
+    assert summary == {
+        "judge_parse_failures": ("ratings", "ERROR", True, False),
+        "length_outliers": ("dpo_pairs", "WARN", False, False),
+        "low_margin_pairs": ("dpo_pairs", "WARN", False, True),
+        "pair_integrity": ("dpo_pairs", "ERROR", True, False),
+    }
+    assert all(c.description for c in CHECKS.values())
+
+
+def test_values_are_bound_not_pasted(config: PipelineConfig) -> None:
+    sql, params = CHECKS["low_margin_pairs"].render("b'1", {"min_margin": 1.75})
+    assert params == {"min_margin": 1.75, "batch_id": "b'1"}
+    assert "$min_margin" in sql and "$batch_id" in sql
+    assert "1.75" not in sql and "b'1" not in sql
+    with pytest.raises(SqlFileError, match="low_margin_pairs.sql: no value for var"):
+        CHECKS["low_margin_pairs"].render(BATCH, {})
+
+
+HEADER = {
+    "asset": "dpo_pairs",
+    "severity": "WARN",
+    "blocking": "false",
+    "filter": "false",
+    "description": "a test check",
+}
+GOOD_SQL = "SELECT pair_id FROM {{ ref('dpo_pairs') }} WHERE margin < 1"
+
+
+def write_check(root: Path, header: dict[str, str], sql: str = GOOD_SQL) -> Path:
+    folder = root / "checks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "my_check.sql"
+    lines = [f"-- {key}: {value}" for key, value in header.items()]
+    path.write_text("\n".join([*lines, sql]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_well_formed_tmp_check_loads(tmp_path: Path) -> None:
+    write_check(tmp_path, HEADER)
+    (check,) = load_checks(tmp_path)
+    assert isinstance(check, SqlCheck)
+    assert (check.name, check.severity, check.blocking, check.refs) == (
+        "my_check",
+        "WARN",
+        False,
+        ("dpo_pairs",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "sql", "message"),
+    [
+        (HEADER, "SELECT pair_id FROM {{ ref('dpo_pairs') }} WHERE (", "SQL syntax error"),
+        (HEADER, "SELECT * FROM {{ ref('pairs') }}", "unknown ref(s) ['pairs']"),
+        (HEADER, "SELECT 1; SELECT 2", "exactly one SELECT"),
+        ({k: v for k, v in HEADER.items() if k != "description"}, GOOD_SQL, "['description']"),
+        ({**HEADER, "severity": "FATAL"}, GOOD_SQL, "severity must be WARN or ERROR"),
+        ({**HEADER, "blocking": "yes"}, GOOD_SQL, "blocking must be true or false"),
+        ({**HEADER, "asset": "nowhere"}, GOOD_SQL, "unknown asset 'nowhere'"),
+    ],
+    ids=["syntax", "unknown-ref", "two-statements", "missing-header", "severity", "flag", "asset"],
+)
+def test_malformed_check_names_the_file(
+    tmp_path: Path, header: dict[str, str], sql: str, message: str
+) -> None:
+    path = write_check(tmp_path, header, sql)
+    with pytest.raises(SqlFileError) as error:
+        load_checks(tmp_path)
+    assert str(path) in str(error.value)
+    assert message in str(error.value)
+
+
+def test_model_must_build_a_known_table(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    path = tmp_path / "models" / "my_table.sql"
+    path.write_text("SELECT * FROM {{ ref('ratings') }}\n", encoding="utf-8")
+    with pytest.raises(SqlFileError, match="a model must build one of") as error:
+        load_models(tmp_path)
+    assert str(path) in str(error.value)
+
+
+# --- the dpo_pairs model -------------------------------------------------------------------
+
+
+def test_best_vs_worst(storage: Storage, insert_rows: Insert, config: PipelineConfig) -> None:
+    rated(insert_rows, "i1", {"c1": 3, "c2": 5, "c3": 1})
+    insert_rows("evolved_completions", [evolved("e1", "i1")])
+    insert_rows("ratings", [rating("e1", "i1", 4)])
+    frame = run_pairs(storage, config)
+    assert pair_summary(frame) == [("i1", "c2", "c3", 4.0)]
+    row = frame.row(0, named=True)
+    assert (row["chosen_rating"], row["rejected_rating"]) == (5.0, 1.0)
+    assert (row["chosen_origin"], row["rejected_origin"]) == ("pooled", "pooled")
+    assert (row["chosen_model"], row["rejected_model"]) == ("model-of-c2", "model-of-c3")
+    assert row["strategy"] == "best_vs_worst"
+    expected_id = hashlib.sha256(b"c2:c3:best_vs_worst").hexdigest()[:20]
+    assert row["pair_id"] == expected_id
+
+
+def test_evolved_completion_can_be_chosen(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    rated(insert_rows, "i1", {"c1": 2, "c2": 3})
+    insert_rows("evolved_completions", [evolved("e1", "i1")])
+    insert_rows("ratings", [rating("e1", "i1", 5)])
+    row = run_pairs(storage, config).row(0, named=True)
+    assert (row["chosen_completion_id"], row["chosen_origin"]) == ("e1", "evolved")
+    assert (row["rejected_completion_id"], row["rejected_origin"]) == ("c1", "pooled")
+
+
+def test_ties_are_never_paired(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    rated(insert_rows, "all-equal", {"a1": 4, "a2": 4, "a3": 4})
+    rated(insert_rows, "top-tie", {"t2": 5, "t1": 5, "t3": 2})
+    assert pair_summary(run_pairs(storage, config)) == [("top-tie", "t1", "t3", 3.0)]
+
+
+def test_null_ratings_are_ignored(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    rated(insert_rows, "i1", {"c1": None, "c2": 4, "c3": 2})
+    rated(insert_rows, "i2", {"d1": None, "d2": 3})  # only one usable rating
+    rated(insert_rows, "i3", {"e1": None, "e2": None})
+    assert pair_summary(run_pairs(storage, config)) == [("i1", "c2", "c3", 2.0)]
+
+
+def test_a_single_completion_gives_no_pair(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    rated(insert_rows, "i1", {"only": 5})
+    assert run_pairs(storage, config).height == 0
+
+
+def test_margin_is_chosen_minus_rejected_over_mean_scores(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    rated(insert_rows, "i1", {"c1": 5, "c2": 2})
+    insert_rows(
+        "ratings", [rating("c1", "i1", 4, judge_order=1), rating("c2", "i1", 1, judge_order=1)]
+    )
+    row = run_pairs(storage, config).row(0, named=True)
+    assert (row["chosen_rating"], row["rejected_rating"], row["margin"]) == (4.5, 1.5, 3.0)
+    assert row["margin"] == row["chosen_rating"] - row["rejected_rating"]
+
+
+def test_other_batches_never_leak_in(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    rated(insert_rows, "i1", {"c1": 4, "c2": 3})
+    rated(insert_rows, "i1", {"x1": 5, "x2": 1}, batch=OTHER)
+    # A rating of this batch's completion recorded under the other batch does not count.
+    insert_rows("ratings", [rating("c2", "i1", 1, judge_order=1, batch=OTHER)])
+    assert pair_summary(run_pairs(storage, config)) == [("i1", "c1", "c2", 1.0)]
+    assert pair_summary(run_pairs(storage, config, OTHER)) == [("i1", "x1", "x2", 4.0)]
+    assert run_pairs(storage, config, "x' OR 1=1 --").height == 0
+
+
+# --- the checks ----------------------------------------------------------------------------
+
+
+def test_low_margin_pairs(storage: Storage, insert_rows: Insert, config: PipelineConfig) -> None:
+    insert_rows("dpo_pairs", [pair("p1", "i1", "a", "b", 5, 3), pair("p2", "i2", "c", "d", 3, 2)])
+    assert offending(storage, config, "low_margin_pairs").height == 0  # 1.0 is not below 1.0
+    insert_rows(
+        "dpo_pairs",
+        [pair("p3", "i3", "e", "f", 3.5, 3.0), pair("p4", "i4", "g", "h", 4, 4, batch=OTHER)],
+    )
+    rows = offending(storage, config, "low_margin_pairs")
+    assert rows["pair_id"].to_list() == ["p3"]
+    assert rows["margin"].to_list() == [0.5]
+
+
+def length_outlier_batch(insert: Insert) -> None:
+    lengths = {"n0": 20, "n1": 21, "n2": 22, "n3": 23, "n4": 24}
+    insert("completions", [completion(c, "i1", "x" * n) for c, n in lengths.items()])
+    insert("evolved_completions", [evolved("long", "i1", "y" * 500)])
+    insert("dpo_pairs", [pair("ok", "i1", "n1", "n4")])
+
+
+def test_length_outliers_pass(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    length_outlier_batch(insert_rows)
+    assert offending(storage, config, "length_outliers").height == 0
+
+
+def test_length_outliers_fail(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    length_outlier_batch(insert_rows)
+    insert_rows("dpo_pairs", [pair("bad", "i1", "long", "n0")])
+    rows = offending(storage, config, "length_outliers")
+    assert list(rows.select("pair_id", "outlier_completion_id", "chars").iter_rows()) == [
+        ("bad", "long", 500)
+    ]
+
+
+def parse_status_batch(insert: Insert, failures: int, total: int = 10) -> None:
+    rows = [rating(f"c{i}", "i1", 3) for i in range(total - failures)]
+    rows += [rating(f"f{i}", "i1", None, status="invalid_json") for i in range(failures)]
+    insert("ratings", rows)
+    # Failures in another batch never count towards this one.
+    insert("ratings", [rating(f"o{i}", "i1", None, "empty", batch=OTHER) for i in range(5)])
+
+
+def test_judge_parse_failures_pass_at_the_threshold(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    parse_status_batch(insert_rows, failures=2)  # 20% is not above max_parse_failure_rate 0.2
+    assert offending(storage, config, "judge_parse_failures").height == 0
+
+
+def test_judge_parse_failures_fail(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    parse_status_batch(insert_rows, failures=3)
+    rows = offending(storage, config, "judge_parse_failures")
+    assert sorted(rows["completion_id"].to_list()) == ["f0", "f1", "f2"]
+    assert rows["failure_rate"].to_list() == pytest.approx([0.3, 0.3, 0.3])
+
+
+def integrity_batch(insert: Insert) -> None:
+    insert("completions", [completion("a1", "i1"), completion("a2", "i1")])
+    insert("completions", [completion("b1", "i2"), completion("b2", "i2")])
+    insert("dpo_pairs", [pair("good", "i1", "a1", "a2"), pair("good2", "i2", "b1", "b2", 4, 1)])
+
+
+def test_pair_integrity_pass(storage: Storage, insert_rows: Insert, config: PipelineConfig) -> None:
+    integrity_batch(insert_rows)
+    assert offending(storage, config, "pair_integrity").height == 0
+
+
+def test_pair_integrity_fail(storage: Storage, insert_rows: Insert, config: PipelineConfig) -> None:
+    integrity_batch(insert_rows)
+    insert_rows(
+        "dpo_pairs",
+        [
+            pair("tie", "i1", "a1", "a2", 3, 3),
+            pair("reversed", "i1", "a2", "a1", 2, 4),
+            pair("cross", "i1", "a1", "b2"),  # rejected answers another instruction
+            pair("missing", "i2", "gone", "b2"),  # chosen completion does not exist
+        ],
+    )
+    rows = offending(storage, config, "pair_integrity")
+    assert sorted(rows["pair_id"].to_list()) == ["cross", "missing", "reversed", "tie"]
+
+
+def test_pair_integrity_flags_null_ratings(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    integrity_batch(insert_rows)
+    insert_rows("dpo_pairs", [pair("unrated", "i1", "a1", "a2", None, 2)])
+    assert offending(storage, config, "pair_integrity")["pair_id"].to_list() == ["unrated"]
