@@ -13,6 +13,7 @@ import pytest
 from datasets import load_from_disk
 
 from prefgen_dagster.tiny_model import make_tiny_model
+from tests.conftest import CLEAN_ENV
 
 from .conftest import write_config
 from .test_pipeline_vllm import mt_bench_lines
@@ -51,6 +52,7 @@ def test_prefgen_run_prints_summary(tmp_path: Path, tiny_models: Path) -> None:
         capture_output=True,
         text=True,
         timeout=600,
+        env=CLEAN_ENV,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CLEAN_ENV
+
 from .conftest import write_config
 from .vllm_server import free_port
 
@@ -51,7 +53,7 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
     config_path = write_config(tmp_path, tmp_path / "models")
     port = free_port()
     env = {
-        **os.environ,
+        **CLEAN_ENV,
         "PREFGEN_CONFIG": str(config_path),
         "DAGSTER_HOME": str(tmp_path),
     }

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.conftest import CLEAN_ENV
+
 READY_TIMEOUT_S = 180
 
 
@@ -34,7 +36,7 @@ def vllm_server(model_dir: Path, served_name: str, log: Path) -> Iterator[str]:
         "--kv-cache-memory-bytes", str(64 * 2**20), "--no-enable-chunked-prefill",
         "--structured-outputs-config", '{"backend": "guidance", "disable_any_whitespace": true}',
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**CLEAN_ENV, "HF_HUB_OFFLINE": "1"}
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
