@@ -15,6 +15,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.ingest import ingest, read_rows
 from prefgen_dagster.llm_runner import RunStats
 from prefgen_dagster.partitions import batch_file, batches
+from prefgen_dagster.rating_summary import histogram, summarize_ratings
 from prefgen_dagster.resources import PrefgenResource
 from prefgen_dagster.sql_layer import SQL_ROOT, load_checks, load_models
 
@@ -98,8 +99,17 @@ def pooled_completions(
     config, storage = prefgen.load(), prefgen.storage()
     frame, stats = stages.generate_completions(config, storage, context.partition_key)
     storage.replace_partition("completions", context.partition_key, frame)
-    extra = {"models": metadata.distribution(frame["model"], "model")} if frame.height else {}
-    return _llm_result(frame, stats, config, ["model", "finish_reason", "text"], extra)
+    extra = {}
+    if frame.height:
+        extra = {
+            "models": metadata.distribution(frame["model"], "model"),
+            "similarity_histogram": dg.MetadataValue.json(
+                histogram(frame["similarity"].to_list(), 0.1)
+            ),
+            "too_similar_kept": int(frame["too_similar"].sum()),
+            "regenerated": int((frame["regenerations"] > 0).sum()),
+        }
+    return _llm_result(frame, stats, config, ["model", "similarity", "text"], extra)
 
 
 @dg.asset(
@@ -124,15 +134,29 @@ def evolved_completions(
 def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
     """UltraFeedback 1-5 ratings with rationales; unparseable answers stay NULL with raw text."""
     config, storage = prefgen.load(), prefgen.storage()
+    self_judging = config.self_judging()
+    if self_judging:
+        context.log.warning(
+            f"judge(s) {self_judging} also generate completions or rewrites; LLM judges tend to "
+            "prefer their own text (self-preference bias). Consider a judge outside the pool."
+        )
     frame, stats = stages.rate_completions(config, storage, context.partition_key)
     storage.replace_partition("ratings", context.partition_key, frame)
-    extra = {}
+    extra: dict[str, Any] = {"self_judging_models": dg.MetadataValue.json(self_judging)}
     if frame.height:
         failures = frame.filter(pl.col("parse_status") != "ok").height
-        extra = {
+        summary = summarize_ratings(frame)
+        extra |= {
             "rating_distribution": metadata.distribution(frame["rating"], "rating"),
             "parse_status": metadata.distribution(frame["parse_status"], "status"),
             "parse_failure_rate": round(failures / frame.height, 4),
+            "parse_failure_rate_per_judge": dg.MetadataValue.json(
+                summary["parse_failure_rate_per_judge"]
+            ),
+            "order_disagreement_rate": summary["order_disagreement_rate"],
+            "order_comparisons": summary["order_comparisons"],
+            "judge_agreement_alpha": summary["judge_alpha"],
+            "judge_agreement_mean_tau": summary["judge_mean_tau"],
         }
     return _llm_result(
         frame, stats, config, ["position", "rating", "parse_status", "rationale"], extra
@@ -173,7 +197,8 @@ def dpo_pairs(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg
         "sql_model": dg.MetadataValue.path(str(model.path)),
     }
     if frame.height:
-        meta["margin_distribution"] = metadata.distribution(frame["margin"], "margin")
+        meta["margin_histogram"] = dg.MetadataValue.json(histogram(frame["margin"].to_list(), 0.5))
+        meta["judge_agreement"] = metadata.distribution(frame["judge_agreement"], "share")
         meta["chosen_origin"] = metadata.distribution(frame["chosen_origin"], "origin")
     return dg.MaterializeResult(metadata=meta)
 

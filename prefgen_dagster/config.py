@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefgen_dagster.ids import stable_hash
 
@@ -60,42 +60,102 @@ class PoolMember(_Strict):
     model: str
     num_completions: int = Field(1, gt=0)
     system_prompt: str | None = None
+    # Several system prompts (e.g. one principle each: helpful, honest, truthful); each
+    # completion gets one, drawn from the seed and the completion's identity.
+    system_prompt_variants: list[str] = Field(default_factory=list)
     sampling: SamplingParams = SamplingParams()
+
+    @model_validator(mode="after")
+    def _one_way_to_set_system(self) -> PoolMember:
+        if self.system_prompt and self.system_prompt_variants:
+            raise ValueError("set system_prompt or system_prompt_variants, not both")
+        return self
+
+    def system_prompts(self) -> list[str | None]:
+        return list(self.system_prompt_variants) or [self.system_prompt]
+
+
+class DiversityConfig(_Strict):
+    """Regenerate a completion that is too close to an earlier one of the same instruction."""
+
+    max_similarity: float = Field(0.9, gt=0, le=1)  # 1.0 turns the guard off
+    max_regenerations: int = Field(2, ge=0)
+    temperature_step: float = Field(0.2, ge=0)
 
 
 class GenerationConfig(_Strict):
     pool: list[PoolMember] = Field(min_length=2)
+    # Each instruction gets this many pool members, drawn from the seed and its id.
+    models_per_instruction: int | None = Field(None, ge=1)
     seed: int = 0
+    diversity: DiversityConfig = DiversityConfig()
+
+    @model_validator(mode="after")
+    def _draw_fits_pool(self) -> GenerationConfig:
+        if self.models_per_instruction and self.models_per_instruction > len(self.pool):
+            raise ValueError("models_per_instruction is larger than the pool")
+        return self
 
 
 class EvolQualityConfig(_Strict):
     model: str
     num_evolutions: int = Field(1, ge=0)
     criteria: list[str] = Field(default_factory=lambda: list(EVOL_CRITERIA))
+    # Extra criteria: name -> what the rewrite should improve (usable in `criteria`).
+    custom_criteria: dict[str, str] = Field(default_factory=dict)
+    keep: Literal["all", "last"] = "all"
+    # Judge (and pair) the pooled originals alongside their rewrites.
+    include_original: bool = True
     seed: int = 0
     sampling: SamplingParams = SamplingParams()
 
-    @field_validator("criteria")
-    @classmethod
-    def _known_criteria(cls, criteria: list[str]) -> list[str]:
-        unknown = sorted(set(criteria) - set(EVOL_CRITERIA))
-        if unknown or not criteria:
-            raise ValueError(f"criteria must be a non-empty subset of {EVOL_CRITERIA}: {unknown}")
-        return criteria
+    @model_validator(mode="after")
+    def _known_criteria(self) -> EvolQualityConfig:
+        known = set(EVOL_CRITERIA) | set(self.custom_criteria)
+        unknown = sorted(set(self.criteria) - known)
+        if unknown or not self.criteria:
+            raise ValueError(f"criteria must be a non-empty subset of {sorted(known)}: {unknown}")
+        return self
+
+
+JUDGE_ASPECTS = ("overall", "helpfulness", "honesty", "instruction_following", "truthfulness")
+JUDGE_ORDERS = ("original", "reversed", "rotated")
 
 
 class JudgeConfig(_Strict):
-    model: str
-    aspect: Literal["overall"] = "overall"
+    models: list[str] = Field(min_length=1)
+    aspects: list[Literal[JUDGE_ASPECTS]] = Field(default_factory=lambda: ["overall"])
+    # Orders in which each instruction's completions are shown (order-bias control).
+    orders: list[Literal[JUDGE_ORDERS]] = Field(default_factory=lambda: ["original"])
+    with_rationale: bool = True
     rationale_max_chars: int = Field(300, gt=0)
     max_reasks: int = Field(1, ge=0)
     seed: int = 0
     sampling: SamplingParams = SamplingParams(temperature=0.0, max_tokens=1024)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _single_model_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "model" in data:
+            data = {**data, "models": [data["model"]]}
+            del data["model"]
+        return data
+
+    @model_validator(mode="after")
+    def _no_repeats(self) -> JudgeConfig:
+        for name in ("models", "aspects", "orders"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values) or not values:
+                raise ValueError(f"judge.{name} must be a non-empty list without repeats")
+        return self
+
 
 class PairingConfig(_Strict):
-    strategy: Literal["best_vs_worst"] = "best_vs_worst"
+    strategy: Literal[
+        "best_vs_worst", "best_vs_random_lower", "all_pairs", "evolved_vs_original"
+    ] = "best_vs_worst"
     min_margin: float = Field(1.0, ge=0)
+    seed: int = 0
 
 
 class ChecksConfig(_Strict):
@@ -143,18 +203,25 @@ class PipelineConfig(_Strict):
     def _models_are_defined(self) -> PipelineConfig:
         used = [m.model for m in self.generation.pool] + [
             self.evol_quality.model,
-            self.judge.model,
+            *self.judge.models,
         ]
         missing = sorted({name for name in used if name not in self.models})
         if missing:
             raise ValueError(f"models used but not defined under `models:`: {missing}")
         return self
 
+    def self_judging(self) -> list[str]:
+        """Judges that also wrote completions or rewrites: they may favour their own text."""
+        writers = {self.models[m.model].path for m in self.generation.pool}
+        writers.add(self.models[self.evol_quality.model].path)
+        return [name for name in self.judge.models if self.models[name].path in writers]
+
     def sql_vars(self) -> dict[str, Any]:
         """Values the SQL files may read with `{{ var('name') }}`."""
         return {
             "min_margin": self.pairing.min_margin,
             "strategy": self.pairing.strategy,
+            "pairing_seed": self.pairing.seed,
             "length_outlier_mads": self.checks.length_outlier_mads,
             "max_parse_failure_rate": self.checks.max_parse_failure_rate,
         }

@@ -92,6 +92,7 @@ def to_trl_records(pairs: pl.DataFrame) -> list[dict[str, Any]]:
                 "rejected_model": row["rejected_model"],
                 "chosen_origin": row["chosen_origin"],
                 "rejected_origin": row["rejected_origin"],
+                "judge_agreement": row["judge_agreement"],
                 "pair_id": row["pair_id"],
                 "instruction_id": row["instruction_id"],
                 "chosen_completion_id": row["chosen_completion_id"],

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from prefgen_dagster.config import PipelineConfig, SamplingParams
+from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.engines.base import LLMRequest
 from prefgen_dagster.ids import seed_from, stable_hash
 from prefgen_dagster.judge_parsing import JudgeVerdict
@@ -42,24 +42,41 @@ def answered_row(plan: Planned, answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def draw_pool(pool_size: int, k: int | None, seed: int, instruction_id: str) -> list[int]:
+    """Which pool members answer an instruction: k of them, fixed by the seed and the
+    instruction's id alone (so the draw is the same whatever batch it comes in)."""
+    if k is None or k >= pool_size:
+        return list(range(pool_size))
+    ranked = sorted(range(pool_size), key=lambda i: seed_from("pool", seed, instruction_id, i))
+    return sorted(ranked[:k])
+
+
 def plan_completions(
     instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str
 ) -> list[Planned]:
-    """`num_completions` requests per pool member per instruction."""
+    """`num_completions` requests per drawn pool member per instruction."""
+    gen = config.generation
     plans = []
     for row in instructions:
-        for member in config.generation.pool:
+        for member_index in draw_pool(
+            len(gen.pool), gen.models_per_instruction, gen.seed, row["instruction_id"]
+        ):
+            member = gen.pool[member_index]
             identity = model_identity(config, member.model)
-            messages = generation.generation_messages(
-                row["instruction"], row["system_prompt"], member.system_prompt
-            )
-            system_used = messages[0]["content"] if messages[0]["role"] == "system" else None
             sampling = member.sampling.model_dump(mode="json")
+            variants = member.system_prompts()
             for sample_index in range(member.num_completions):
+                variant = seed_from(
+                    "variant", gen.seed, row["instruction_id"], member_index, sample_index
+                ) % len(variants)
+                messages = generation.generation_messages(
+                    row["instruction"], row["system_prompt"], variants[variant]
+                )
+                system_used = messages[0]["content"] if messages[0]["role"] == "system" else None
                 completion_id = stable_hash(
                     [
                         "completion",
-                        config.generation.seed,
+                        gen.seed,
                         row["instruction_id"],
                         identity,
                         sampling,
@@ -68,7 +85,7 @@ def plan_completions(
                         sample_index,
                     ]
                 )
-                seed = seed_from("generation", config.generation.seed, completion_id)
+                seed = seed_from("generation", completion_id)
                 plans.append(
                     Planned(
                         member.model,
@@ -79,14 +96,32 @@ def plan_completions(
                             "instruction_id": row["instruction_id"],
                             "model": identity,
                             "backend": config.models[member.model].backend,
+                            "pool_member": member_index,
                             "system_prompt": system_used,
+                            "system_variant": variant if len(variants) > 1 else None,
                             "sampling": json.dumps(sampling, sort_keys=True),
                             "sample_index": sample_index,
                             "template_version": generation.TEMPLATE_VERSION,
+                            "regenerations": 0,
                         },
                     )
                 )
     return plans
+
+
+def regeneration(plan: Planned, attempt: int, temperature_step: float) -> Planned:
+    """The same completion slot asked again with a new seed and a warmer temperature, used
+    when its first answer was too close to an earlier completion of the instruction."""
+    request = plan.request
+    sampling = request.sampling.model_copy(
+        update={"temperature": min(request.sampling.temperature + temperature_step * attempt, 2.0)}
+    )
+    seed = seed_from("regenerate", plan.row["completion_id"], attempt)
+    return Planned(
+        plan.model_name,
+        LLMRequest(request.model, request.messages, sampling, seed),
+        {**plan.row, "regenerations": attempt},
+    )
 
 
 def plan_evolution_round(
@@ -116,7 +151,9 @@ def plan_evolution_round(
             ]
         )
         instruction = instructions[parent["instruction_id"]]["instruction"]
-        messages = evol_quality.evol_messages(instruction, parent["text"] or "", criterion)
+        messages = evol_quality.evol_messages(
+            instruction, parent["text"] or "", criterion, evol.custom_criteria
+        )
         plans.append(
             Planned(
                 evol.model,
@@ -139,9 +176,21 @@ def plan_evolution_round(
 
 
 def judge_settings(config: PipelineConfig) -> str:
-    return stable_hash(
-        [config.judge.model_dump(mode="json"), model_identity(config, config.judge.model)]
-    )
+    identities = [model_identity(config, name) for name in config.judge.models]
+    return stable_hash([config.judge.model_dump(mode="json"), identities])
+
+
+def ordered(items: list[Any], order: str) -> list[Any]:
+    """The items in one of the judge orders: as given, reversed, or rotated by half."""
+    if order == "reversed":
+        return items[::-1]
+    if order == "rotated" and items:
+        shift = max(1, len(items) // 2)
+        return items[shift:] + items[:shift]
+    return list(items)
+
+
+JudgeKey = tuple[str, str, str, int]  # instruction_id, judge model name, aspect, order index
 
 
 def plan_judging(
@@ -149,42 +198,54 @@ def plan_judging(
     instructions: dict[str, dict[str, Any]],
     config: PipelineConfig,
     attempt: int,
+    only: set[JudgeKey] | None = None,
 ) -> list[Planned]:
-    """One request per instruction rating all its completions, in completion-id order.
+    """One request per instruction x judge x aspect x order, rating all the instruction's
+    completions together (base order: by completion id).
 
-    Re-asks (`attempt` > 0) use a new seed and some temperature, or they would repeat the
-    answer that failed to parse.
+    Re-asks (`attempt` > 0, limited to the keys in `only`) use a new seed and some
+    temperature, or they would repeat the answer that failed to parse.
     """
     judge = config.judge
-    identity = model_identity(config, judge.model)
     by_instruction: dict[str, list[dict[str, Any]]] = {}
     for candidate in sorted(candidates, key=lambda c: c["completion_id"]):
         by_instruction.setdefault(candidate["instruction_id"], []).append(candidate)
     sampling = judge.sampling
     if attempt > 0:
-        sampling = SamplingParams(
-            temperature=max(sampling.temperature, 0.7),
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
-        )
+        sampling = sampling.model_copy(update={"temperature": max(sampling.temperature, 0.7)})
     plans = []
     for instruction_id, group in sorted(by_instruction.items()):
-        messages = ultrafeedback.judge_messages(
-            instructions[instruction_id]["instruction"], [c["text"] or "" for c in group]
-        )
-        schema = ultrafeedback.judge_schema(len(group), judge.rationale_max_chars)
-        seed = seed_from("judge", judge.seed, instruction_id, attempt)
-        plans.append(
-            Planned(
-                judge.model,
-                LLMRequest(identity, messages, sampling, seed, json_schema=schema),
-                {
-                    "instruction_id": instruction_id,
-                    "completion_ids": [c["completion_id"] for c in group],
-                    "attempt": attempt,
-                },
-            )
-        )
+        text = instructions[instruction_id]["instruction"]
+        for judge_name in judge.models:
+            identity = model_identity(config, judge_name)
+            for aspect in judge.aspects:
+                schema = ultrafeedback.judge_schema(
+                    len(group), judge.rationale_max_chars, aspect, judge.with_rationale
+                )
+                for order_index, order in enumerate(judge.orders):
+                    key = (instruction_id, judge_name, aspect, order_index)
+                    if only is not None and key not in only:
+                        continue
+                    shown = ordered(group, order)
+                    messages = ultrafeedback.judge_messages(
+                        text, [c["text"] or "" for c in shown], aspect, judge.with_rationale
+                    )
+                    seed = seed_from("judge", judge.seed, *key, identity, attempt)
+                    plans.append(
+                        Planned(
+                            judge_name,
+                            LLMRequest(identity, messages, sampling, seed, json_schema=schema),
+                            {
+                                "key": key,
+                                "instruction_id": instruction_id,
+                                "completion_ids": [c["completion_id"] for c in shown],
+                                "aspect": aspect,
+                                "judge_order": order_index,
+                                "order_name": order,
+                                "attempt": attempt,
+                            },
+                        )
+                    )
     return plans
 
 
@@ -203,10 +264,12 @@ def rating_rows(
             "completion_id": completion_id,
             "instruction_id": plan.row["instruction_id"],
             "judge": plan.request.model,
-            "aspect": config.judge.aspect,
-            "judge_order": 0,
+            "aspect": plan.row["aspect"],
+            "judge_order": plan.row["judge_order"],
+            "order_name": plan.row["order_name"],
             "position": position,
             "rating": verdict.ratings[position - 1],
+            "not_applicable": verdict.is_na(position - 1),
             "rationale": verdict.rationales[position - 1],
             "raw_output": raw_output,
             "parse_status": verdict.status,

@@ -11,16 +11,35 @@ import polars as pl
 
 from prefgen_dagster import planning
 from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.diversity import max_similarity_to_earlier
 from prefgen_dagster.judge_parsing import parse_judge_output
 from prefgen_dagster.llm_runner import EngineFactory, RunStats, open_engine, run_requests
+from prefgen_dagster.prompts.ultrafeedback import ASPECTS
 from prefgen_dagster.storage import Storage
 
 
 def _rows(storage: Storage, table: str, batch_id: str, order_by: str) -> list[dict[str, Any]]:
-    frame = storage.query(
-        f"SELECT * FROM {table} WHERE batch_id = ? ORDER BY {order_by}", [batch_id]
+    sql = f"SELECT * FROM {table} WHERE batch_id = ? ORDER BY {order_by}"
+    return storage.query(sql, [batch_id]).to_dicts()
+
+
+def _instructions(storage: Storage, batch_id: str) -> dict[str, dict[str, Any]]:
+    rows = _rows(storage, "instructions", batch_id, "source_row")
+    return {row["instruction_id"]: row for row in rows}
+
+
+def _ask(
+    plans: list[planning.Planned],
+    storage: Storage,
+    config: PipelineConfig,
+    engine_factory: EngineFactory,
+    total: RunStats,
+) -> dict[str, dict[str, Any]]:
+    answers, stats = run_requests(
+        [(p.model_name, p.request) for p in plans], storage, config, engine_factory
     )
-    return frame.to_dicts()
+    total.add(stats)
+    return answers
 
 
 def generate_completions(
@@ -29,13 +48,40 @@ def generate_completions(
     batch_id: str,
     engine_factory: EngineFactory = open_engine,
 ) -> tuple[pl.DataFrame, RunStats]:
-    instructions = _rows(storage, "instructions", batch_id, "source_row")
-    plans = planning.plan_completions(instructions, config, batch_id)
-    answers, stats = run_requests(
-        [(p.model_name, p.request) for p in plans], storage, config, engine_factory
+    """The pool's completions, with the diversity guard: a completion too close to an
+    earlier one of the same instruction is asked again (new seed, warmer), at most
+    `max_regenerations` times; its final similarity is stored either way."""
+    diversity = config.generation.diversity
+    total = RunStats()
+    plans = planning.plan_completions(
+        list(_instructions(storage, batch_id).values()), config, batch_id
     )
-    rows = [planning.answered_row(p, answers[p.request.call_id]) for p in plans]
-    return pl.DataFrame(rows, infer_schema_length=None), stats
+    rows: list[dict[str, Any]] = []
+    for attempt in range(diversity.max_regenerations + 1):
+        answers = _ask(plans, storage, config, engine_factory, total)
+        rows = [planning.answered_row(p, answers[p.request.call_id]) for p in plans]
+        _mark_similarity(rows, diversity.max_similarity)
+        if attempt == diversity.max_regenerations or not any(r["too_similar"] for r in rows):
+            break
+        plans = [
+            planning.regeneration(plan, attempt + 1, diversity.temperature_step)
+            if row["too_similar"]
+            else plan
+            for plan, row in zip(plans, rows, strict=True)
+        ]
+    return pl.DataFrame(rows, infer_schema_length=None), total
+
+
+def _mark_similarity(rows: list[dict[str, Any]], threshold: float) -> None:
+    """Set each row's highest similarity to an earlier completion of its instruction."""
+    by_instruction: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_instruction.setdefault(row["instruction_id"], []).append(row)
+    for group in by_instruction.values():
+        similarities = max_similarity_to_earlier([row["text"] or "" for row in group])
+        for row, similarity in zip(group, similarities, strict=True):
+            row["similarity"] = similarity
+            row["too_similar"] = similarity is not None and similarity > threshold
 
 
 def evolve_completions(
@@ -44,22 +90,19 @@ def evolve_completions(
     batch_id: str,
     engine_factory: EngineFactory = open_engine,
 ) -> tuple[pl.DataFrame, RunStats]:
-    """`num_evolutions` rounds; each round is one stage-wide batch built on the previous one."""
-    instructions = {
-        row["instruction_id"]: row for row in _rows(storage, "instructions", batch_id, "source_row")
-    }
+    """`num_evolutions` rounds; each round is one stage-wide batch built on the previous one.
+    With `keep: last` only the final round's rewrites are returned."""
+    instructions = _instructions(storage, batch_id)
     parents = _rows(storage, "completions", batch_id, "completion_id")
     total = RunStats()
-    evolved: list[dict[str, Any]] = []
+    rounds: list[list[dict[str, Any]]] = []
     for round_index in range(1, config.evol_quality.num_evolutions + 1):
         plans = planning.plan_evolution_round(parents, instructions, config, round_index, batch_id)
-        answers, stats = run_requests(
-            [(p.model_name, p.request) for p in plans], storage, config, engine_factory
-        )
-        total.add(stats)
+        answers = _ask(plans, storage, config, engine_factory, total)
         parents = [planning.answered_row(p, answers[p.request.call_id]) for p in plans]
-        evolved.extend(parents)
-    return pl.DataFrame(evolved, infer_schema_length=None), total
+        rounds.append(parents)
+    kept = rounds[-1:] if config.evol_quality.keep == "last" else rounds
+    return pl.DataFrame([row for rows in kept for row in rows], infer_schema_length=None), total
 
 
 def rate_completions(
@@ -68,38 +111,42 @@ def rate_completions(
     batch_id: str,
     engine_factory: EngineFactory = open_engine,
 ) -> tuple[pl.DataFrame, RunStats]:
-    """Judge every pooled and evolved completion of each instruction together.
+    """Judge each instruction's completions (evolved ones, and the pooled originals unless
+    `include_original` is off) per judge, aspect and order.
 
     An answer that does not parse is asked again (at most `max_reasks` times); after that its
     ratings are stored as NULL with the raw output and the parse status.
     """
-    instructions = {
-        row["instruction_id"]: row for row in _rows(storage, "instructions", batch_id, "source_row")
-    }
+    judge = config.judge
+    originals = "completions" if config.evol_quality.include_original else None
+    sources = [t for t in (originals, "evolved_completions") if t]
     candidates = storage.query(
-        "SELECT completion_id, instruction_id, text FROM completions WHERE batch_id = $b "
-        "UNION ALL "
-        "SELECT completion_id, instruction_id, text FROM evolved_completions WHERE batch_id = $b",
+        " UNION ALL ".join(
+            f"SELECT completion_id, instruction_id, text FROM {t} WHERE batch_id = $b"
+            for t in sources
+        ),
         {"b": batch_id},
     ).to_dicts()
+    instructions = _instructions(storage, batch_id)
     total = RunStats()
     rows: list[dict[str, Any]] = []
-    pending = candidates
-    for attempt in range(config.judge.max_reasks + 1):
-        if not pending:
+    retry: set[planning.JudgeKey] | None = None
+    for attempt in range(judge.max_reasks + 1):
+        plans = planning.plan_judging(candidates, instructions, config, attempt, retry)
+        if not plans:
             break
-        plans = planning.plan_judging(pending, instructions, config, attempt)
-        answers, stats = run_requests(
-            [(p.model_name, p.request) for p in plans], storage, config, engine_factory
-        )
-        total.add(stats)
-        retry_ids: set[str] = set()
+        answers = _ask(plans, storage, config, engine_factory, total)
+        retry = set()
         for plan in plans:
             raw = answers[plan.request.call_id]["response"]
-            verdict = parse_judge_output(raw, len(plan.row["completion_ids"]))
-            if verdict.ok or attempt == config.judge.max_reasks:
+            verdict = parse_judge_output(
+                raw,
+                len(plan.row["completion_ids"]),
+                allow_na=ASPECTS[plan.row["aspect"]].allows_na,
+                with_rationale=judge.with_rationale,
+            )
+            if verdict.ok or attempt == judge.max_reasks:
                 rows.extend(planning.rating_rows(plan, verdict, raw, config, batch_id))
             else:
-                retry_ids.update(plan.row["completion_ids"])
-        pending = [c for c in candidates if c["completion_id"] in retry_ids]
+                retry.add(plan.row["key"])
     return pl.DataFrame(rows, infer_schema_length=None), total

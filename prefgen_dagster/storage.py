@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 from filelock import FileLock
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
@@ -29,10 +29,12 @@ CREATE TABLE IF NOT EXISTS rejected_inputs (
     raw VARCHAR, reason VARCHAR NOT NULL, PRIMARY KEY (batch_id, source, source_row));
 CREATE TABLE IF NOT EXISTS completions (
     batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
-    model VARCHAR NOT NULL, backend VARCHAR NOT NULL, system_prompt VARCHAR,
+    model VARCHAR NOT NULL, backend VARCHAR NOT NULL, pool_member INTEGER NOT NULL DEFAULT 0,
+    system_prompt VARCHAR, system_variant INTEGER,
     sampling VARCHAR NOT NULL, sample_index INTEGER NOT NULL, template_version VARCHAR NOT NULL,
     text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
-    call_id VARCHAR NOT NULL, PRIMARY KEY (batch_id, completion_id));
+    call_id VARCHAR NOT NULL, regenerations INTEGER NOT NULL DEFAULT 0, similarity DOUBLE,
+    too_similar BOOLEAN NOT NULL DEFAULT false, PRIMARY KEY (batch_id, completion_id));
 CREATE TABLE IF NOT EXISTS evolved_completions (
     batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
     parent_completion_id VARCHAR NOT NULL, root_completion_id VARCHAR NOT NULL,
@@ -43,7 +45,8 @@ CREATE TABLE IF NOT EXISTS evolved_completions (
 CREATE TABLE IF NOT EXISTS ratings (
     batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
     judge VARCHAR NOT NULL, aspect VARCHAR NOT NULL, judge_order INTEGER NOT NULL,
-    position INTEGER NOT NULL, rating INTEGER, rationale VARCHAR, raw_output VARCHAR,
+    order_name VARCHAR NOT NULL DEFAULT 'original', position INTEGER NOT NULL, rating INTEGER,
+    not_applicable BOOLEAN NOT NULL DEFAULT false, rationale VARCHAR, raw_output VARCHAR,
     parse_status VARCHAR NOT NULL, attempts INTEGER NOT NULL, call_id VARCHAR NOT NULL,
     judge_settings VARCHAR NOT NULL,
     PRIMARY KEY (batch_id, completion_id, judge, aspect, judge_order));
@@ -52,7 +55,7 @@ CREATE TABLE IF NOT EXISTS dpo_pairs (
     chosen_completion_id VARCHAR NOT NULL, rejected_completion_id VARCHAR NOT NULL,
     chosen_model VARCHAR, rejected_model VARCHAR, chosen_origin VARCHAR, rejected_origin VARCHAR,
     chosen_rating DOUBLE, rejected_rating DOUBLE, margin DOUBLE, strategy VARCHAR,
-    PRIMARY KEY (batch_id, pair_id));
+    judge_agreement DOUBLE, PRIMARY KEY (batch_id, pair_id));
 CREATE TABLE IF NOT EXISTS check_results (
     batch_id VARCHAR NOT NULL, check_name VARCHAR NOT NULL, asset VARCHAR NOT NULL,
     severity VARCHAR NOT NULL, blocking BOOLEAN NOT NULL, passed BOOLEAN NOT NULL,

@@ -1,19 +1,34 @@
--- For each instruction: chosen = its best-rated completion, rejected = its worst-rated one.
--- A completion's score is the mean of its non-NULL ratings; completions with no valid rating
--- are left out. Ties are never paired; equal scores are broken by completion_id so the
--- result is the same on every run.
+-- Chosen/rejected pairs from the ratings, by the configured strategy (pairing.strategy):
+--   best_vs_worst        the best- against the worst-rated completion of each instruction
+--   best_vs_random_lower the best against one lower-rated completion drawn with pairing.seed
+--   all_pairs            every pair of completions whose scores differ
+--   evolved_vs_original  each EvolQuality rewrite against its pooled original, only where the
+--                        judge rated the rewrite higher ("evolved is better" is checked)
+-- A completion's score is the mean over judges and aspects of its rating averaged over the
+-- judged orders; NULL (unparseable or N/A) ratings are left out. Ties are never paired;
+-- equal scores are ranked by completion_id so the result is the same on every run.
+-- judge_agreement: the share of judges whose own score puts chosen above rejected.
 WITH candidates AS (
-    SELECT completion_id, instruction_id, model, 'pooled' AS origin
+    SELECT completion_id, instruction_id, model, 'pooled' AS origin, NULL AS root_completion_id
     FROM {{ ref('completions') }}
     UNION ALL
-    SELECT completion_id, instruction_id, model, 'evolved' AS origin
+    SELECT completion_id, instruction_id, model, 'evolved' AS origin, root_completion_id
     FROM {{ ref('evolved_completions') }}
 ),
+per_aspect AS (
+    SELECT completion_id, judge, aspect, avg(rating) AS rating
+    FROM {{ ref('ratings') }}
+    WHERE rating IS NOT NULL
+    GROUP BY ALL
+),
+per_judge AS (
+    SELECT completion_id, judge, avg(rating) AS score FROM per_aspect GROUP BY ALL
+),
 scored AS (
-    SELECT c.completion_id, c.instruction_id, c.model, c.origin, avg(r.rating) AS score
+    SELECT c.completion_id, c.instruction_id, c.model, c.origin, c.root_completion_id,
+           avg(a.rating) AS score
     FROM candidates AS c
-    JOIN {{ ref('ratings') }} AS r USING (completion_id, instruction_id)
-    WHERE r.rating IS NOT NULL
+    JOIN per_aspect AS a USING (completion_id)
     GROUP BY ALL
 ),
 ranked AS (
@@ -22,21 +37,60 @@ ranked AS (
         row_number() OVER (PARTITION BY instruction_id ORDER BY score DESC, completion_id) AS best_rank,
         row_number() OVER (PARTITION BY instruction_id ORDER BY score ASC, completion_id) AS worst_rank
     FROM scored
+),
+ordered_pairs AS (
+    SELECT
+        c.instruction_id,
+        c.completion_id AS chosen_completion_id,
+        r.completion_id AS rejected_completion_id,
+        c.model AS chosen_model,
+        r.model AS rejected_model,
+        c.origin AS chosen_origin,
+        r.origin AS rejected_origin,
+        c.score AS chosen_rating,
+        r.score AS rejected_rating,
+        c.best_rank AS chosen_best_rank,
+        r.worst_rank AS rejected_worst_rank,
+        c.root_completion_id AS chosen_root_id,
+        row_number() OVER (
+            PARTITION BY c.completion_id
+            ORDER BY sha256(concat_ws(':', CAST({{ var('pairing_seed') }} AS VARCHAR), c.completion_id, r.completion_id))
+        ) AS random_rank
+    FROM ranked AS c
+    JOIN ranked AS r ON c.instruction_id = r.instruction_id AND c.score > r.score
+),
+selected AS (
+    SELECT *
+    FROM ordered_pairs
+    WHERE CASE {{ var('strategy') }}
+        WHEN 'best_vs_worst' THEN chosen_best_rank = 1 AND rejected_worst_rank = 1
+        WHEN 'best_vs_random_lower' THEN chosen_best_rank = 1 AND random_rank = 1
+        WHEN 'all_pairs' THEN true
+        WHEN 'evolved_vs_original' THEN chosen_origin = 'evolved' AND rejected_completion_id = chosen_root_id
+        ELSE false
+    END
+),
+agreement AS (
+    SELECT s.chosen_completion_id, s.rejected_completion_id,
+           avg(CASE WHEN jc.score > jr.score THEN 1.0 ELSE 0.0 END) AS judge_agreement
+    FROM selected AS s
+    JOIN per_judge AS jc ON jc.completion_id = s.chosen_completion_id
+    JOIN per_judge AS jr ON jr.completion_id = s.rejected_completion_id AND jr.judge = jc.judge
+    GROUP BY ALL
 )
 SELECT
-    substr(sha256(concat_ws(':', best.completion_id, worst.completion_id, {{ var('strategy') }})), 1, 20) AS pair_id,
-    best.instruction_id,
-    best.completion_id AS chosen_completion_id,
-    worst.completion_id AS rejected_completion_id,
-    best.model AS chosen_model,
-    worst.model AS rejected_model,
-    best.origin AS chosen_origin,
-    worst.origin AS rejected_origin,
-    best.score AS chosen_rating,
-    worst.score AS rejected_rating,
-    best.score - worst.score AS margin,
-    {{ var('strategy') }} AS strategy
-FROM ranked AS best
-JOIN ranked AS worst
-    ON best.instruction_id = worst.instruction_id AND best.best_rank = 1 AND worst.worst_rank = 1
-WHERE best.score > worst.score
+    substr(sha256(concat_ws(':', s.chosen_completion_id, s.rejected_completion_id, {{ var('strategy') }})), 1, 20) AS pair_id,
+    s.instruction_id,
+    s.chosen_completion_id,
+    s.rejected_completion_id,
+    s.chosen_model,
+    s.rejected_model,
+    s.chosen_origin,
+    s.rejected_origin,
+    s.chosen_rating,
+    s.rejected_rating,
+    s.chosen_rating - s.rejected_rating AS margin,
+    {{ var('strategy') }} AS strategy,
+    a.judge_agreement
+FROM selected AS s
+LEFT JOIN agreement AS a USING (chosen_completion_id, rejected_completion_id)

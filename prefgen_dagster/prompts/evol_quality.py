@@ -64,8 +64,10 @@ def choose_criterion(
     ]
 
 
-def evol_messages(instruction: str, response: str, criterion: str) -> list[dict[str, str]]:
-    prompt = _REWRITE.format(
-        goal=CRITERION_GOALS[criterion], instruction=instruction, response=response
-    )
+def evol_messages(
+    instruction: str, response: str, criterion: str, custom_goals: dict[str, str] | None = None
+) -> list[dict[str, str]]:
+    """The rewrite request; `custom_goals` adds criteria of the user's own (name -> goal)."""
+    goal = {**CRITERION_GOALS, **(custom_goals or {})}[criterion]
+    prompt = _REWRITE.format(goal=goal, instruction=instruction, response=response)
     return [{"role": "user", "content": prompt}]

@@ -119,6 +119,29 @@ def test_text_rating_out_of_range() -> None:
     assert_failed(parse_judge_output(raw, 2), 2, "out_of_range")
 
 
-def test_text_with_a_broken_block_is_unparseable() -> None:
+def test_text_with_extra_words_after_the_rating_is_not_an_integer() -> None:
     raw = "Rating: 4 stars\nRationale: Good.\n\nRating: 2\nRationale: Weak."
-    assert_failed(parse_judge_output(raw, 2), 2, "unparseable")
+    assert_failed(parse_judge_output(raw, 2), 2, "not_integer")
+
+
+def test_na_only_where_the_aspect_allows_it() -> None:
+    raw = json.dumps(
+        {"ratings": [{"rating": "N/A", "rationale": "Fiction."}, {"rating": 3, "rationale": "Ok."}]}
+    )
+    allowed = parse_judge_output(raw, 2, allow_na=True)
+    assert allowed.ok and allowed.ratings == [None, 3]
+    assert allowed.is_na(0) and not allowed.is_na(1)
+    assert_failed(parse_judge_output(raw, 2), 2, "na_not_allowed")
+    text = "Rating: N/A\nRationale: Fiction.\nRating: 5\nRationale: Fine."
+    assert parse_judge_output(text, 2, allow_na=True).ratings == [None, 5]
+
+
+def test_score_only_mode() -> None:
+    assert parse_judge_output(
+        '{"ratings": [{"rating": 2}, {"rating": 5}]}', 2, with_rationale=False
+    ).ratings == [2, 5]
+    assert parse_judge_output("Rating: 2\nRating: 5", 2, with_rationale=False).ratings == [2, 5]
+    assert_failed(
+        parse_judge_output("Rating: 2\nRating: 5", 3, with_rationale=False), 3, "wrong_count"
+    )
+    assert_failed(parse_judge_output("Sure!\nRating: 2", 1, with_rationale=False), 1, "unparseable")

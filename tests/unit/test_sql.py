@@ -139,7 +139,7 @@ def test_real_files_load() -> None:
     models = load_models()
     assert list(models) == ["dpo_pairs"]
     assert set(models["dpo_pairs"].refs) == {"completions", "evolved_completions", "ratings"}
-    assert models["dpo_pairs"].variables == ("strategy",)
+    assert models["dpo_pairs"].variables == ("pairing_seed", "strategy")
     assert set(CHECKS) == {
         "judge_parse_failures",
         "length_outliers",
