@@ -40,6 +40,7 @@ def pair_row(**overrides: Any) -> dict[str, Any]:
         "rejected_model": "models/b",
         "chosen_origin": "evolved",
         "rejected_origin": "pooled",
+        "judge_agreement": 1.0,
     }
     return {**row, **overrides}
 
@@ -63,6 +64,7 @@ def test_trl_record_shape() -> None:
         "rejected_model": "models/b",
         "chosen_origin": "evolved",
         "rejected_origin": "pooled",
+        "judge_agreement": 1.0,
         "pair_id": "p1",
         "instruction_id": "i1",
         "chosen_completion_id": "c1",
