@@ -1,7 +1,7 @@
-"""The asset graph. Each asset reads its inputs from DuckDB, calls one stage, writes its rows.
+"""The Python assets. Each reads its inputs from DuckDB, calls one stage, writes its rows.
 
-raw_instructions -> pooled_completions -> evolved_completions -> ratings -> dpo_pairs
-    -> preference_dataset (unpartitioned: every batch whose blocking checks passed)
+raw_instructions -> pooled_completions -> evolved_completions -> ratings -> (SQL models, see
+`sql_assets.py`: dpo_pairs) -> preference_dataset
 """
 
 from pathlib import Path
@@ -10,19 +10,18 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from prefgen_dagster import export, metadata, stages
+from prefgen_dagster import metadata, stages
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.ingest import ingest, read_rows
 from prefgen_dagster.llm_runner import RunStats
 from prefgen_dagster.partitions import batch_file, batches
 from prefgen_dagster.rating_summary import histogram, summarize_ratings
 from prefgen_dagster.resources import PrefgenResource
-from prefgen_dagster.sql_layer import SQL_ROOT, load_checks, load_models
 
 GROUP = "prefgen"
 
 
-def _common(config: PipelineConfig) -> dict[str, Any]:
+def common_metadata(config: PipelineConfig) -> dict[str, Any]:
     return {"pipeline_hash": config.pipeline_hash()}
 
 
@@ -47,6 +46,19 @@ def raw_instructions(
     result = ingest(read_rows(path), _display_path(path, config), batch_id)
     accepted = pl.DataFrame(result.accepted, schema=_INSTRUCTION_SCHEMA)
     rejected = pl.DataFrame(result.rejected, schema=_REJECTED_SCHEMA)
+    source = _display_path(path, config)
+    batch_row = pl.DataFrame(
+        [
+            {
+                "batch_id": batch_id,
+                "source": source,
+                "input_rows": result.input_rows,
+                "accepted_rows": accepted.height,
+                "rejected_rows": rejected.height,
+            }
+        ]
+    )
+    storage.replace_partition("batches", batch_id, batch_row)
     storage.replace_partition("instructions", batch_id, accepted)
     storage.replace_partition("rejected_inputs", batch_id, rejected)
     for row in result.rejected:
@@ -54,7 +66,7 @@ def raw_instructions(
     return dg.MaterializeResult(
         metadata={
             **metadata.frame_metadata(accepted, ["source_row", "instruction"]),
-            **_common(config),
+            **common_metadata(config),
             "input_rows": result.input_rows,
             "accepted_rows": accepted.height,
             "rejected_rows": rejected.height,
@@ -173,61 +185,11 @@ def _llm_result(
     return dg.MaterializeResult(
         metadata={
             **metadata.frame_metadata(frame, preview),
-            **_common(config),
+            **common_metadata(config),
             **_llm_metadata(stats),
             **(extra or {}),
         }
     )
 
 
-@dg.asset(partitions_def=batches, group_name=GROUP, kinds={"duckdb", "sql"}, deps=[ratings])
-def dpo_pairs(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
-    """Chosen/rejected pairs, built by `dbt_like_sql/models/dpo_pairs.sql`."""
-    config, storage = prefgen.load(), prefgen.storage()
-    batch_id = context.partition_key
-    model = load_models(SQL_ROOT)["dpo_pairs"]
-    frame = storage.query(*model.render(batch_id, config.sql_vars()))
-    frame = frame.with_columns(pl.lit(batch_id).alias("batch_id"))
-    storage.replace_partition("dpo_pairs", batch_id, frame)
-    meta = {
-        **metadata.frame_metadata(
-            frame, ["chosen_model", "rejected_model", "chosen_rating", "rejected_rating", "margin"]
-        ),
-        **_common(config),
-        "sql_model": dg.MetadataValue.path(str(model.path)),
-    }
-    if frame.height:
-        meta["margin_histogram"] = dg.MetadataValue.json(histogram(frame["margin"].to_list(), 0.5))
-        meta["judge_agreement"] = metadata.distribution(frame["judge_agreement"], "share")
-        meta["chosen_origin"] = metadata.distribution(frame["chosen_origin"], "origin")
-    return dg.MaterializeResult(metadata=meta)
-
-
-@dg.asset(
-    group_name=GROUP,
-    kinds={"duckdb", "huggingface"},
-    deps=[dpo_pairs],
-    automation_condition=dg.AutomationCondition.eager(),
-)
-def preference_dataset(prefgen: PrefgenResource) -> dg.MaterializeResult:
-    """All batches whose blocking checks passed, minus pairs flagged by filter checks, as a
-    `datasets` dataset on disk and Parquet in TRL's conversational format."""
-    config, storage = prefgen.load(), prefgen.storage()
-    pairs, summary = export.collect_pairs(storage, load_checks(SQL_ROOT), config.sql_vars())
-    records = export.to_trl_records(pairs)
-    card = export.dataset_card(records, summary, config.pipeline_hash())
-    paths = export.write_dataset(records, config.resolve(config.paths.export_dir), card)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": len(records),
-            **_common(config),
-            "batches_exported": dg.MetadataValue.json(summary["batches_exported"]),
-            "batches_held_back": dg.MetadataValue.json(summary["batches_held_back"]),
-            "pairs_filtered": summary["pairs_filtered"],
-            "dataset_dir": dg.MetadataValue.path(paths["dataset_dir"]),
-            "parquet": dg.MetadataValue.path(paths["parquet"]),
-        }
-    )
-
-
-BATCH_ASSETS = [raw_instructions, pooled_completions, evolved_completions, ratings, dpo_pairs]
+PYTHON_ASSETS = [raw_instructions, pooled_completions, evolved_completions, ratings]

@@ -11,17 +11,19 @@ from pathlib import Path
 
 import dagster as dg
 
-from prefgen_dagster.assets import BATCH_ASSETS, dpo_pairs
+from prefgen_dagster.assets import GROUP
 from prefgen_dagster.config import load_config
 from prefgen_dagster.partitions import batches, is_valid_batch_name
 from prefgen_dagster.resources import default_config_path
+
+PAIRS_KEY = dg.AssetKey("dpo_pairs")
 
 # A file modified within this many seconds may still be being written.
 SETTLE_SECONDS = 2.0
 
 batch_job = dg.define_asset_job(
     "prefgen_batch",
-    selection=dg.AssetSelection.assets(*BATCH_ASSETS),
+    selection=dg.AssetSelection.groups(GROUP),
     partitions_def=batches,
     description="All stages for one instruction batch, with its SQL checks.",
 )
@@ -65,7 +67,7 @@ def stale_batches(instance: dg.DagsterInstance, pipeline_hash: str, inbox: Path)
     stale = []
     for key in instance.get_dynamic_partitions(batches.name):
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dpo_pairs.key, asset_partitions=[key]), limit=1
+            dg.AssetRecordsFilter(asset_key=PAIRS_KEY, asset_partitions=[key]), limit=1
         ).records
         if not records:
             stale.append(key)

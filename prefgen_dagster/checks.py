@@ -1,34 +1,34 @@
 """Asset checks made from `dbt_like_sql/checks/*.sql`: one file, one check, no Python."""
 
 import warnings
-from pathlib import Path
 
 import dagster as dg
 
 from prefgen_dagster import metadata
 from prefgen_dagster.partitions import batches
 from prefgen_dagster.resources import PrefgenResource
-from prefgen_dagster.sql_layer import SQL_ROOT, TABLE_ASSETS, SqlCheck, load_checks
+from prefgen_dagster.sql_layer import SqlCheck, SqlProject
 
-# The table whose batch row count is the denominator of each asset's failure rate.
+# The table whose batch row count is the denominator of a Python asset's failure rate (a SQL
+# model's asset writes the table of its own name).
 _ASSET_TABLE = {
     "raw_instructions": "instructions",
     "pooled_completions": "completions",
     "evolved_completions": "evolved_completions",
     "ratings": "ratings",
-    "dpo_pairs": "dpo_pairs",
 }
 
 
-def build_sql_check(check: SqlCheck) -> dg.AssetChecksDefinition:
+def build_sql_check(check: SqlCheck, project: SqlProject) -> dg.AssetChecksDefinition:
     """An asset check that runs the file's SQL for the batch: zero rows means it passed."""
-    other_assets = sorted({TABLE_ASSETS[ref] for ref in check.refs} - {check.asset})
+    other_assets = sorted({project.table_asset(ref) for ref in check.refs} - {check.asset})
     severity = dg.AssetCheckSeverity[check.severity]
 
     @dg.asset_check(
         asset=check.asset,
         name=check.name,
-        description=check.description,
+        description=f"[{check.severity}{', blocking' if check.blocking else ''}"
+        f"{', filters pairs' if check.filter else ''}] {check.description}",
         blocking=check.blocking,
         additional_deps=other_assets,
         partitions_def=batches,
@@ -38,7 +38,7 @@ def build_sql_check(check: SqlCheck) -> dg.AssetChecksDefinition:
         config, storage = prefgen.load(), prefgen.storage()
         batch_id = context.partition_key
         offending = storage.query(*check.render(batch_id, config.sql_vars()))
-        table = _ASSET_TABLE[check.asset]
+        table = _ASSET_TABLE.get(check.asset, check.asset)
         total = storage.query(f"SELECT count(*) AS n FROM {table} WHERE batch_id = ?", [batch_id])
         checked = int(total["n"][0])
         storage.record_check(
@@ -67,8 +67,8 @@ def build_sql_check(check: SqlCheck) -> dg.AssetChecksDefinition:
     return _check
 
 
-def build_sql_checks(root: Path = SQL_ROOT) -> list[dg.AssetChecksDefinition]:
+def build_sql_checks(project: SqlProject) -> list[dg.AssetChecksDefinition]:
     # Partitioned asset checks are a Dagster preview feature; the warning is known and noisy.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        return [build_sql_check(check) for check in load_checks(root)]
+        return [build_sql_check(check, project) for check in project.checks]

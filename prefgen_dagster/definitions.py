@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
-from prefgen_dagster.assets import BATCH_ASSETS, preference_dataset
 from prefgen_dagster.automation import batch_job, catch_up_schedule, inbox_sensor
-from prefgen_dagster.checks import build_sql_checks
+from prefgen_dagster.graph import build_graph
 from prefgen_dagster.resources import PrefgenResource, default_config_path
 
 
-def build_definitions(config_path: str | None = None) -> dg.Definitions:
+def build_definitions(
+    config_path: str | None = None, sql_dir: Path | None = None
+) -> dg.Definitions:
+    """Everything Dagster loads; the SQL folder is $PREFGEN_SQL_DIR or `dbt_like_sql/`."""
+    graph = build_graph(sql_dir)
     return dg.Definitions(
-        assets=[*BATCH_ASSETS, preference_dataset],
-        asset_checks=build_sql_checks(),
+        assets=[*graph.batch_assets, graph.export_asset],
+        asset_checks=graph.checks,
         jobs=[batch_job],
         sensors=[inbox_sensor],
         schedules=[catch_up_schedule],

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from prefgen_dagster.assets import BATCH_ASSETS, preference_dataset
-from prefgen_dagster.checks import build_sql_checks
+from prefgen_dagster.graph import build_graph
 from prefgen_dagster.partitions import batches
 from prefgen_dagster.resources import PrefgenResource
 
@@ -21,11 +20,12 @@ def materialize_batch(
     """(batch run, export run); the export runs only if the batch run succeeded."""
     instance.add_dynamic_partitions(batches.name, [batch_id])
     resources = {"prefgen": PrefgenResource(config_path=str(Path(config_path).resolve()))}
-    definitions = [*BATCH_ASSETS, preference_dataset, *build_sql_checks()]
+    graph = build_graph()
+    definitions = graph.definitions
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     batch = dg.materialize(
         definitions,
-        selection=dg.AssetSelection.assets(*BATCH_ASSETS),
+        selection=dg.AssetSelection.assets(*graph.batch_assets),
         partition_key=batch_id,
         instance=instance,
         resources=resources,
@@ -36,7 +36,7 @@ def materialize_batch(
         return batch, None
     export = dg.materialize(
         definitions,
-        selection=dg.AssetSelection.assets(preference_dataset),
+        selection=dg.AssetSelection.assets(graph.export_asset),
         instance=instance,
         resources=resources,
         run_config=run_config,

@@ -16,6 +16,7 @@ A check file starts with a header of `-- key: value` lines:
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,22 +24,26 @@ from typing import Any
 
 import sqlglot
 from sqlglot.errors import ParseError
+from sqlglot.lineage import lineage
 
 SQL_ROOT = Path(__file__).resolve().parent.parent / "dbt_like_sql"
+SQL_DIR_ENV = "PREFGEN_SQL_DIR"
 
-# Tables a model or check may ref, and the asset that writes each.
-TABLE_ASSETS = {
+# Tables the Python assets write, and the asset that writes each. Every model file adds a
+# table (and an asset) of its own name.
+SOURCE_TABLES = {
+    "batches": "raw_instructions",
     "instructions": "raw_instructions",
     "rejected_inputs": "raw_instructions",
     "completions": "pooled_completions",
     "evolved_completions": "evolved_completions",
     "ratings": "ratings",
-    "dpo_pairs": "dpo_pairs",
 }
 
 _REF = re.compile(r"\{\{\s*ref\(\s*'([A-Za-z_][A-Za-z0-9_]*)'\s*\)\s*\}\}")
 _VAR = re.compile(r"\{\{\s*var\(\s*'([A-Za-z_][A-Za-z0-9_]*)'\s*\)\s*\}\}")
 _HEADER = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*?)\s*$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REQUIRED_CHECK_FIELDS = ("asset", "severity", "blocking", "filter", "description")
 
 
@@ -77,56 +82,113 @@ class SqlCheck(SqlFile):
     description: str
 
 
+def sql_root() -> Path:
+    """$PREFGEN_SQL_DIR, else the project's `dbt_like_sql/`."""
+    return Path(os.environ.get(SQL_DIR_ENV) or SQL_ROOT)
+
+
+@dataclass(frozen=True)
+class SqlProject:
+    """Every model and check of one `dbt_like_sql/` folder, validated together."""
+
+    models: dict[str, SqlFile]
+    checks: list[SqlCheck]
+
+    def table_asset(self, table: str) -> str:
+        """The asset that writes a table (a model's asset has the model's name)."""
+        return SOURCE_TABLES.get(table, table)
+
+    @property
+    def assets(self) -> set[str]:
+        return set(SOURCE_TABLES.values()) | set(self.models)
+
+
+def load_project(root: Path | None = None) -> SqlProject:
+    """Load and check every file now, so a bad one fails when definitions load, not at run
+    time: syntax, one SELECT per file, known refs, complete check headers."""
+    root = root or sql_root()
+    files = {path.stem: _parse_file(path) for path in sorted((root / "models").glob("*.sql"))}
+    known = set(SOURCE_TABLES) | set(files)
+    for model in files.values():
+        if not _IDENTIFIER.fullmatch(model.name) or model.name in SOURCE_TABLES:
+            raise SqlFileError(f"{model.path}: a model's file name must be a new table name")
+        _check_refs(model, known)
+    project = SqlProject(files, [])
+    for path in sorted((root / "checks").glob("*.sql")):
+        check = _parse_check(path, project.assets)
+        _check_refs(check, known)
+        project.checks.append(check)
+    return project
+
+
+def load_models(root: Path | None = None) -> dict[str, SqlFile]:
+    return load_project(root).models
+
+
+def load_checks(root: Path | None = None) -> list[SqlCheck]:
+    return load_project(root).checks
+
+
+def _check_refs(sql_file: SqlFile, known: set[str]) -> None:
+    unknown = [ref for ref in sql_file.refs if ref not in known]
+    if unknown:
+        raise SqlFileError(f"{sql_file.path}: unknown ref(s) {unknown}; known: {sorted(known)}")
+
+
 def _parse_file(path: Path) -> SqlFile:
     sql = path.read_text(encoding="utf-8")
-    refs = tuple(dict.fromkeys(_REF.findall(sql)))
-    unknown = [ref for ref in refs if ref not in TABLE_ASSETS]
-    if unknown:
-        raise SqlFileError(f"{path}: unknown ref(s) {unknown}; known: {sorted(TABLE_ASSETS)}")
-    probe = _VAR.sub("NULL", _REF.sub(lambda m: m.group(1), sql))
     try:
-        statements = [s for s in sqlglot.parse(probe, read="duckdb") if s is not None]
+        statements = [s for s in sqlglot.parse(_probe(sql), read="duckdb") if s is not None]
     except ParseError as err:
         raise SqlFileError(f"{path}: SQL syntax error: {err}") from err
     if len(statements) != 1 or not isinstance(statements[0], sqlglot.exp.Query):
         raise SqlFileError(f"{path}: must hold exactly one SELECT statement")
+    refs = tuple(dict.fromkeys(_REF.findall(sql)))
     return SqlFile(path.stem, path, sql, refs, tuple(dict.fromkeys(_VAR.findall(sql))))
 
 
-def load_models(root: Path = SQL_ROOT) -> dict[str, SqlFile]:
-    models = {}
-    for path in sorted((root / "models").glob("*.sql")):
-        model = _parse_file(path)
-        if model.name not in TABLE_ASSETS:
-            raise SqlFileError(f"{path}: a model must build one of {sorted(TABLE_ASSETS)}")
-        models[model.name] = model
-    return models
+def _probe(sql: str) -> str:
+    """The SQL with refs as plain table names and vars as NULL, for parsing and lineage."""
+    return _VAR.sub("NULL", _REF.sub(lambda m: m.group(1), sql))
 
 
-def load_checks(root: Path = SQL_ROOT) -> list[SqlCheck]:
-    checks = []
-    for path in sorted((root / "checks").glob("*.sql")):
-        base = _parse_file(path)
-        header = _read_header(path)
-        missing = [field for field in _REQUIRED_CHECK_FIELDS if field not in header]
-        if missing:
-            raise SqlFileError(f"{path}: header is missing {missing}")
-        if header["asset"] not in set(TABLE_ASSETS.values()):
-            raise SqlFileError(f"{path}: unknown asset {header['asset']!r}")
-        severity = header["severity"].upper()
-        if severity not in ("WARN", "ERROR"):
-            raise SqlFileError(f"{path}: severity must be WARN or ERROR, not {severity!r}")
-        checks.append(
-            SqlCheck(
-                **base.__dict__,
-                asset=header["asset"],
-                severity=severity,
-                blocking=_flag(path, header, "blocking"),
-                filter=_flag(path, header, "filter"),
-                description=header["description"],
-            )
-        )
-    return checks
+def _parse_check(path: Path, assets: set[str]) -> SqlCheck:
+    base = _parse_file(path)
+    header = _read_header(path)
+    missing = [field for field in _REQUIRED_CHECK_FIELDS if field not in header]
+    if missing:
+        raise SqlFileError(f"{path}: header is missing {missing}")
+    if header["asset"] not in assets:
+        raise SqlFileError(f"{path}: unknown asset {header['asset']!r}; known: {sorted(assets)}")
+    severity = header["severity"].upper()
+    if severity not in ("WARN", "ERROR"):
+        raise SqlFileError(f"{path}: severity must be WARN or ERROR, not {severity!r}")
+    return SqlCheck(
+        **base.__dict__,
+        asset=header["asset"],
+        severity=severity,
+        blocking=_flag(path, header, "blocking"),
+        filter=_flag(path, header, "filter"),
+        description=header["description"],
+    )
+
+
+def column_lineage(
+    model: SqlFile, schema: dict[str, dict[str, str]]
+) -> dict[str, list[tuple[str, str]]]:
+    """For each output column of a model, the (table, column) pairs it is computed from."""
+    probe = _probe(model.sql)
+    tree = sqlglot.parse_one(probe, read="duckdb")
+    result = {}
+    for column in tree.named_selects:
+        node = lineage(column, probe, schema=schema, dialect="duckdb")
+        sources = {
+            (leaf.source.name, leaf.name.split(".")[-1])
+            for leaf in node.walk()
+            if not leaf.downstream and isinstance(leaf.source, sqlglot.exp.Table)
+        }
+        result[column] = sorted(sources)
+    return result
 
 
 def _read_header(path: Path) -> dict[str, str]:

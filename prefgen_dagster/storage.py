@@ -7,6 +7,7 @@ A partition's rows are replaced in one transaction, so a crash never leaves half
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,10 @@ SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, input_rows INTEGER NOT NULL,
+    accepted_rows INTEGER NOT NULL, rejected_rows INTEGER NOT NULL,
+    ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp);
 CREATE TABLE IF NOT EXISTS instructions (
     batch_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL, instruction VARCHAR NOT NULL,
     system_prompt VARCHAR, source VARCHAR NOT NULL, source_row INTEGER NOT NULL,
@@ -67,7 +72,10 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     latency_s DOUBLE, created_at TIMESTAMP DEFAULT current_timestamp);
 """
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
 PARTITIONED_TABLES = (
+    "batches",
     "instructions",
     "rejected_inputs",
     "completions",
@@ -115,12 +123,16 @@ class Storage:
             return _frame(con, sql, params)
 
     def replace_partition(self, table: str, batch_id: str, frame: pl.DataFrame) -> None:
-        """Swap a batch's rows for `frame` in one transaction."""
-        if table not in PARTITIONED_TABLES:
-            raise ValueError(f"{table} is not a partitioned table")
+        """Swap a batch's rows for `frame` in one transaction. A table that is not in the
+        schema (a new SQL model's) is created from the frame's columns on first write."""
+        if table not in PARTITIONED_TABLES and not _IDENTIFIER.fullmatch(table):
+            raise ValueError(f"{table!r} is not a table name")
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
+                if table not in PARTITIONED_TABLES:
+                    con.register("incoming", frame.to_arrow())
+                    con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS FROM incoming LIMIT 0")
                 con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [batch_id])
                 if frame.height:
                     con.register("incoming", frame.to_arrow())
@@ -130,6 +142,17 @@ class Storage:
             except Exception:
                 con.execute("ROLLBACK")
                 raise
+
+    def column_types(self) -> dict[str, dict[str, str]]:
+        """{table: {column: type}} for every table in the file (used for SQL lineage)."""
+        rows = self.query(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "ORDER BY table_name, ordinal_position"
+        )
+        schema: dict[str, dict[str, str]] = {}
+        for table, column, kind in rows.iter_rows():
+            schema.setdefault(table, {})[column] = kind
+        return schema
 
     def record_check(self, row: dict[str, Any]) -> None:
         with self.connect() as con:

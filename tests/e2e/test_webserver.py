@@ -91,7 +91,12 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
         "preference_dataset",
     }
     assert nodes["dpo_pairs"]["isPartitioned"] and not nodes["preference_dataset"]["isPartitioned"]
-    assert [k["path"] for k in nodes["dpo_pairs"]["dependencyKeys"]] == [["ratings"]]
+    # A SQL model's dependencies are read off its refs.
+    assert {k["path"][0] for k in nodes["dpo_pairs"]["dependencyKeys"]} == {
+        "pooled_completions",
+        "evolved_completions",
+        "ratings",
+    }
     checks = {
         c["name"]: c for n in nodes.values() for c in n["assetChecksOrError"].get("checks", [])
     }
@@ -102,6 +107,8 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
         "pair_integrity",
     }
     assert checks["pair_integrity"]["blocking"] and not checks["low_margin_pairs"]["blocking"]
+    assert checks["pair_integrity"]["description"].startswith("[ERROR, blocking]")
+    assert checks["low_margin_pairs"]["description"].startswith("[WARN, filters pairs]")
     [repository] = data["repositoriesOrError"]["nodes"]
     assert "inbox_sensor" in {s["name"] for s in repository["sensors"]}
     assert [s["name"] for s in repository["schedules"]] == ["catch_up_schedule"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,15 @@ import polars as pl
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.sql_layer import SqlCheck, SqlFileError, load_checks, load_models
+from prefgen_dagster.sql_layer import (
+    SQL_ROOT,
+    SqlCheck,
+    SqlFileError,
+    column_lineage,
+    load_checks,
+    load_models,
+    load_project,
+)
 from prefgen_dagster.storage import Storage
 
 BATCH = "b1.jsonl"
@@ -176,6 +185,9 @@ GOOD_SQL = "SELECT pair_id FROM {{ ref('dpo_pairs') }} WHERE margin < 1"
 
 
 def write_check(root: Path, header: dict[str, str], sql: str = GOOD_SQL) -> Path:
+    """A check file in a copy of the project's SQL folder (its models give the refs)."""
+    if not (root / "models").exists():
+        shutil.copytree(SQL_ROOT / "models", root / "models")
     folder = root / "checks"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "my_check.sql"
@@ -219,13 +231,35 @@ def test_malformed_check_names_the_file(
     assert message in str(error.value)
 
 
-def test_model_must_build_a_known_table(tmp_path: Path) -> None:
+def test_a_new_model_file_is_a_model_and_may_be_reffed(tmp_path: Path) -> None:
+    write_check(tmp_path, {**HEADER, "asset": "top_pairs"}, "SELECT * FROM {{ ref('top_pairs') }}")
+    path = tmp_path / "models" / "top_pairs.sql"
+    path.write_text("SELECT * FROM {{ ref('dpo_pairs') }} WHERE margin >= 2\n", encoding="utf-8")
+    project = load_project(tmp_path)
+    assert set(project.models) == {"dpo_pairs", "top_pairs"}
+    assert project.table_asset("top_pairs") == "top_pairs"
+    assert project.table_asset("completions") == "pooled_completions"
+    assert [c.asset for c in project.checks] == ["top_pairs"]
+
+
+def test_a_model_may_not_replace_a_source_table(tmp_path: Path) -> None:
     (tmp_path / "models").mkdir()
-    path = tmp_path / "models" / "my_table.sql"
-    path.write_text("SELECT * FROM {{ ref('ratings') }}\n", encoding="utf-8")
-    with pytest.raises(SqlFileError, match="a model must build one of") as error:
+    path = tmp_path / "models" / "ratings.sql"
+    path.write_text("SELECT * FROM {{ ref('completions') }}\n", encoding="utf-8")
+    with pytest.raises(SqlFileError, match="must be a new table name") as error:
         load_models(tmp_path)
     assert str(path) in str(error.value)
+
+
+def test_column_lineage_of_dpo_pairs(storage: Storage) -> None:
+    lineage = column_lineage(DPO_PAIRS, storage.column_types())
+    assert lineage["chosen_rating"] == [("ratings", "rating")]
+    assert lineage["instruction_id"] == [
+        ("completions", "instruction_id"),
+        ("evolved_completions", "instruction_id"),
+    ]
+    assert ("completions", "model") in lineage["chosen_model"]
+    assert ("evolved_completions", "model") in lineage["chosen_model"]
 
 
 # --- the dpo_pairs model -------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""Assets made from `dbt_like_sql/`: one per model file, plus the export that applies the
+checks' verdicts (blocking checks hold batches back, filter checks drop pairs)."""
+
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from prefgen_dagster import export, metadata
+from prefgen_dagster.assets import GROUP, common_metadata
+from prefgen_dagster.partitions import batches
+from prefgen_dagster.rating_summary import histogram
+from prefgen_dagster.resources import PrefgenResource
+from prefgen_dagster.sql_layer import SqlFile, SqlProject, column_lineage
+
+EXPORT_GROUP = "export"
+
+
+def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinition:
+    """A partitioned asset that runs the model's SELECT for the batch and replaces the
+    batch's rows in the table of the same name."""
+    deps = sorted({project.table_asset(ref) for ref in model.refs})
+
+    @dg.asset(
+        name=model.name,
+        partitions_def=batches,
+        group_name=GROUP,
+        kinds={"duckdb", "sql"},
+        deps=deps,
+        description=f"SQL model `{model.path.name}`.\n\n" + _leading_comment(model.sql),
+        metadata={"sql_file": dg.MetadataValue.path(str(model.path))},
+    )
+    def _model(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
+        config, storage = prefgen.load(), prefgen.storage()
+        batch_id = context.partition_key
+        frame = storage.query(*model.render(batch_id, config.sql_vars()))
+        frame = frame.with_columns(pl.lit(batch_id).alias("batch_id"))
+        storage.replace_partition(model.name, batch_id, frame)
+        lineage = column_lineage(model, storage.column_types())
+        meta = {
+            **metadata.frame_metadata(frame),
+            **common_metadata(config),
+            "dagster/column_lineage": _as_dagster_lineage(lineage, project),
+            **_pair_metadata(frame),
+        }
+        return dg.MaterializeResult(metadata=meta)
+
+    return _model
+
+
+def _leading_comment(sql: str) -> str:
+    lines = []
+    for line in sql.splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line[2:].strip())
+    return "\n".join(lines)
+
+
+def _as_dagster_lineage(
+    lineage: dict[str, list[tuple[str, str]]], project: SqlProject
+) -> dg.TableColumnLineage:
+    return dg.TableColumnLineage(
+        deps_by_column={
+            column: [
+                dg.TableColumnDep(
+                    asset_key=dg.AssetKey(project.table_asset(table)), column_name=name
+                )
+                for table, name in sources
+            ]
+            for column, sources in lineage.items()
+        }
+    )
+
+
+def _pair_metadata(frame: pl.DataFrame) -> dict[str, Any]:
+    """Distributions for any model that produces pairs (margin, origins, agreement)."""
+    if not frame.height or "margin" not in frame.columns:
+        return {}
+    meta: dict[str, Any] = {
+        "margin_histogram": dg.MetadataValue.json(histogram(frame["margin"].to_list(), 0.5))
+    }
+    for column, label in (("judge_agreement", "share"), ("chosen_origin", "origin")):
+        if column in frame.columns:
+            meta[column] = metadata.distribution(frame[column], label)
+    return meta
+
+
+def build_export_asset(project: SqlProject) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="preference_dataset",
+        group_name=EXPORT_GROUP,
+        kinds={"duckdb", "huggingface"},
+        deps=["dpo_pairs"],
+        automation_condition=dg.AutomationCondition.eager(),
+    )
+    def _export(prefgen: PrefgenResource) -> dg.MaterializeResult:
+        """All batches whose blocking checks passed, minus pairs flagged by filter checks, as
+        a `datasets` dataset on disk and Parquet in TRL's conversational format."""
+        config, storage = prefgen.load(), prefgen.storage()
+        pairs, summary = export.collect_pairs(storage, project.checks, config.sql_vars())
+        records = export.to_trl_records(pairs)
+        card = export.dataset_card(records, summary, config.pipeline_hash())
+        paths = export.write_dataset(records, config.resolve(config.paths.export_dir), card)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(records),
+                **common_metadata(config),
+                "batches_exported": dg.MetadataValue.json(summary["batches_exported"]),
+                "batches_held_back": dg.MetadataValue.json(summary["batches_held_back"]),
+                "pairs_filtered": summary["pairs_filtered"],
+                "dataset_dir": dg.MetadataValue.path(paths["dataset_dir"]),
+                "parquet": dg.MetadataValue.path(paths["parquet"]),
+            }
+        )
+
+    return _export
