@@ -159,8 +159,16 @@ class PairingConfig(_Strict):
 
 
 class ChecksConfig(_Strict):
+    """Thresholds the SQL checks read with `{{ var('name') }}`."""
+
     length_outlier_mads: float = Field(5.0, gt=0)
     max_parse_failure_rate: float = Field(0.2, ge=0, le=1)
+    near_duplicate_similarity: float = Field(0.9, gt=0, le=1)
+    max_length_bias: float = Field(0.8, gt=0, le=1)
+    min_pairs_for_length_bias: int = Field(10, ge=1)
+    judge_outlier_gap: float = Field(2.0, gt=0)
+    short_completion_chars: int = Field(20, ge=0)
+    high_rating: float = Field(4.0, ge=1, le=5)
 
 
 class PathsConfig(_Strict):
@@ -222,8 +230,7 @@ class PipelineConfig(_Strict):
             "min_margin": self.pairing.min_margin,
             "strategy": self.pairing.strategy,
             "pairing_seed": self.pairing.seed,
-            "length_outlier_mads": self.checks.length_outlier_mads,
-            "max_parse_failure_rate": self.checks.max_parse_failure_rate,
+            **self.checks.model_dump(),
         }
 
     def pipeline_hash(self) -> str:

@@ -98,7 +98,11 @@ def plan_completions(
                             "backend": config.models[member.model].backend,
                             "pool_member": member_index,
                             "system_prompt": system_used,
-                            "system_variant": variant if len(variants) > 1 else None,
+                            # None when there is no choice, or the instruction's own
+                            # system prompt replaced the variant.
+                            "system_variant": variant
+                            if len(variants) > 1 and not row["system_prompt"]
+                            else None,
                             "sampling": json.dumps(sampling, sort_keys=True),
                             "sample_index": sample_index,
                             "template_version": generation.TEMPLATE_VERSION,

@@ -53,9 +53,10 @@ def generate_completions(
     `max_regenerations` times; its final similarity is stored either way."""
     diversity = config.generation.diversity
     total = RunStats()
-    plans = planning.plan_completions(
+    first_plans = planning.plan_completions(
         list(_instructions(storage, batch_id).values()), config, batch_id
     )
+    plans = first_plans
     rows: list[dict[str, Any]] = []
     for attempt in range(diversity.max_regenerations + 1):
         answers = _ask(plans, storage, config, engine_factory, total)
@@ -64,10 +65,10 @@ def generate_completions(
         if attempt == diversity.max_regenerations or not any(r["too_similar"] for r in rows):
             break
         plans = [
-            planning.regeneration(plan, attempt + 1, diversity.temperature_step)
+            planning.regeneration(first, attempt + 1, diversity.temperature_step)
             if row["too_similar"]
             else plan
-            for plan, row in zip(plans, rows, strict=True)
+            for first, plan, row in zip(first_plans, plans, rows, strict=True)
         ]
     return pl.DataFrame(rows, infer_schema_length=None), total
 

@@ -352,7 +352,9 @@ def test_scores_average_orders_then_judges_and_aspects(
     storage: Storage, make_config: MakeConfig, insert_rows: Insert
 ) -> None:
     insert_rows("completions", [completion("p", "i1"), completion("q", "i1")])
-    insert_rows("ratings", panel_rows("p", "i1", PANEL_CHOSEN) + panel_rows("q", "i1", PANEL_REJECTED))
+    insert_rows(
+        "ratings", panel_rows("p", "i1", PANEL_CHOSEN) + panel_rows("q", "i1", PANEL_REJECTED)
+    )
     # Both judges agree on another instruction.
     pooled(insert_rows, "i2", {"hi": 5, "lo": 1})
     insert_rows("ratings", [rating("hi", "i2", 4, judge="J2"), rating("lo", "i2", 2, judge="J2")])
@@ -381,7 +383,9 @@ def test_judge_agreement_counts_only_judges_who_rated_both(
 ) -> None:
     pooled(insert_rows, "i1", {"hi": 5, "lo": 2})
     # J2 rated only `hi` (its rating of `lo` failed to parse); J3 ties them.
-    insert_rows("ratings", [rating("hi", "i1", 3, judge="J2"), rating("lo", "i1", None, judge="J2")])
+    insert_rows(
+        "ratings", [rating("hi", "i1", 3, judge="J2"), rating("lo", "i1", None, judge="J2")]
+    )
     insert_rows("ratings", [rating("hi", "i1", 3, judge="J3"), rating("lo", "i1", 3, judge="J3")])
     row = pairs(storage, strategy(make_config, "best_vs_worst")).row(0, named=True)
     assert (row["chosen_rating"], row["rejected_rating"]) == (11 / 3, 2.5)

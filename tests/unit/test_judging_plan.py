@@ -1,0 +1,282 @@
+"""`plan_judging`, `ordered` and `rating_rows` for a panel: judges x aspects x orders."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.judge_parsing import parse_judge_output
+from prefgen_dagster.planning import Planned, ordered, plan_completions, plan_judging, rating_rows
+from prefgen_dagster.prompts.ultrafeedback import ASPECTS, NOT_APPLICABLE
+
+BATCH = "b1.jsonl"
+MakeConfig = Callable[..., PipelineConfig]
+
+ASPECT_NAMES = ["helpfulness", "honesty", "instruction_following", "truthfulness"]
+ORDERS = ["original", "reversed"]
+JUDGES = ["judge-m", "judge-n"]
+
+MODELS = {
+    "gen-a": {"path": "models/gen-a"},
+    "gen-b": {"path": "models/gen-b"},
+    "judge-m": {"path": "models/judge"},
+    "judge-n": {"path": "models/judge-2"},
+}
+INSTRUCTIONS = [
+    {"instruction_id": "iid-1", "instruction": "Explain tides.", "system_prompt": None},
+    {"instruction_id": "iid-2", "instruction": "Write a haiku.", "system_prompt": None},
+]
+BY_ID = {row["instruction_id"]: row for row in INSTRUCTIONS}
+CANDIDATES = [
+    {"completion_id": "c-3", "instruction_id": "iid-1", "text": "third text"},
+    {"completion_id": "c-1", "instruction_id": "iid-1", "text": "first text"},
+    {"completion_id": "c-2", "instruction_id": "iid-1", "text": "second text"},
+    {"completion_id": "d-2", "instruction_id": "iid-2", "text": "haiku two"},
+    {"completion_id": "d-1", "instruction_id": "iid-2", "text": None},  # empty answer
+]
+COUNTS = {"iid-1": 3, "iid-2": 2}
+
+
+def panel(make_config: MakeConfig, **judge: Any) -> PipelineConfig:
+    settings = {
+        "models": JUDGES,
+        "aspects": ASPECT_NAMES,
+        "orders": ORDERS,
+        "rationale_max_chars": 80,
+        "max_reasks": 2,
+        **judge,
+    }
+    return make_config(models=MODELS, judge=settings)
+
+
+@pytest.fixture
+def config(make_config: MakeConfig) -> PipelineConfig:
+    return panel(make_config)
+
+
+def plans_by_key(plans: list[Planned]) -> dict[tuple, Planned]:
+    return {plan.row["key"]: plan for plan in plans}
+
+
+def user_text(plan: Planned) -> str:
+    return plan.request.messages[1]["content"]
+
+
+# --- ordered -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("order", "items", "expected"),
+    [
+        ("original", [1], [1]),
+        ("original", [1, 2], [1, 2]),
+        ("original", [1, 2, 3, 4, 5], [1, 2, 3, 4, 5]),
+        ("reversed", [1], [1]),
+        ("reversed", [1, 2], [2, 1]),
+        ("reversed", [1, 2, 3, 4, 5], [5, 4, 3, 2, 1]),
+        ("rotated", [1], [1]),
+        ("rotated", [1, 2], [2, 1]),
+        ("rotated", [1, 2, 3, 4, 5], [3, 4, 5, 1, 2]),
+        ("rotated", [], []),
+    ],
+)
+def test_ordered(order: str, items: list[int], expected: list[int]) -> None:
+    given = list(items)
+    assert ordered(items, order) == expected
+    assert items == given  # the input is left as it was
+
+
+# --- the panel's requests ------------------------------------------------------------------
+
+
+def test_one_request_per_instruction_judge_aspect_order(config: PipelineConfig) -> None:
+    plans = plan_judging(CANDIDATES, BY_ID, config, attempt=0)
+    per_instruction = len(JUDGES) * len(ASPECT_NAMES) * len(ORDERS)
+    assert per_instruction == 16
+    assert Counter(p.row["instruction_id"] for p in plans) == {"iid-1": 16, "iid-2": 16}
+    keys = [p.row["key"] for p in plans]
+    assert len(set(keys)) == len(keys) == 32
+    assert set(keys) == {
+        (iid, judge, aspect, order)
+        for iid in COUNTS
+        for judge in JUDGES
+        for aspect in ASPECT_NAMES
+        for order in range(len(ORDERS))
+    }
+    assert Counter(p.model_name for p in plans) == {"judge-m": 16, "judge-n": 16}
+    assert {p.request.model for p in plans} == {"models/judge", "models/judge-2"}
+    # Every request is a distinct call with its own seed.
+    assert len({p.request.call_id for p in plans}) == 32
+    assert len({p.request.seed for p in plans}) == 32
+    for plan in plans:
+        iid, _, aspect, order_index = plan.row["key"]
+        assert plan.row["aspect"] == aspect
+        assert plan.row["judge_order"] == order_index
+        assert plan.row["order_name"] == ORDERS[order_index]
+        assert plan.row["attempt"] == 0
+        assert len(plan.row["completion_ids"]) == COUNTS[iid]
+        assert ASPECTS[aspect].title in user_text(plan)
+
+
+def test_schema_fixes_the_count_and_allows_na_only_where_the_aspect_does(
+    config: PipelineConfig,
+) -> None:
+    for plan in plan_judging(CANDIDATES, BY_ID, config, attempt=0):
+        schema = plan.request.json_schema
+        assert schema is not None
+        array = schema["properties"]["ratings"]
+        count = COUNTS[plan.row["instruction_id"]]
+        assert array["minItems"] == array["maxItems"] == count
+        item = array["items"]
+        assert item["required"] == ["rating", "rationale"]
+        assert item["properties"]["rationale"] == {"type": "string", "maxLength": 80}
+        number = {"type": "integer", "minimum": 1, "maximum": 5}
+        if plan.row["aspect"] in ("honesty", "truthfulness"):
+            assert item["properties"]["rating"] == {
+                "anyOf": [number, {"type": "string", "enum": ["N/A"]}]
+            }
+            assert '"N/A" - the aspect does not apply' in user_text(plan)
+        else:
+            assert item["properties"]["rating"] == number
+            assert "N/A" not in user_text(plan)
+        assert f"exactly {count} entries" in user_text(plan)
+
+
+def test_reversed_order_shows_completions_reversed(config: PipelineConfig) -> None:
+    plans = plans_by_key(plan_judging(CANDIDATES, BY_ID, config, attempt=0))
+    original = plans[("iid-1", "judge-m", "helpfulness", 0)]
+    reversed_ = plans[("iid-1", "judge-m", "helpfulness", 1)]
+    assert original.row["completion_ids"] == ["c-1", "c-2", "c-3"]
+    assert reversed_.row["completion_ids"] == ["c-3", "c-2", "c-1"]
+    text = user_text(reversed_)
+    assert "## Response 1\nthird text" in text
+    assert "## Response 3\nfirst text" in text
+    assert text.index("third text") < text.index("second text") < text.index("first text")
+    assert original.request.call_id != reversed_.request.call_id
+    # A missing text is shown as an empty response, not as "None".
+    assert "## Response 1\n\n" in user_text(plans[("iid-2", "judge-m", "helpfulness", 0)])
+
+
+def answer(*ratings: int | str, rationale: bool = True) -> str:
+    entries = [{"rating": r, **({"rationale": f"why {r}"} if rationale else {})} for r in ratings]
+    return json.dumps({"ratings": entries})
+
+
+def rows_for(plan: Planned, raw: str, config: PipelineConfig) -> list[dict[str, Any]]:
+    aspect = plan.row["aspect"]
+    verdict = parse_judge_output(
+        raw,
+        len(plan.row["completion_ids"]),
+        allow_na=ASPECTS[aspect].allows_na,
+        with_rationale=config.judge.with_rationale,
+    )
+    return rating_rows(plan, verdict, raw, config, BATCH)
+
+
+def test_rating_rows_map_positions_back_to_completions(config: PipelineConfig) -> None:
+    plans = plans_by_key(plan_judging(CANDIDATES, BY_ID, config, attempt=0))
+    # The judge saw third, second, first and rated them 5, 3, 1.
+    rows = rows_for(plans[("iid-1", "judge-n", "helpfulness", 1)], answer(5, 3, 1), config)
+    assert [(r["completion_id"], r["position"], r["rating"]) for r in rows] == [
+        ("c-3", 1, 5),
+        ("c-2", 2, 3),
+        ("c-1", 3, 1),
+    ]
+    assert [r["rationale"] for r in rows] == ["why 5", "why 3", "why 1"]
+    for row in rows:
+        assert (row["judge"], row["aspect"]) == ("models/judge-2", "helpfulness")
+        assert (row["judge_order"], row["order_name"]) == (1, "reversed")
+        assert (row["parse_status"], row["not_applicable"], row["attempts"]) == ("ok", False, 1)
+        assert row["instruction_id"] == "iid-1"
+    # The same ratings in the original order land on the other completions.
+    original = rows_for(plans[("iid-1", "judge-n", "helpfulness", 0)], answer(5, 3, 1), config)
+    assert {r["completion_id"]: r["rating"] for r in original} == {"c-1": 5, "c-2": 3, "c-3": 1}
+
+
+def test_na_is_a_null_rating_marked_not_applicable(config: PipelineConfig) -> None:
+    plans = plans_by_key(plan_judging(CANDIDATES, BY_ID, config, attempt=0))
+    rows = rows_for(plans[("iid-1", "judge-m", "truthfulness", 1)], answer(4, "N/A", 2), config)
+    assert [(r["completion_id"], r["rating"], r["not_applicable"]) for r in rows] == [
+        ("c-3", 4, False),
+        ("c-2", None, True),
+        ("c-1", 2, False),
+    ]
+    assert {r["parse_status"] for r in rows} == {"ok"}
+    # Where the aspect does not allow it, N/A is a parse failure: all NULL, raw kept.
+    raw = answer(4, NOT_APPLICABLE, 2)
+    failed = rows_for(plans[("iid-1", "judge-m", "helpfulness", 1)], raw, config)
+    assert [(r["rating"], r["not_applicable"]) for r in failed] == [(None, False)] * 3
+    assert {(r["parse_status"], r["raw_output"]) for r in failed} == {("na_not_allowed", raw)}
+
+
+# --- re-asks -------------------------------------------------------------------------------
+
+
+def test_only_restricts_reasks_to_the_given_keys(config: PipelineConfig) -> None:
+    first = plans_by_key(plan_judging(CANDIDATES, BY_ID, config, attempt=0))
+    failed = {("iid-1", "judge-n", "honesty", 1), ("iid-2", "judge-m", "helpfulness", 0)}
+    again = plan_judging(CANDIDATES, BY_ID, config, attempt=1, only=failed)
+    assert {p.row["key"] for p in again} == failed
+    assert len(again) == 2
+    for plan in again:
+        old = first[plan.row["key"]]
+        assert plan.row["attempt"] == 1
+        assert plan.row["completion_ids"] == old.row["completion_ids"]
+        assert plan.request.messages == old.request.messages
+        assert plan.request.seed != old.request.seed
+        assert plan.request.sampling.temperature == 0.7
+    assert plan_judging(CANDIDATES, BY_ID, config, attempt=1, only=set()) == []
+    reasked = rows_for(again[0], answer(5, 4, 3), config)
+    assert {r["attempts"] for r in reasked} == {2}
+
+
+# --- score-only mode ------------------------------------------------------------------------
+
+
+def test_without_rationale_schema_and_prompt_ask_for_ratings_only(make_config: MakeConfig) -> None:
+    config = panel(make_config, with_rationale=False)
+    plans = plan_judging(CANDIDATES, BY_ID, config, attempt=0)
+    assert len(plans) == 32
+    for plan in plans:
+        assert plan.request.json_schema is not None
+        item = plan.request.json_schema["properties"]["ratings"]["items"]
+        assert list(item["properties"]) == ["rating"]
+        assert item["required"] == ["rating"]
+        text = user_text(plan)
+        assert '{"ratings": [{"rating": <1-5>}, ...]}' in text
+        assert "rationale" not in text
+    with_rationale = plan_judging(CANDIDATES, BY_ID, panel(make_config), attempt=0)
+    assert '{"rating": <1-5>, "rationale": "<one or two sentences>"}' in user_text(
+        with_rationale[0]
+    )
+    rows = rows_for(plans[0], answer(5, 1, 3, rationale=False), config)
+    assert [(r["rating"], r["rationale"]) for r in rows] == [(5, None), (1, None), (3, None)]
+
+
+# --- completions are reused when only the judge changes ------------------------------------
+
+
+def test_changing_only_the_judge_keeps_completion_calls(make_config: MakeConfig) -> None:
+    single = make_config(models=MODELS)
+    other_panels = [
+        panel(make_config),
+        panel(make_config, with_rationale=False, seed=9, orders=["rotated"]),
+        make_config(models=MODELS, judge={"model": "judge-n", "aspects": ["honesty"]}),
+    ]
+    before = plan_completions(INSTRUCTIONS, single, BATCH)
+    judge_calls = {p.request.call_id for p in plan_judging(CANDIDATES, BY_ID, single, 0)}
+    for changed in other_panels:
+        after = plan_completions(INSTRUCTIONS, changed, BATCH)
+        assert [p.request.call_id for p in after] == [p.request.call_id for p in before]
+        assert [p.row for p in after] == [p.row for p in before]
+        assert changed.stage_hash("generation") == single.stage_hash("generation")
+        assert changed.stage_hash("judge") != single.stage_hash("judge")
+        # ...while the judge's own requests are new.
+        assert judge_calls.isdisjoint(
+            p.request.call_id for p in plan_judging(CANDIDATES, BY_ID, changed, 0)
+        )
