@@ -121,7 +121,9 @@ def pooled_completions(
             "too_similar_kept": int(frame["too_similar"].sum()),
             "regenerated": int((frame["regenerations"] > 0).sum()),
         }
-    return _llm_result(frame, stats, config, ["model", "similarity", "text"], extra)
+    return _llm_result(
+        "pooled_completions", frame, stats, config, ["model", "similarity", "text"], extra
+    )
 
 
 @dg.asset(
@@ -137,7 +139,9 @@ def evolved_completions(
     extra = (
         {"mutations": metadata.distribution(frame["mutation"], "mutation")} if frame.height else {}
     )
-    return _llm_result(frame, stats, config, ["mutation", "round", "text"], extra)
+    return _llm_result(
+        "evolved_completions", frame, stats, config, ["mutation", "round", "text"], extra
+    )
 
 
 @dg.asset(
@@ -171,11 +175,34 @@ def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.M
             "judge_agreement_mean_tau": summary["judge_mean_tau"],
         }
     return _llm_result(
-        frame, stats, config, ["position", "rating", "parse_status", "rationale"], extra
+        "ratings", frame, stats, config, ["position", "rating", "parse_status", "rationale"], extra
     )
 
 
+# Where the Python assets' key columns come from (SQL models get theirs from sqlglot), so
+# that column lineage in the UI reaches back to the instructions.
+_COLUMN_LINEAGE: dict[str, dict[str, list[tuple[str, str]]]] = {
+    "pooled_completions": {
+        "instruction_id": [("raw_instructions", "instruction_id")],
+        "system_prompt": [("raw_instructions", "system_prompt")],
+    },
+    "evolved_completions": {
+        "instruction_id": [("pooled_completions", "instruction_id")],
+        "parent_completion_id": [("pooled_completions", "completion_id")],
+        "root_completion_id": [("pooled_completions", "completion_id")],
+    },
+    "ratings": {
+        "completion_id": [
+            ("pooled_completions", "completion_id"),
+            ("evolved_completions", "completion_id"),
+        ],
+        "instruction_id": [("pooled_completions", "instruction_id")],
+    },
+}
+
+
 def _llm_result(
+    asset: str,
     frame: pl.DataFrame,
     stats: RunStats,
     config: PipelineConfig,
@@ -185,6 +212,7 @@ def _llm_result(
     return dg.MaterializeResult(
         metadata={
             **metadata.frame_metadata(frame, preview),
+            "dagster/column_lineage": metadata.column_lineage(_COLUMN_LINEAGE[asset]),
             **common_metadata(config),
             **_llm_metadata(stats),
             **(extra or {}),

@@ -49,3 +49,13 @@ def frame_metadata(frame: pl.DataFrame, preview_columns: list[str] | None = None
         "dagster/column_schema": schema,
         "preview": dg.MetadataValue.md(markdown_table(preview)),
     }
+
+
+def column_lineage(deps: dict[str, list[tuple[str, str]]]) -> dg.TableColumnLineage:
+    """`{column: [(upstream asset, upstream column), ...]}` as Dagster column lineage."""
+    return dg.TableColumnLineage(
+        deps_by_column={
+            column: [dg.TableColumnDep(asset_key=dg.AssetKey(a), column_name=c) for a, c in sources]
+            for column, sources in deps.items()
+        }
+    )

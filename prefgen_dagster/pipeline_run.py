@@ -6,9 +6,39 @@ from pathlib import Path
 
 import dagster as dg
 
-from prefgen_dagster.graph import build_graph
+from prefgen_dagster.graph import PipelineGraph, build_graph
 from prefgen_dagster.partitions import batches
 from prefgen_dagster.resources import PrefgenResource
+
+
+def _run(
+    graph: PipelineGraph,
+    selection: list[dg.AssetsDefinition],
+    config_path: str | Path,
+    instance: dg.DagsterInstance,
+    log_level: str,
+    partition_key: str | None = None,
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        graph.definitions,
+        selection=dg.AssetSelection.assets(*selection),
+        partition_key=partition_key,
+        instance=instance,
+        resources={"prefgen": PrefgenResource(config_path=str(Path(config_path).resolve()))},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        raise_on_error=False,
+    )
+
+
+def materialize_export(
+    config_path: str | Path,
+    instance: dg.DagsterInstance,
+    log_level: str = "INFO",
+    sql_dir: Path | None = None,
+) -> dg.ExecuteInProcessResult:
+    """The export alone: every batch whose blocking checks passed."""
+    graph = build_graph(sql_dir)
+    return _run(graph, [graph.export_asset], config_path, instance, log_level)
 
 
 def materialize_batch(
@@ -16,30 +46,14 @@ def materialize_batch(
     batch_id: str,
     instance: dg.DagsterInstance,
     log_level: str = "INFO",
+    sql_dir: Path | None = None,
 ) -> tuple[dg.ExecuteInProcessResult, dg.ExecuteInProcessResult | None]:
-    """(batch run, export run); the export runs only if the batch run succeeded."""
+    """(batch run, export run); the export runs only if the batch run succeeded (a failed
+    blocking check fails the batch run). `sql_dir` replaces `dbt_like_sql/` (default:
+    $PREFGEN_SQL_DIR or the project's)."""
     instance.add_dynamic_partitions(batches.name, [batch_id])
-    resources = {"prefgen": PrefgenResource(config_path=str(Path(config_path).resolve()))}
-    graph = build_graph()
-    definitions = graph.definitions
-    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    batch = dg.materialize(
-        definitions,
-        selection=dg.AssetSelection.assets(*graph.batch_assets),
-        partition_key=batch_id,
-        instance=instance,
-        resources=resources,
-        run_config=run_config,
-        raise_on_error=False,
-    )
+    graph = build_graph(sql_dir)
+    batch = _run(graph, graph.batch_assets, config_path, instance, log_level, batch_id)
     if not batch.success:
         return batch, None
-    export = dg.materialize(
-        definitions,
-        selection=dg.AssetSelection.assets(graph.export_asset),
-        instance=instance,
-        resources=resources,
-        run_config=run_config,
-        raise_on_error=False,
-    )
-    return batch, export
+    return batch, _run(graph, [graph.export_asset], config_path, instance, log_level)

@@ -40,7 +40,12 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
         meta = {
             **metadata.frame_metadata(frame),
             **common_metadata(config),
-            "dagster/column_lineage": _as_dagster_lineage(lineage, project),
+            "dagster/column_lineage": metadata.column_lineage(
+                {
+                    column: [(project.table_asset(table), name) for table, name in sources]
+                    for column, sources in lineage.items()
+                }
+            ),
             **_pair_metadata(frame),
         }
         return dg.MaterializeResult(metadata=meta)
@@ -55,22 +60,6 @@ def _leading_comment(sql: str) -> str:
             break
         lines.append(line[2:].strip())
     return "\n".join(lines)
-
-
-def _as_dagster_lineage(
-    lineage: dict[str, list[tuple[str, str]]], project: SqlProject
-) -> dg.TableColumnLineage:
-    return dg.TableColumnLineage(
-        deps_by_column={
-            column: [
-                dg.TableColumnDep(
-                    asset_key=dg.AssetKey(project.table_asset(table)), column_name=name
-                )
-                for table, name in sources
-            ]
-            for column, sources in lineage.items()
-        }
-    )
 
 
 def _pair_metadata(frame: pl.DataFrame) -> dict[str, Any]:

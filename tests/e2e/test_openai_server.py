@@ -12,8 +12,8 @@ import pytest
 from prefgen_dagster.pipeline_run import materialize_batch
 
 from .conftest import drop_batch, write_config
+from .servers import vllm_server
 from .test_pipeline_vllm import LLM_ASSETS, engine_calls, mt_bench_lines
-from .vllm_server import vllm_server
 
 
 @pytest.mark.slow

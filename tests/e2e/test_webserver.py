@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,9 +9,8 @@ import pytest
 from tests.conftest import CLEAN_ENV
 
 from .conftest import write_config
-from .vllm_server import free_port
+from .servers import dagster_webserver, graphql
 
-REPO = Path(__file__).resolve().parents[2]
 QUERY = """
 {
   assetNodes {
@@ -38,48 +30,12 @@ QUERY = """
 """
 
 
-def graphql(url: str, query: str) -> dict:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 @pytest.mark.slow
 def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
     config_path = write_config(tmp_path, tmp_path / "models")
-    port = free_port()
-    env = {
-        **CLEAN_ENV,
-        "PREFGEN_CONFIG": str(config_path),
-        "DAGSTER_HOME": str(tmp_path),
-    }
-    log = (tmp_path / "webserver.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/graphql"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (tmp_path / "webserver.log").read_text()[-3000:]
-            try:
-                data = graphql(url, QUERY)["data"]
-                if data["assetNodes"]:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "webserver did not load the code location"
-            time.sleep(1)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
+    env = {**CLEAN_ENV, "PREFGEN_CONFIG": str(config_path), "DAGSTER_HOME": str(tmp_path)}
+    with dagster_webserver(env, tmp_path / "webserver.log") as url:
+        data = graphql(url, QUERY)
 
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert set(nodes) == {

@@ -1,7 +1,8 @@
-"""Start and stop a real vLLM OpenAI-compatible server on 127.0.0.1 for a test."""
+"""Real servers on 127.0.0.1 for tests: vLLM's OpenAI-compatible server, the Dagster UI."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -65,3 +66,48 @@ def _wait_ready(base_url: str, process: subprocess.Popen, log: Path) -> None:
         except OSError:
             time.sleep(1)
     raise TimeoutError(f"vLLM server not ready in {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def dagster_webserver(env: dict[str, str], log: Path) -> Iterator[str]:
+    """`dagster-webserver -w workspace.yaml` from the repository root; yields the GraphQL URL
+    once the code location has loaded its assets."""
+    port = free_port()
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml",
+               "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}/graphql"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _has_assets(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"webserver did not load:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def graphql(url: str, query: str) -> dict:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    if body.get("errors"):
+        raise AssertionError(body["errors"])
+    return body["data"]
+
+
+def _has_assets(url: str) -> bool:
+    try:
+        return bool(graphql(url, "{ assetNodes { id } }")["assetNodes"])
+    except (OSError, AssertionError, KeyError):
+        return False
