@@ -11,6 +11,7 @@ import pytest
 from datasets import load_from_disk
 
 from prefgen_dagster.pipeline_run import materialize_batch
+from prefgen_dagster.sql_layer import load_checks
 
 from .conftest import drop_batch, write_config
 
@@ -107,17 +108,17 @@ def test_full_graph_on_vllm_then_rerun_is_free(workdir: Path, tiny_models: Path)
         assert all(c > r and abs(m - (c - r)) < 1e-9 for c, r, m, *_ in pairs)
 
         checks = {e.check_name: e for e in batch.get_asset_check_evaluations()}
-        assert set(checks) == {
-            "low_margin_pairs",
-            "length_outliers",
-            "judge_parse_failures",
-            "pair_integrity",
-        }
+        assert set(checks) == {check.name for check in load_checks()}
+        assert len(checks) == 9
         assert checks["pair_integrity"].passed
-        low_margin = checks["low_margin_pairs"].metadata["failing_rows"].value
+        assert checks["input_reconciliation"].passed
 
         dataset = load_from_disk(str(workdir / "data" / "export" / "dataset"))
-        assert len(dataset) == len(pairs) - low_margin
+        [export_event] = export.asset_materializations_for_node("preference_dataset")
+        filtered = export_event.metadata["pairs_filtered"].value
+        assert len(dataset) == len(pairs) - filtered
+        if not filtered:
+            assert checks["low_margin_pairs"].passed and checks["tied_pairs"].passed
         if len(dataset):
             row = dataset[0]
             assert [m["role"] for m in row["prompt"]] == ["user"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from prefgen_dagster.sql_layer import load_checks
 from tests.conftest import CLEAN_ENV
 
 from .conftest import write_config
@@ -56,12 +57,7 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
     checks = {
         c["name"]: c for n in nodes.values() for c in n["assetChecksOrError"].get("checks", [])
     }
-    assert set(checks) == {
-        "low_margin_pairs",
-        "length_outliers",
-        "judge_parse_failures",
-        "pair_integrity",
-    }
+    assert set(checks) == {check.name for check in load_checks()}
     assert checks["pair_integrity"]["blocking"] and not checks["low_margin_pairs"]["blocking"]
     assert checks["pair_integrity"]["description"].startswith("[ERROR, blocking]")
     assert checks["low_margin_pairs"]["description"].startswith("[WARN, filters pairs]")

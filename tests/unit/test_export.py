@@ -166,7 +166,7 @@ def three_batches(storage: Storage, insert_rows: Insert) -> Storage:
 
 
 def test_blocking_checks_are_the_expected_ones() -> None:
-    assert sorted(BLOCKING) == ["judge_parse_failures", "pair_integrity"]
+    assert sorted(BLOCKING) == ["input_reconciliation", "judge_parse_failures", "pair_integrity"]
 
 
 def test_collect_pairs_holds_back_and_filters(

@@ -149,18 +149,17 @@ def test_real_files_load() -> None:
     assert list(models) == ["dpo_pairs"]
     assert set(models["dpo_pairs"].refs) == {"completions", "evolved_completions", "ratings"}
     assert models["dpo_pairs"].variables == ("pairing_seed", "strategy")
-    assert set(CHECKS) == {
-        "judge_parse_failures",
-        "length_outliers",
-        "low_margin_pairs",
-        "pair_integrity",
-    }
     summary = {c.name: (c.asset, c.severity, c.blocking, c.filter) for c in CHECKS.values()}
     assert summary == {
+        "input_reconciliation": ("raw_instructions", "ERROR", True, False),
         "judge_parse_failures": ("ratings", "ERROR", True, False),
+        "length_bias": ("dpo_pairs", "WARN", False, False),
         "length_outliers": ("dpo_pairs", "WARN", False, False),
         "low_margin_pairs": ("dpo_pairs", "WARN", False, True),
+        "near_duplicate_pairs": ("dpo_pairs", "WARN", False, True),
         "pair_integrity": ("dpo_pairs", "ERROR", True, False),
+        "rating_outliers": ("ratings", "WARN", False, False),
+        "tied_pairs": ("dpo_pairs", "WARN", False, True),
     }
     assert all(c.description for c in CHECKS.values())
 

@@ -1,0 +1,512 @@
+"""The quality gates in dbt_like_sql/checks/, run on crafted rows in a tmp DuckDB.
+
+Each gate gets a batch it passes (no rows) and one it fails (the exact offending rows); the
+filter gates must also drop exactly their pairs from `collect_pairs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+import pytest
+
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.export import collect_pairs
+from prefgen_dagster.sql_layer import SqlCheck, load_project
+from prefgen_dagster.storage import Storage
+
+BATCH = "b1.jsonl"
+OTHER = "b2.jsonl"
+
+Insert = Callable[[str, list[dict[str, Any]]], None]
+
+CHECKS = load_project().checks
+GATES = {check.name: check for check in CHECKS}
+
+
+def run_gate(
+    storage: Storage, config: PipelineConfig, name: str, batch: str = BATCH, **values: Any
+) -> pl.DataFrame:
+    return storage.query(*GATES[name].render(batch, {**config.sql_vars(), **values}))
+
+
+# --- crafting rows -------------------------------------------------------------------------
+
+
+def instruction(iid: str, batch: str = BATCH) -> dict:
+    return {
+        "batch_id": batch,
+        "instruction_id": iid,
+        "instruction": f"question {iid}",
+        "source": batch,
+        "source_row": 1,
+    }
+
+
+def completion(
+    cid: str, iid: str, text: str | None, finish_reason: str = "stop", batch: str = BATCH
+) -> dict:
+    return {
+        "batch_id": batch,
+        "completion_id": cid,
+        "instruction_id": iid,
+        "model": "gen",
+        "backend": "vllm",
+        "sampling": "{}",
+        "sample_index": 0,
+        "template_version": "t",
+        "text": text,
+        "finish_reason": finish_reason,
+        "call_id": f"call-{cid}",
+    }
+
+
+def evolved(
+    cid: str, iid: str, text: str | None, finish_reason: str = "stop", batch: str = BATCH
+) -> dict:
+    return {
+        "batch_id": batch,
+        "completion_id": cid,
+        "instruction_id": iid,
+        "parent_completion_id": "parent",
+        "root_completion_id": "parent",
+        "model": "gen",
+        "mutation": "details",
+        "round": 1,
+        "sampling": "{}",
+        "template_version": "t",
+        "text": text,
+        "finish_reason": finish_reason,
+        "call_id": f"call-{cid}",
+    }
+
+
+def rating(
+    cid: str,
+    value: int | None,
+    judge: str = "j1",
+    aspect: str = "overall",
+    order: int = 0,
+    batch: str = BATCH,
+) -> dict:
+    return {
+        "batch_id": batch,
+        "completion_id": cid,
+        "instruction_id": "i1",
+        "judge": judge,
+        "aspect": aspect,
+        "judge_order": order,
+        "position": 1,
+        "rating": value,
+        "parse_status": "ok" if value is not None else "unparseable",
+        "attempts": 1,
+        "call_id": f"judge-call-{cid}-{judge}-{aspect}-{order}",
+        "judge_settings": "s",
+    }
+
+
+def add_pair(
+    insert: Insert,
+    pid: str,
+    chosen_text: str | None,
+    rejected_text: str | None,
+    chosen_rating: float = 5.0,
+    rejected_rating: float = 2.0,
+    batch: str = BATCH,
+    evolved_chosen: bool = False,
+) -> None:
+    """An instruction of its own, its chosen (`pid-c`) and rejected (`pid-r`) texts, the pair."""
+    iid, chosen, rejected = f"{pid}-i", f"{pid}-c", f"{pid}-r"
+    insert("instructions", [instruction(iid, batch)])
+    if evolved_chosen:
+        insert("evolved_completions", [evolved(chosen, iid, chosen_text, batch=batch)])
+    else:
+        insert("completions", [completion(chosen, iid, chosen_text, batch=batch)])
+    insert("completions", [completion(rejected, iid, rejected_text, batch=batch)])
+    insert(
+        "dpo_pairs",
+        [
+            {
+                "batch_id": batch,
+                "pair_id": pid,
+                "instruction_id": iid,
+                "chosen_completion_id": chosen,
+                "rejected_completion_id": rejected,
+                "chosen_rating": chosen_rating,
+                "rejected_rating": rejected_rating,
+                "margin": chosen_rating - rejected_rating,
+                "strategy": "best_vs_worst",
+            }
+        ],
+    )
+
+
+def distinct_texts(pid: str) -> tuple[str, str]:
+    """A chosen and a rejected text with little in common (word-set Jaccard 1/7)."""
+    return f"{pid} explains tides clearly", f"{pid} talks about cheese"
+
+
+def blocking_checks_pass(storage: Storage, batch: str, failing: tuple[str, ...] = ()) -> None:
+    """`check_results` rows for the batch's blocking checks, so the export considers it."""
+    for check in CHECKS:
+        if check.blocking:
+            storage.record_check(
+                {
+                    "batch_id": batch,
+                    "check_name": check.name,
+                    "asset": check.asset,
+                    "severity": check.severity,
+                    "blocking": check.blocking,
+                    "passed": check.name not in failing,
+                    "failing_rows": int(check.name in failing),
+                }
+            )
+
+
+def exported_ids(storage: Storage, checks: list[SqlCheck], values: dict) -> tuple[set, dict]:
+    pairs, summary = collect_pairs(storage, checks, values)
+    return set(pairs["pair_id"].to_list()) if pairs.height else set(), summary
+
+
+def assert_export_drops(
+    storage: Storage, config: PipelineConfig, gate: str, expected: set[str]
+) -> None:
+    """collect_pairs drops exactly `expected`: with the gate alone, and when the gate is
+    added to all the real checks (other filters may already drop some of them)."""
+    blocking_checks_pass(storage, BATCH)
+    values = config.sql_vars()
+    everything = set(
+        storage.query("SELECT pair_id FROM dpo_pairs WHERE batch_id = ?", [BATCH])["pair_id"]
+    )
+    assert expected < everything
+
+    alone, summary = exported_ids(storage, [GATES[gate]], values)
+    assert alone == everything - expected
+    assert summary["pairs_filtered"] == len(expected)
+
+    with_gate, with_summary = exported_ids(storage, CHECKS, values)
+    without_gate, without_summary = exported_ids(
+        storage, [c for c in CHECKS if c.name != gate], values
+    )
+    assert with_gate == without_gate - expected
+    newly_dropped = len(without_gate & expected)
+    assert with_summary["pairs_filtered"] - without_summary["pairs_filtered"] == newly_dropped
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+GATE_HEADERS = {
+    "tied_pairs": ("dpo_pairs", "WARN", False, True),
+    "near_duplicate_pairs": ("dpo_pairs", "WARN", False, True),
+    "rating_outliers": ("ratings", "WARN", False, False),
+    "length_bias": ("dpo_pairs", "WARN", False, False),
+    "input_reconciliation": ("raw_instructions", "ERROR", True, False),
+}
+
+
+def test_gate_files_load_with_their_headers(config: PipelineConfig) -> None:
+    project = load_project()
+    headers = {c.name: (c.asset, c.severity, c.blocking, c.filter) for c in project.checks}
+    assert {name: headers.get(name) for name in GATE_HEADERS} == GATE_HEADERS
+    refs = {c.name: set(c.refs) for c in project.checks}
+    assert refs["input_reconciliation"] == {"batches", "instructions", "rejected_inputs"}
+    assert refs["rating_outliers"] == {"completions", "evolved_completions", "ratings"}
+    assert refs["tied_pairs"] == {"dpo_pairs"}
+    for check in project.checks:
+        assert check.description
+        check.render(BATCH, config.sql_vars())  # every var it reads is a config value
+
+
+# --- tied_pairs ----------------------------------------------------------------------------
+
+
+def tied_batch(insert: Insert, batch: str = BATCH, fail: bool = False) -> None:
+    add_pair(insert, "wide", *distinct_texts("wide"), 5, 2, batch=batch)
+    add_pair(insert, "narrow", *distinct_texts("narrow"), 4, 3.75, batch=batch)
+    if fail:
+        add_pair(insert, "tie", *distinct_texts("tie"), 3, 3, batch=batch)
+        add_pair(insert, "reversed", *distinct_texts("reversed"), 2, 4, batch=batch)
+
+
+def test_tied_pairs_pass(storage: Storage, insert_rows: Insert, config: PipelineConfig) -> None:
+    tied_batch(insert_rows)
+    tied_batch(insert_rows, OTHER, fail=True)
+    assert run_gate(storage, config, "tied_pairs").height == 0
+
+
+def test_tied_pairs_fail(storage: Storage, insert_rows: Insert, config: PipelineConfig) -> None:
+    tied_batch(insert_rows, fail=True)
+    rows = run_gate(storage, config, "tied_pairs").sort("pair_id")
+    assert rows.height == 2
+    assert list(rows.select("pair_id", "margin").iter_rows()) == [("reversed", -2.0), ("tie", 0.0)]
+    assert_export_drops(storage, config, "tied_pairs", {"tie", "reversed"})
+
+
+# --- near_duplicate_pairs ------------------------------------------------------------------
+
+TEN_WORDS = "one two three four five six seven eight nine ten"
+
+
+def near_duplicate_batch(insert: Insert, batch: str = BATCH, fail: bool = False) -> None:
+    add_pair(insert, "far", *distinct_texts("far"), batch=batch)
+    # 9 shared words of 11: 0.818, below 0.9
+    add_pair(insert, "close", TEN_WORDS, TEN_WORDS.replace("ten", "eleven"), batch=batch)
+    if fail:
+        # the same words up to case and punctuation: 1.0
+        add_pair(insert, "same", "The moon pulls the sea.", "the MOON pulls; the sea!", batch=batch)
+        # 9 shared words of 10: exactly the threshold; chosen is an EvolQuality rewrite
+        nine_words = TEN_WORDS.removesuffix(" ten")
+        add_pair(insert, "edge", TEN_WORDS, nine_words, batch=batch, evolved_chosen=True)
+        add_pair(insert, "empty", None, "", batch=batch)  # two empty texts are identical
+
+
+def test_near_duplicate_pairs_pass(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    near_duplicate_batch(insert_rows)
+    near_duplicate_batch(insert_rows, OTHER, fail=True)
+    # Another batch reuses this batch's completion id for a copy of the chosen text: a join
+    # that is not scoped to the batch would see a duplicate.
+    insert_rows("completions", [completion("far-r", "far-i", distinct_texts("far")[0], batch="b3")])
+    assert run_gate(storage, config, "near_duplicate_pairs").height == 0
+
+
+def test_near_duplicate_pairs_fail(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    near_duplicate_batch(insert_rows, fail=True)
+    rows = run_gate(storage, config, "near_duplicate_pairs").sort("pair_id")
+    assert rows.height == 3
+    assert rows["pair_id"].to_list() == ["edge", "empty", "same"]
+    assert rows["similarity"].to_list() == pytest.approx([0.9, 1.0, 1.0])
+    assert_export_drops(storage, config, "near_duplicate_pairs", {"edge", "empty", "same"})
+
+
+def test_near_duplicate_threshold_is_the_config_value(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    near_duplicate_batch(insert_rows)
+    rows = run_gate(storage, config, "near_duplicate_pairs", near_duplicate_similarity=0.8)
+    assert rows["pair_id"].to_list() == ["close"]
+    assert rows["similarity"].to_list() == pytest.approx([9 / 11])
+
+
+# --- rating_outliers -----------------------------------------------------------------------
+
+LONG = "a complete and careful answer " * 10
+ASPECTS = ("overall", "honesty")
+
+
+def rating_outlier_batch(insert: Insert, batch: str = BATCH, fail: bool = False) -> None:
+    texts = {
+        "short-low": ("ok", "stop"),  # near-empty, but rated low
+        "cut-low": (LONG, "length"),  # truncated, but rated low
+        "twenty": ("x" * 20, "stop"),  # not below short_completion_chars (20)
+        "panel": (LONG, "stop"),
+        "lone": (LONG, "stop"),
+        "unparsed": (LONG, "stop"),
+        "empty": ("", "stop"),
+        "outvoted": (LONG, "stop"),
+        "split": (LONG, "stop"),
+    }
+    insert("completions", [completion(c, "i1", t, f, batch) for c, (t, f) in texts.items()])
+    insert("evolved_completions", [evolved("cut-high", "i1", LONG, "length", batch)])
+    ratings = [
+        rating("short-low", 4, order=0),
+        rating("short-low", 3, order=1),  # mean 3.5 < high_rating 4
+        rating("cut-low", 3),
+        rating("twenty", 5),
+        rating("panel", 5, "j1"),
+        rating("panel", 4, "j2"),
+        rating("panel", 3, "j3"),  # j1 and j3 are 1.5 from the others
+        rating("lone", 1, "j1"),  # one judge: nobody to disagree with
+        rating("unparsed", 5, "j1"),
+        rating("unparsed", None, "j2"),  # unparseable: j2 has no usable rating
+    ]
+    if fail:
+        ratings += [
+            rating("empty", 5),
+            rating("cut-high", 4, order=0),
+            rating("cut-high", 4, order=1),  # mean exactly high_rating
+            # j1 rates 5 on two aspects, j2 and j3 rate 2: only j1 is 2+ from the others
+            *[rating("outvoted", 5, "j1", aspect) for aspect in ASPECTS],
+            *[rating("outvoted", 2, judge, aspect) for judge in ("j2", "j3") for aspect in ASPECTS],
+            # two judges exactly judge_outlier_gap apart: both are listed
+            rating("split", 5, "j1"),
+            rating("split", 3, "j2"),
+        ]
+    insert("ratings", [{**r, "batch_id": batch} for r in ratings])
+
+
+def test_rating_outliers_pass(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    rating_outlier_batch(insert_rows)
+    rating_outlier_batch(insert_rows, OTHER, fail=True)
+    # This batch's completions rated again under the other batch do not count.
+    insert_rows("ratings", [rating("panel", 1, "j4", batch=OTHER)])
+    assert run_gate(storage, config, "rating_outliers").height == 0
+
+
+def test_rating_outliers_fail(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    rating_outlier_batch(insert_rows, fail=True)
+    rows = run_gate(storage, config, "rating_outliers").sort("kind", "completion_id", "judge")
+    assert rows.height == 5
+    assert list(rows.select("kind", "completion_id", "judge", "rating").iter_rows()) == [
+        ("high_rated_defect", "cut-high", None, 4.0),
+        ("high_rated_defect", "empty", None, 5.0),
+        ("judge_outlier", "outvoted", "j1", 5.0),
+        ("judge_outlier", "split", "j1", 5.0),
+        ("judge_outlier", "split", "j2", 3.0),
+    ]
+    assert rows["others_mean"].to_list() == [None, None, 2.0, 3.0, 5.0]
+    assert rows["chars"].to_list()[:2] == [len(LONG), 0]
+
+
+# --- length_bias ---------------------------------------------------------------------------
+
+
+def length_batch(insert: Insert, longer: int, total: int, batch: str = BATCH) -> None:
+    """`total` pairs; the first `longer` have the longer chosen text, the rest equal lengths."""
+    for n in range(total):
+        chosen = "c" * (30 if n < longer else 20)
+        add_pair(insert, f"p{n:02d}", chosen, "r" * 20, batch=batch)
+
+
+def test_length_bias_pass_at_the_threshold(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    length_batch(insert_rows, longer=8, total=10)  # 0.8 is not above max_length_bias 0.8
+    length_batch(insert_rows, longer=10, total=10, batch=OTHER)
+    assert run_gate(storage, config, "length_bias").height == 0
+
+
+def test_length_bias_pass_with_too_few_pairs(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    length_batch(insert_rows, longer=9, total=9)  # every one longer, but only 9 < 10 pairs
+    length_batch(insert_rows, longer=5, total=5, batch=OTHER)  # 14 if the batches mixed
+    assert run_gate(storage, config, "length_bias").height == 0
+    assert run_gate(storage, config, "length_bias", min_pairs_for_length_bias=9).height == 9
+
+
+def test_length_bias_fail(storage: Storage, insert_rows: Insert, config: PipelineConfig) -> None:
+    length_batch(insert_rows, longer=9, total=10)
+    length_batch(insert_rows, longer=0, total=10, batch=OTHER)  # would dilute the share to 0.45
+    rows = run_gate(storage, config, "length_bias").sort("pair_id")
+    assert rows.height == 9
+    assert rows["pair_id"].to_list() == [f"p{n:02d}" for n in range(9)]
+    assert rows["longer_share"].to_list() == pytest.approx([0.9] * 9)
+    assert set(rows["pairs"].to_list()) == {10}
+    assert set(rows.select("chosen_chars", "rejected_chars").iter_rows()) == {(30, 20)}
+
+
+# --- input_reconciliation ------------------------------------------------------------------
+
+
+def reconciliation_batch(
+    insert: Insert,
+    counts: tuple[int, int, int] = (5, 3, 2),
+    stored: tuple[int, int] = (3, 2),
+    batch: str = BATCH,
+) -> None:
+    """A `batches` row claiming (input, accepted, rejected), and `stored` instructions and
+    rejected inputs actually written."""
+    input_rows, accepted_rows, rejected_rows = counts
+    insert(
+        "batches",
+        [
+            {
+                "batch_id": batch,
+                "source": batch,
+                "input_rows": input_rows,
+                "accepted_rows": accepted_rows,
+                "rejected_rows": rejected_rows,
+            }
+        ],
+    )
+    insert("instructions", [instruction(f"i{n}", batch) for n in range(stored[0])])
+    insert(
+        "rejected_inputs",
+        [
+            {"batch_id": batch, "source": batch, "source_row": n, "reason": "empty"}
+            for n in range(stored[1])
+        ],
+    )
+
+
+def test_input_reconciliation_pass(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    reconciliation_batch(insert_rows)
+    reconciliation_batch(insert_rows, (9, 1, 1), (4, 7), batch=OTHER)  # wrong everywhere
+    assert run_gate(storage, config, "input_reconciliation").height == 0
+
+
+@pytest.mark.parametrize(
+    ("counts", "stored"),
+    [
+        ((6, 3, 2), (3, 2)),  # input_rows is not accepted + rejected
+        ((6, 4, 2), (3, 2)),  # one accepted row never reached instructions
+        ((4, 3, 1), (3, 2)),  # a rejected input the batch row does not count
+        ((0, 0, 0), (1, 0)),  # an empty batch with an instruction
+    ],
+    ids=["sum", "accepted", "rejected", "empty-batch"],
+)
+def test_input_reconciliation_fail(
+    storage: Storage,
+    insert_rows: Insert,
+    config: PipelineConfig,
+    counts: tuple[int, int, int],
+    stored: tuple[int, int],
+) -> None:
+    reconciliation_batch(insert_rows, counts, stored)
+    reconciliation_batch(insert_rows, batch=OTHER)  # a consistent batch stays out of it
+    rows = run_gate(storage, config, "input_reconciliation")
+    assert rows.height == 1
+    row = rows.row(0, named=True)
+    assert row["batch_id"] == BATCH
+    assert (row["input_rows"], row["accepted_rows"], row["rejected_rows"]) == counts
+    assert (row["stored_instructions"], row["stored_rejected_inputs"]) == stored
+
+
+def test_input_reconciliation_holds_the_batch_back(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    add_pair(insert_rows, "p1", *distinct_texts("p1"))
+    blocking_checks_pass(storage, BATCH, failing=("input_reconciliation",))
+    pairs, summary = collect_pairs(storage, CHECKS, config.sql_vars())
+    assert (pairs.height, summary["batches_held_back"]) == (0, [BATCH])
+    blocking_checks_pass(storage, BATCH)
+    pairs, summary = collect_pairs(storage, CHECKS, config.sql_vars())
+    assert (pairs["pair_id"].to_list(), summary["batches_exported"]) == (["p1"], [BATCH])
+
+
+# --- batches stay apart --------------------------------------------------------------------
+
+FAILING = {
+    "tied_pairs": (lambda insert, batch: tied_batch(insert, batch, fail=True), 2),
+    "near_duplicate_pairs": (lambda insert, batch: near_duplicate_batch(insert, batch, True), 3),
+    "rating_outliers": (lambda insert, batch: rating_outlier_batch(insert, batch, True), 5),
+    "length_bias": (lambda insert, batch: length_batch(insert, 9, 10, batch), 9),
+    "input_reconciliation": (
+        lambda insert, batch: reconciliation_batch(insert, (6, 3, 2), batch=batch),
+        1,
+    ),
+}
+
+
+@pytest.mark.parametrize("gate", sorted(FAILING))
+def test_other_batches_never_leak_in(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig, gate: str
+) -> None:
+    build, offending = FAILING[gate]
+    build(insert_rows, OTHER)
+    assert run_gate(storage, config, gate, OTHER).height == offending
+    assert run_gate(storage, config, gate, BATCH).height == 0
+    assert run_gate(storage, config, gate, "x' OR 1=1 --").height == 0
