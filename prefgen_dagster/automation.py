@@ -17,6 +17,7 @@ from prefgen_dagster.partitions import batches, is_valid_batch_name
 from prefgen_dagster.resources import default_config_path
 
 PAIRS_KEY = dg.AssetKey("dpo_pairs")
+PARTITION_TAG = "dagster/partition"
 
 # A file modified within this many seconds may still be being written.
 SETTLE_SECONDS = 2.0
@@ -62,10 +63,20 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     )
 
 
+def last_run_failed(instance: dg.DagsterInstance, batch_id: str) -> bool:
+    """Whether the newest run for this batch failed (engine error, blocking check, crash)."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={PARTITION_TAG: batch_id}), limit=1)
+    return bool(runs) and runs[0].status == dg.DagsterRunStatus.FAILURE
+
+
 def stale_batches(instance: dg.DagsterInstance, pipeline_hash: str, inbox: Path) -> list[str]:
-    """Batches whose pairs are missing, made with other settings, or older than their file."""
+    """Batches whose last run failed, or whose pairs are missing, made with other settings,
+    or older than their file. Re-running them is cheap: finished LLM calls are cached."""
     stale = []
     for key in instance.get_dynamic_partitions(batches.name):
+        if last_run_failed(instance, key):
+            stale.append(key)
+            continue
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=PAIRS_KEY, asset_partitions=[key]), limit=1
         ).records
@@ -83,11 +94,12 @@ def stale_batches(instance: dg.DagsterInstance, pipeline_hash: str, inbox: Path)
 
 @dg.schedule(job=batch_job, cron_schedule="0 * * * *")
 def catch_up_schedule(context: dg.ScheduleEvaluationContext):
-    """Every hour: re-run each batch that is not up to date with its file and the settings."""
+    """Every hour: re-run each batch whose last run failed or that is not up to date with
+    its file and the settings."""
     config = load_config(default_config_path())
     inbox = config.resolve(config.paths.inbox_dir)
     keys = stale_batches(context.instance, config.pipeline_hash(), inbox)
     if not keys:
         return dg.SkipReason("every batch is up to date")
-    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else ""
+    stamp = context.scheduled_execution_time.isoformat()
     return [dg.RunRequest(partition_key=key, run_key=f"catch-up:{key}:{stamp}") for key in keys]

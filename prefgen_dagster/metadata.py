@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -59,3 +60,12 @@ def column_lineage(deps: dict[str, list[tuple[str, str]]]) -> dg.TableColumnLine
             for column, sources in deps.items()
         }
     )
+
+
+def data_version(frame: pl.DataFrame) -> dg.DataVersion:
+    """A hash of the rows written, order-independent: the same rows give the same version,
+    so Dagster can tell downstream assets that nothing changed."""
+    if frame.is_empty():
+        return dg.DataVersion("empty")
+    canonical = frame.select(sorted(frame.columns)).sort(by=sorted(frame.columns)).write_csv()
+    return dg.DataVersion(hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20])

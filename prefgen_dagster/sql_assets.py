@@ -8,12 +8,16 @@ import polars as pl
 
 from prefgen_dagster import export, metadata
 from prefgen_dagster.assets import GROUP, common_metadata
+from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.partitions import batches
 from prefgen_dagster.rating_summary import histogram
 from prefgen_dagster.resources import PrefgenResource
 from prefgen_dagster.sql_layer import SqlFile, SqlProject, column_lineage
 
 EXPORT_GROUP = "export"
+EXPORT_CONDITION = (
+    dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress()
+).with_label("export after any batch's pairs change")
 
 
 def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinition:
@@ -29,6 +33,8 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
         deps=deps,
         description=f"SQL model `{model.path.name}`.\n\n" + _leading_comment(model.sql),
         metadata={"sql_file": dg.MetadataValue.path(str(model.path))},
+        # The SQL text is the model's code: editing the file marks the asset changed.
+        code_version=stable_hash(model.sql),
     )
     def _model(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
         config, storage = prefgen.load(), prefgen.storage()
@@ -48,7 +54,7 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
             ),
             **_pair_metadata(frame),
         }
-        return dg.MaterializeResult(metadata=meta)
+        return dg.MaterializeResult(metadata=meta, data_version=metadata.data_version(frame))
 
     return _model
 
@@ -81,7 +87,9 @@ def build_export_asset(project: SqlProject) -> dg.AssetsDefinition:
         group_name=EXPORT_GROUP,
         kinds={"duckdb", "huggingface"},
         deps=["dpo_pairs"],
-        automation_condition=dg.AutomationCondition.eager(),
+        # Not `eager()`: that waits while any batch's pairs are missing, and one failed batch
+        # would then hold every other batch's export back.
+        automation_condition=EXPORT_CONDITION,
     )
     def _export(prefgen: PrefgenResource) -> dg.MaterializeResult:
         """All batches whose blocking checks passed, minus pairs flagged by filter checks, as
