@@ -33,6 +33,8 @@ def run_batch(file: Path, config_path: Path) -> int:
     if file.resolve() != target.resolve():
         shutil.copyfile(file, target)
 
+    print(f"estimate for {file.name} (before the cache; cached calls cost nothing):")
+    print(estimate_file(target, config_path))
     # With DAGSTER_HOME set the runs show up in that instance's UI; else they are ephemeral.
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     started = time.perf_counter()
@@ -46,6 +48,17 @@ def run_batch(file: Path, config_path: Path) -> int:
     print(f"DuckDB file: {storage.path}")
     print(f"Dataset:     {config.resolve(config.paths.export_dir) / 'dataset'}")
     return 0 if batch.success and export is not None and export.success else 1
+
+
+def estimate_file(file: Path, config_path: Path) -> str:
+    """The cost table for one instruction file, from its accepted rows and the config."""
+    from prefgen_dagster.config import load_config
+    from prefgen_dagster.cost import estimate, format_estimate
+    from prefgen_dagster.ingest import ingest, read_rows
+
+    config = load_config(config_path)
+    accepted = ingest(read_rows(file), str(file), file.name).accepted
+    return format_estimate(estimate(accepted, config, file.name))
 
 
 def _print_summary(batch, export, storage, batch_id: str, elapsed: float) -> None:
@@ -106,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("file", type=Path)
     run.add_argument("--config", type=Path, default=Path("prefgen.yaml"))
 
+    cost = commands.add_parser("estimate", help="LLM calls and tokens a file would cost")
+    cost.add_argument("file", type=Path)
+    cost.add_argument("--config", type=Path, default=Path("prefgen.yaml"))
+
     demo_cmd = commands.add_parser("demo", help="tiny local models + bundled instructions")
     demo_cmd.add_argument("--workdir", type=Path, default=Path("demo_run"))
 
@@ -117,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return run_batch(args.file, args.config)
+    if args.command == "estimate":
+        print(estimate_file(args.file, args.config))
+        return 0
     if args.command == "demo":
         return demo(args.workdir)
     from prefgen_dagster.tiny_model import make_tiny_model
