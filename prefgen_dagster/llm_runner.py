@@ -3,12 +3,17 @@
 Only requests missing from the cache reach an engine; each model's missing requests go to
 its engine as one stage-wide batch, cut into chunks only so that every finished chunk is
 written to the cache at once (a crash loses at most one chunk of work).
+
+A request that still fails after the engine's retries is noted in the `failed_calls` table
+(and dropped from it once a later run gets its answer); the stage then fails with
+`LLMCallsFailed`, and since everything else is cached, a rerun asks only the failed ones.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +26,21 @@ EngineFactory = Callable[[PipelineConfig, str], Engine]
 
 
 class LLMCallsFailed(RuntimeError):
-    """Some requests still failed after the engine's retries; the rest are cached."""
+    """Some requests still failed after the engine's retries; the rest are cached.
+
+    `by_kind` counts the failures per error kind (the part of the error before its first
+    colon, e.g. `RateLimitError`); the failed calls are also in the `failed_calls` table.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        by_kind: dict[str, int] | None = None,
+        failed_call_ids: Sequence[str] = (),
+    ):
+        super().__init__(message)
+        self.by_kind = dict(by_kind or {})
+        self.failed_call_ids = list(failed_call_ids)
 
 
 @dataclass
@@ -87,7 +106,7 @@ def run_requests(
         if call_id not in answers:
             missing.setdefault(model_name, []).append(request)
 
-    errors: list[str] = []
+    failures: list[tuple[str, dict[str, Any]]] = []  # (model name, failed_calls row)
     for model_name, pending in missing.items():
         engine = engine_factory(config, model_name)
         try:
@@ -100,27 +119,26 @@ def run_requests(
                 stats.per_model_calls[model_name] = stats.per_model_calls.get(model_name, 0) + len(
                     chunk
                 )
-                finished = []
+                finished, failed = [], []
                 for request, result in zip(chunk, results, strict=True):
-                    if result.error is not None:
-                        errors.append(f"{model_name} {request.call_id}: {result.error}")
-                        continue
-                    finished.append(_cache_row(request, result))
+                    if result.error is None:
+                        finished.append(_cache_row(request, result))
+                    else:
+                        failed.append(_failure_row(request, result))
                 storage.store_calls(finished)
+                storage.record_failures(failed)
+                storage.clear_failures([row["call_id"] for row in finished])
                 answers.update({row["call_id"]: row for row in finished})
+                failures.extend((model_name, row) for row in failed)
         finally:
             engine.close()
 
     for row in answers.values():
         stats.prompt_tokens += row["prompt_tokens"] or 0
         stats.completion_tokens += row["completion_tokens"] or 0
-    if errors:
-        stats.failed = len(errors)
-        shown = "\n  ".join(errors[:5])
-        raise LLMCallsFailed(
-            f"{len(errors)} of {len(unique)} LLM requests failed after retries "
-            f"(finished ones are cached; rerun to ask only the failed ones):\n  {shown}"
-        )
+    if failures:
+        stats.failed = len(failures)
+        raise _calls_failed(failures, len(unique))
     return answers, stats
 
 
@@ -135,3 +153,31 @@ def _cache_row(request: LLMRequest, result: LLMResult) -> dict[str, Any]:
         "completion_tokens": result.completion_tokens,
         "latency_s": result.latency_s,
     }
+
+
+def _failure_row(request: LLMRequest, result: LLMResult) -> dict[str, Any]:
+    return {
+        "call_id": request.call_id,
+        "model": request.model,
+        "error": result.error,
+        "attempts": result.extra.get("attempts"),
+    }
+
+
+def _calls_failed(failures: list[tuple[str, dict[str, Any]]], unique: int) -> LLMCallsFailed:
+    """The stage's failure: how many, of which kinds, where they are, and a few examples."""
+    by_kind = Counter(row["error"].split(":", 1)[0].strip() for _, row in failures)
+    kinds = ", ".join(f"{kind}: {count}" for kind, count in by_kind.most_common())
+    examples = "\n  ".join(
+        f"{model_name} {row['call_id']}"
+        + (f" after {row['attempts']} attempts" if row["attempts"] else "")
+        + f": {row['error']}"
+        for model_name, row in failures[:5]
+    )
+    return LLMCallsFailed(
+        f"{len(failures)} of {unique} LLM requests failed after retries ({kinds}); the other "
+        f"{unique - len(failures)} are cached, the failed ones are listed in the failed_calls "
+        f"table, and a rerun asks only those. First failures:\n  {examples}",
+        by_kind=by_kind,
+        failed_call_ids=[row["call_id"] for _, row in failures],
+    )

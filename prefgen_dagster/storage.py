@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     call_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, request VARCHAR NOT NULL,
     response VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
     latency_s DOUBLE, created_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS failed_calls (
+    call_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, error VARCHAR NOT NULL,
+    attempts INTEGER, failed_at TIMESTAMP NOT NULL DEFAULT current_timestamp);
 """
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -189,6 +192,27 @@ class Storage:
             con.register("finished", frame.to_arrow())
             con.execute("INSERT OR IGNORE INTO llm_calls BY NAME SELECT * FROM finished")
             con.unregister("finished")
+
+    def record_failures(self, rows: list[dict[str, Any]]) -> None:
+        """Note LLM calls that still failed after retries (call_id, model, error, attempts);
+        a call that failed before is replaced by its latest failure."""
+        if not rows:
+            return
+        columns = {"call_id": pl.String, "model": pl.String, "error": pl.String}
+        frame = pl.DataFrame(rows, schema={**columns, "attempts": pl.Int32})
+        with self.connect() as con:
+            con.register("failed", frame.to_arrow())
+            con.execute("INSERT OR REPLACE INTO failed_calls BY NAME SELECT * FROM failed")
+            con.unregister("failed")
+
+    def clear_failures(self, call_ids: Sequence[str]) -> None:
+        """Forget the failures of calls that have since been answered."""
+        if not call_ids:
+            return
+        with self.connect() as con:
+            con.register("answered", pl.DataFrame({"call_id": list(call_ids)}).to_arrow())
+            con.execute("DELETE FROM failed_calls WHERE call_id IN (SELECT call_id FROM answered)")
+            con.unregister("answered")
 
     def table_counts(self, batch_id: str | None = None) -> dict[str, int]:
         counts = {}

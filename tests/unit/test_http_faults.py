@@ -1,0 +1,192 @@
+"""The OpenAI-compatible engine against a real HTTP server on 127.0.0.1 that injects faults.
+
+Each request's content scripts its fault (see `fault_server`); the engine is built by
+`open_engine` from the config, and `run_requests` writes to a real DuckDB file, so these
+tests cover the retries, the `failed_calls` table, the stage's error and the rerun together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from itertools import pairwise
+from typing import Any
+
+import pytest
+
+from prefgen_dagster.config import PipelineConfig, SamplingParams
+from prefgen_dagster.engines import openai_http
+from prefgen_dagster.engines.base import LLMRequest
+from prefgen_dagster.llm_runner import LLMCallsFailed, run_requests
+from prefgen_dagster.storage import Storage
+from tests.unit.fault_server import FaultServer
+
+TIMEOUT_S = 0.5  # the client's timeout; a hanging server answers after 3 s
+
+# fault -> (error kind once retries run out, attempts made by then with max_retries=1)
+FAULTS: dict[str, tuple[str, int]] = {
+    "429": ("RateLimitError", 2),
+    "500": ("InternalServerError", 2),
+    "503": ("InternalServerError", 2),
+    "hang": ("APITimeoutError", 2),
+    "drop": ("APIConnectionError", 2),
+    "badjson": ("MalformedResponse", 2),
+    "nochoices": ("MalformedResponse", 2),
+    "400": ("BadRequestError", 1),  # a client error: retrying cannot help
+    "trickle": ("DeadlineExceeded", 1),  # the first attempt runs into the request's deadline
+}
+RECOVERABLE = [fault for fault, (_, attempts) in FAULTS.items() if attempts > 1]
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openai_http, "BACKOFF_BASE_S", 0.05)
+    monkeypatch.setattr(openai_http, "BACKOFF_CAP_S", 0.2)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., FaultServer]]:
+    """`serve(**options)` starts a FaultServer; every one started is closed afterwards."""
+    servers: list[FaultServer] = []
+
+    def start(**options: Any) -> FaultServer:
+        server = FaultServer(**options)
+        servers.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.close()
+
+
+def http_config(config: PipelineConfig, *urls: str, max_retries: int) -> PipelineConfig:
+    """The test config plus a model `srv` served over HTTP at `urls`."""
+    raw = config.model_dump(mode="json")
+    raw["models"]["srv"] = {
+        "path": "srv",
+        "backend": "openai",
+        "base_urls": list(urls),
+        "max_retries": max_retries,
+        "timeout_s": TIMEOUT_S,
+    }
+    return PipelineConfig.model_validate(raw)
+
+
+def req(prompt: str) -> LLMRequest:
+    return LLMRequest("srv", [{"role": "user", "content": prompt}], SamplingParams(), seed=1)
+
+
+def ask(
+    prompts: list[str], storage: Storage, config: PipelineConfig
+) -> tuple[dict[str, dict[str, Any]], Any]:
+    return run_requests([("srv", req(p)) for p in prompts], storage, config)
+
+
+def failed_calls(storage: Storage) -> list[dict[str, Any]]:
+    return storage.query("SELECT call_id, model, error, attempts FROM failed_calls").to_dicts()
+
+
+def cached_responses(storage: Storage) -> set[str]:
+    return set(storage.query("SELECT response FROM llm_calls")["response"])
+
+
+@pytest.mark.parametrize("fault", RECOVERABLE)
+def test_a_passing_fault_is_retried_until_it_succeeds(
+    fault: str, serve: Callable[..., FaultServer], storage: Storage, config: PipelineConfig
+) -> None:
+    server = serve()
+    flaky = f"{fault}x2 then fine"
+    answers, stats = ask([flaky, "plain"], storage, http_config(config, server.url, max_retries=2))
+    assert server.attempts(flaky) == 3
+    assert server.attempts("plain") == 1
+    assert answers[req(flaky).call_id]["response"] == f"echo: {flaky}"
+    assert answers[req(flaky).call_id]["completion_tokens"] == 3
+    assert stats.failed == 0
+    assert failed_calls(storage) == []
+
+
+def test_rate_limit_waits_as_long_as_retry_after_asks(
+    serve: Callable[..., FaultServer], storage: Storage, config: PipelineConfig
+) -> None:
+    server = serve(retry_after="0.3")  # longer than any backoff (capped at 0.2 s here)
+    ask(["429x2 slow down"], storage, http_config(config, server.url, max_retries=2))
+    times = server.times("429x2 slow down")
+    assert len(times) == 3
+    assert all(later - earlier >= 0.3 for earlier, later in pairwise(times))
+
+
+def test_a_retry_after_past_the_deadline_is_not_waited_for(
+    serve: Callable[..., FaultServer], storage: Storage, config: PipelineConfig
+) -> None:
+    server = serve(retry_after="60")
+    began = time.monotonic()
+    with pytest.raises(LLMCallsFailed, match=r"\(RateLimitError: 1\)"):
+        ask(["429x9 come back later"], storage, http_config(config, server.url, max_retries=3))
+    assert time.monotonic() - began < 1.0
+    assert server.attempts("429x9 come back later") == 1
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_lasting_fault_fails_its_request_and_a_rerun_asks_only_it(
+    fault: str, serve: Callable[..., FaultServer], storage: Storage, config: PipelineConfig
+) -> None:
+    kind, attempts = FAULTS[fault]
+    server = serve()
+    broken = f"{fault}x9 not fine"
+    prompts = ["first", broken, "last"]
+    config = http_config(config, server.url, max_retries=1)
+    began = time.monotonic()
+    with pytest.raises(LLMCallsFailed) as failure:
+        ask(prompts, storage, config)
+    assert time.monotonic() - began < 2 * (TIMEOUT_S + openai_http.BACKOFF_CAP_S) + 1.5
+    assert f"1 of 3 LLM requests failed after retries ({kind}: 1)" in str(failure.value)
+    assert "the other 2 are cached" in str(failure.value)
+    assert failure.value.by_kind == {kind: 1}
+    assert failure.value.failed_call_ids == [req(broken).call_id]
+    assert server.attempts(broken) == attempts
+    assert cached_responses(storage) == {"echo: first", "echo: last"}
+    [row] = failed_calls(storage)
+    assert row["call_id"] == req(broken).call_id
+    assert row["model"] == "srv"
+    assert row["error"].startswith(f"{kind}: ")
+    assert row["attempts"] == attempts
+
+    server.healthy = True
+    seen = len(server.hits)
+    answers, stats = ask(prompts, storage, config)
+    assert [hit.content for hit in server.hits[seen:]] == [broken]
+    assert (stats.cache_hits, stats.engine_calls, stats.failed) == (2, 1, 0)
+    assert [answers[req(p).call_id]["response"] for p in prompts] == [f"echo: {p}" for p in prompts]
+    assert failed_calls(storage) == []
+
+
+def test_the_summary_counts_failures_by_kind(
+    serve: Callable[..., FaultServer], storage: Storage, config: PipelineConfig
+) -> None:
+    server = serve()
+    prompts = ["429x9 a", "429x9 b", "hangx9 c", "fine", "badjsonx9 d"]
+    with pytest.raises(LLMCallsFailed) as failure:
+        ask(prompts, storage, http_config(config, server.url, max_retries=0))
+    message = str(failure.value)
+    assert message.startswith(
+        "4 of 5 LLM requests failed after retries "
+        "(RateLimitError: 2, APITimeoutError: 1, MalformedResponse: 1); the other 1 are cached"
+    )
+    assert "failed_calls" in message
+    failed = {row["call_id"] for row in failed_calls(storage)}
+    assert failed == {req(p).call_id for p in prompts if p != "fine"}
+    assert cached_responses(storage) == {"echo: fine"}
+
+
+def test_a_retry_goes_to_the_next_base_url(
+    serve: Callable[..., FaultServer], storage: Storage, config: PipelineConfig
+) -> None:
+    down, up = serve(down="503"), serve()
+    prompts = ["one", "two", "three", "four"]
+    answers, _ = ask(prompts, storage, http_config(config, down.url, up.url, max_retries=1))
+    assert len(answers) == 4
+    assert sorted(hit.content for hit in down.hits) == ["one", "three"]
+    assert sorted(hit.content for hit in up.hits) == sorted(prompts)
+    assert failed_calls(storage) == []
