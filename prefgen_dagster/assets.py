@@ -12,9 +12,11 @@ import polars as pl
 
 from prefgen_dagster import metadata, stages
 from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.context_limits import ContextLimits
 from prefgen_dagster.ingest import ingest, read_rows
 from prefgen_dagster.llm_runner import RunStats
 from prefgen_dagster.partitions import batch_file, batches
+from prefgen_dagster.prompts import evol_quality, generation, ultrafeedback
 from prefgen_dagster.rating_summary import histogram, summarize_ratings
 from prefgen_dagster.resources import PrefgenResource
 
@@ -32,7 +34,7 @@ def _llm_metadata(stats: RunStats) -> dict[str, Any]:
     }
 
 
-@dg.asset(partitions_def=batches, group_name=GROUP, kinds={"duckdb"})
+@dg.asset(partitions_def=batches, group_name=GROUP, kinds={"duckdb"}, code_version="ingest-v1")
 def raw_instructions(
     context: dg.AssetExecutionContext, prefgen: PrefgenResource
 ) -> dg.MaterializeResult:
@@ -43,10 +45,18 @@ def raw_instructions(
     path = batch_file(config, batch_id)
     if not path.exists():
         raise FileNotFoundError(f"batch {batch_id!r}: no file {path}")
-    result = ingest(read_rows(path), _display_path(path, config), batch_id)
+    source = _display_path(path, config)
+    limits = ContextLimits.from_config(config)
+    result = ingest(
+        read_rows(path),
+        source,
+        batch_id,
+        instruction_field=config.input.instruction_field,
+        system_prompt_field=config.input.system_prompt_field,
+        fits_context=limits.check,
+    )
     accepted = pl.DataFrame(result.accepted, schema=_INSTRUCTION_SCHEMA)
     rejected = pl.DataFrame(result.rejected, schema=_REJECTED_SCHEMA)
-    source = _display_path(path, config)
     batch_row = pl.DataFrame(
         [
             {
@@ -61,9 +71,16 @@ def raw_instructions(
     storage.replace_partition("batches", batch_id, batch_row)
     storage.replace_partition("instructions", batch_id, accepted)
     storage.replace_partition("rejected_inputs", batch_id, rejected)
-    for row in result.rejected:
+    # Every rejection is in `rejected_inputs`; the run log gets the first few, not 100,000.
+    logged = 20
+    for row in result.rejected[:logged]:
         context.log.warning(f"{row['source']} row {row['source_row']}: {row['reason']}")
+    if len(result.rejected) > logged:
+        context.log.warning(
+            f"{source}: {len(result.rejected) - logged} more rejected rows in rejected_inputs"
+        )
     return dg.MaterializeResult(
+        data_version=metadata.data_version(pl.concat([accepted, rejected], how="diagonal")),
         metadata={
             **metadata.frame_metadata(accepted, ["source_row", "instruction"]),
             **common_metadata(config),
@@ -73,7 +90,8 @@ def raw_instructions(
             "rejected_preview": dg.MetadataValue.md(
                 metadata.markdown_table(rejected.select("source_row", "reason", "raw"), 10)
             ),
-        }
+            "context_limits": dg.MetadataValue.json(limits.describe()),
+        },
     )
 
 
@@ -102,14 +120,20 @@ def _display_path(path: Path, config: PipelineConfig) -> str:
 
 
 @dg.asset(
-    partitions_def=batches, group_name=GROUP, kinds={"duckdb", "vllm"}, deps=[raw_instructions]
+    partitions_def=batches,
+    group_name=GROUP,
+    kinds={"duckdb", "vllm"},
+    deps=[raw_instructions],
+    code_version=generation.TEMPLATE_VERSION,
 )
 def pooled_completions(
     context: dg.AssetExecutionContext, prefgen: PrefgenResource
 ) -> dg.MaterializeResult:
     """`num_completions` answers per pool model per instruction (table `completions`)."""
     config, storage = prefgen.load(), prefgen.storage()
-    frame, stats = stages.generate_completions(config, storage, context.partition_key)
+    frame, stats = stages.generate_completions(
+        config, storage, context.partition_key, run_id=context.run_id
+    )
     storage.replace_partition("completions", context.partition_key, frame)
     extra = {}
     if frame.height:
@@ -127,14 +151,20 @@ def pooled_completions(
 
 
 @dg.asset(
-    partitions_def=batches, group_name=GROUP, kinds={"duckdb", "vllm"}, deps=[pooled_completions]
+    partitions_def=batches,
+    group_name=GROUP,
+    kinds={"duckdb", "vllm"},
+    deps=[pooled_completions],
+    code_version=evol_quality.TEMPLATE_VERSION,
 )
 def evolved_completions(
     context: dg.AssetExecutionContext, prefgen: PrefgenResource
 ) -> dg.MaterializeResult:
     """EvolQuality rewrites of every pooled completion, `num_evolutions` rounds deep."""
     config, storage = prefgen.load(), prefgen.storage()
-    frame, stats = stages.evolve_completions(config, storage, context.partition_key)
+    frame, stats = stages.evolve_completions(
+        config, storage, context.partition_key, run_id=context.run_id
+    )
     storage.replace_partition("evolved_completions", context.partition_key, frame)
     extra = (
         {"mutations": metadata.distribution(frame["mutation"], "mutation")} if frame.height else {}
@@ -145,7 +175,11 @@ def evolved_completions(
 
 
 @dg.asset(
-    partitions_def=batches, group_name=GROUP, kinds={"duckdb", "vllm"}, deps=[evolved_completions]
+    partitions_def=batches,
+    group_name=GROUP,
+    kinds={"duckdb", "vllm"},
+    deps=[evolved_completions],
+    code_version=ultrafeedback.TEMPLATE_VERSION,
 )
 def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
     """UltraFeedback 1-5 ratings with rationales; unparseable answers stay NULL with raw text."""
@@ -156,7 +190,9 @@ def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.M
             f"judge(s) {self_judging} also generate completions or rewrites; LLM judges tend to "
             "prefer their own text (self-preference bias). Consider a judge outside the pool."
         )
-    frame, stats = stages.rate_completions(config, storage, context.partition_key)
+    frame, stats = stages.rate_completions(
+        config, storage, context.partition_key, run_id=context.run_id
+    )
     storage.replace_partition("ratings", context.partition_key, frame)
     extra: dict[str, Any] = {"self_judging_models": dg.MetadataValue.json(self_judging)}
     if frame.height:
@@ -210,13 +246,14 @@ def _llm_result(
     extra: dict[str, Any] | None = None,
 ) -> dg.MaterializeResult:
     return dg.MaterializeResult(
+        data_version=metadata.data_version(frame),
         metadata={
             **metadata.frame_metadata(frame, preview),
             "dagster/column_lineage": metadata.column_lineage(_COLUMN_LINEAGE[asset]),
             **common_metadata(config),
             **_llm_metadata(stats),
             **(extra or {}),
-        }
+        },
     )
 
 

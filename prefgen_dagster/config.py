@@ -171,6 +171,16 @@ class ChecksConfig(_Strict):
     high_rating: float = Field(4.0, ge=1, le=5)
 
 
+class InputConfig(_Strict):
+    """How instruction files are read: the field (JSONL key, CSV or Parquet column) names."""
+
+    instruction_field: str = Field("instruction", min_length=1)
+    system_prompt_field: str = Field("system_prompt", min_length=1)
+    # Tokens kept free for the chat template's markup (role markers, the default system
+    # prompt some templates add) when checking that an instruction fits the pool's context.
+    context_margin_tokens: int = Field(32, ge=0)
+
+
 class PathsConfig(_Strict):
     duckdb_path: str = "data/prefgen.duckdb"
     inbox_dir: str = "data/inbox"
@@ -181,6 +191,9 @@ class EngineConfig(_Strict):
     # Requests go to the engine a whole stage at a time; chunks only bound how much work a
     # crash can lose, since each finished chunk is written to the llm_calls cache.
     chunk_size: int = Field(512, gt=0)
+    # Hard cap on the tokens (prompt + completion) that engines may spend in one Dagster run;
+    # checked between chunks. Cached calls cost nothing. None: no cap.
+    token_budget: int | None = Field(None, gt=0)
 
 
 class PipelineConfig(_Strict):
@@ -192,6 +205,7 @@ class PipelineConfig(_Strict):
     pairing: PairingConfig = PairingConfig()
     checks: ChecksConfig = ChecksConfig()
     engine: EngineConfig = EngineConfig()
+    input: InputConfig = InputConfig()
     # The config file's folder. Relative paths are kept as written (so ids and cache keys are
     # the same on every machine) and resolved against this folder only when used.
     base_dir: str = "."

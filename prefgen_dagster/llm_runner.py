@@ -43,6 +43,10 @@ class LLMCallsFailed(RuntimeError):
         self.failed_call_ids = list(failed_call_ids)
 
 
+class TokenBudgetReached(RuntimeError):
+    """The run spent its token budget; the stage stopped between chunks, nothing is lost."""
+
+
 @dataclass
 class RunStats:
     requested: int = 0
@@ -92,8 +96,14 @@ def run_requests(
     storage: Storage,
     config: PipelineConfig,
     engine_factory: EngineFactory = open_engine,
+    run_id: str | None = None,
 ) -> tuple[dict[str, dict[str, Any]], RunStats]:
-    """Answer `(model_name, request)` pairs; returns cached rows by call id, and counts."""
+    """Answer `(model_name, request)` pairs; returns cached rows by call id, and counts.
+
+    With `engine.token_budget` set, the tokens that the engine spent for `run_id` (all stages
+    of one Dagster run) are checked before every chunk, and the stage stops with
+    `TokenBudgetReached` once they reach the budget; what finished is cached.
+    """
     stats = RunStats(requested=len(requests))
     unique: dict[str, tuple[str, LLMRequest]] = {}
     for model_name, request in requests:
@@ -111,6 +121,7 @@ def run_requests(
         engine = engine_factory(config, model_name)
         try:
             for start in range(0, len(pending), config.engine.chunk_size):
+                _check_budget(storage, config, run_id, len(unique) - len(answers))
                 chunk = pending[start : start + config.engine.chunk_size]
                 began = time.perf_counter()
                 results = engine.generate(chunk)
@@ -122,7 +133,7 @@ def run_requests(
                 finished, failed = [], []
                 for request, result in zip(chunk, results, strict=True):
                     if result.error is None:
-                        finished.append(_cache_row(request, result))
+                        finished.append(_cache_row(request, result, run_id))
                     else:
                         failed.append(_failure_row(request, result))
                 storage.store_calls(finished)
@@ -142,9 +153,25 @@ def run_requests(
     return answers, stats
 
 
-def _cache_row(request: LLMRequest, result: LLMResult) -> dict[str, Any]:
+def _check_budget(
+    storage: Storage, config: PipelineConfig, run_id: str | None, unanswered: int
+) -> None:
+    budget = config.engine.token_budget
+    if budget is None or run_id is None:
+        return
+    spent = storage.tokens_spent(run_id)
+    if spent >= budget:
+        raise TokenBudgetReached(
+            f"token budget reached: this run's engine calls used {spent} tokens of "
+            f"engine.token_budget {budget}; {unanswered} requests of this stage are not asked. "
+            "Finished calls are cached: rerun (a new run gets a new budget) to go on."
+        )
+
+
+def _cache_row(request: LLMRequest, result: LLMResult, run_id: str | None) -> dict[str, Any]:
     return {
         "call_id": request.call_id,
+        "run_id": run_id,
         "model": request.model,
         "request": json.dumps(request.as_json(), ensure_ascii=False),
         "response": result.text,

@@ -34,9 +34,10 @@ def _ask(
     config: PipelineConfig,
     engine_factory: EngineFactory,
     total: RunStats,
+    run_id: str | None,
 ) -> dict[str, dict[str, Any]]:
     answers, stats = run_requests(
-        [(p.model_name, p.request) for p in plans], storage, config, engine_factory
+        [(p.model_name, p.request) for p in plans], storage, config, engine_factory, run_id
     )
     total.add(stats)
     return answers
@@ -47,6 +48,7 @@ def generate_completions(
     storage: Storage,
     batch_id: str,
     engine_factory: EngineFactory = open_engine,
+    run_id: str | None = None,
 ) -> tuple[pl.DataFrame, RunStats]:
     """The pool's completions, with the diversity guard: a completion too close to an
     earlier one of the same instruction is asked again (new seed, warmer), at most
@@ -59,7 +61,7 @@ def generate_completions(
     plans = first_plans
     rows: list[dict[str, Any]] = []
     for attempt in range(diversity.max_regenerations + 1):
-        answers = _ask(plans, storage, config, engine_factory, total)
+        answers = _ask(plans, storage, config, engine_factory, total, run_id)
         rows = [planning.answered_row(p, answers[p.request.call_id]) for p in plans]
         _mark_similarity(rows, diversity.max_similarity)
         if attempt == diversity.max_regenerations or not any(r["too_similar"] for r in rows):
@@ -90,6 +92,7 @@ def evolve_completions(
     storage: Storage,
     batch_id: str,
     engine_factory: EngineFactory = open_engine,
+    run_id: str | None = None,
 ) -> tuple[pl.DataFrame, RunStats]:
     """`num_evolutions` rounds; each round is one stage-wide batch built on the previous one.
     With `keep: last` only the final round's rewrites are returned."""
@@ -99,7 +102,7 @@ def evolve_completions(
     rounds: list[list[dict[str, Any]]] = []
     for round_index in range(1, config.evol_quality.num_evolutions + 1):
         plans = planning.plan_evolution_round(parents, instructions, config, round_index, batch_id)
-        answers = _ask(plans, storage, config, engine_factory, total)
+        answers = _ask(plans, storage, config, engine_factory, total, run_id)
         parents = [planning.answered_row(p, answers[p.request.call_id]) for p in plans]
         rounds.append(parents)
     kept = rounds[-1:] if config.evol_quality.keep == "last" else rounds
@@ -111,6 +114,7 @@ def rate_completions(
     storage: Storage,
     batch_id: str,
     engine_factory: EngineFactory = open_engine,
+    run_id: str | None = None,
 ) -> tuple[pl.DataFrame, RunStats]:
     """Judge each instruction's completions (evolved ones, and the pooled originals unless
     `include_original` is off) per judge, aspect and order.
@@ -136,7 +140,7 @@ def rate_completions(
         plans = planning.plan_judging(candidates, instructions, config, attempt, retry)
         if not plans:
             break
-        answers = _ask(plans, storage, config, engine_factory, total)
+        answers = _ask(plans, storage, config, engine_factory, total, run_id)
         retry = set()
         for plan in plans:
             raw = answers[plan.request.call_id]["response"]

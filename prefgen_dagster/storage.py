@@ -69,7 +69,7 @@ CREATE TABLE IF NOT EXISTS check_results (
 CREATE TABLE IF NOT EXISTS llm_calls (
     call_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, request VARCHAR NOT NULL,
     response VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
-    latency_s DOUBLE, created_at TIMESTAMP DEFAULT current_timestamp);
+    latency_s DOUBLE, run_id VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp);
 CREATE TABLE IF NOT EXISTS failed_calls (
     call_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, error VARCHAR NOT NULL,
     attempts INTEGER, failed_at TIMESTAMP NOT NULL DEFAULT current_timestamp);
@@ -192,6 +192,15 @@ class Storage:
             con.register("finished", frame.to_arrow())
             con.execute("INSERT OR IGNORE INTO llm_calls BY NAME SELECT * FROM finished")
             con.unregister("finished")
+
+    def tokens_spent(self, run_id: str) -> int:
+        """Prompt + completion tokens of the calls an engine answered for this run."""
+        frame = self.query(
+            "SELECT coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)"
+            " AS n FROM llm_calls WHERE run_id = ?",
+            [run_id],
+        )
+        return int(frame["n"][0])
 
     def record_failures(self, rows: list[dict[str, Any]]) -> None:
         """Note LLM calls that still failed after retries (call_id, model, error, attempts);

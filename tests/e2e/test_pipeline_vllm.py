@@ -72,7 +72,7 @@ def test_full_graph_on_vllm_then_rerun_is_free(workdir: Path, tiny_models: Path)
         assert reasons == {
             3: "blank line",
             4: reasons[4],
-            5: "missing field 'instruction'",
+            5: "missing field 'instruction'; the row has 'prompt'",
             6: "field 'instruction' is empty",
             7: "duplicate of row 1",
         }
@@ -137,5 +137,10 @@ def test_full_graph_on_vllm_then_rerun_is_free(workdir: Path, tiny_models: Path)
             LLM_ASSETS, 0
         )
         assert {name: table(db, name, "mt-bench.jsonl") for name in TABLES} == before
+        # Same rows, same data versions: Dagster sees nothing downstream as changed.
+        for asset in ("raw_instructions", *LLM_ASSETS, "dpo_pairs"):
+            [old] = batch.asset_materializations_for_node(asset)
+            [new] = again.asset_materializations_for_node(asset)
+            assert old.tags["dagster/data_version"] == new.tags["dagster/data_version"]
         with duckdb.connect(str(db), read_only=True) as con:
             assert con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0] == cached

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import polars as pl
@@ -122,7 +123,7 @@ def test_control_characters_and_non_string_system_prompt_are_rejected(tmp_path: 
     path.write_bytes(b"\n".join(jsonl_line(v) for v in lines))
     result = ingest_file(path)
     assert rejected_by_row(result) == {
-        1: "field 'instruction' contains control characters",
+        1: "field 'instruction' contains control character U+0007",
         2: "field 'system_prompt' is int, not a string",
     }
     assert [r["instruction"] for r in result.accepted] == ["tabs\tand\nnewlines are fine"]
@@ -170,3 +171,151 @@ def test_unsupported_suffix_is_refused(tmp_path: Path) -> None:
     path.write_text("hello\n", encoding="utf-8")
     with pytest.raises(ValueError, match="unsupported file type '.txt'"):
         list(read_rows(path))
+
+
+# --- field names mapped in config ------------------------------------------------------------
+
+
+def ingest_mapped(path: Path) -> IngestResult:
+    return ingest(
+        read_rows(path),
+        source=path.name,
+        batch_id=BATCH,
+        instruction_field="prompt",
+        system_prompt_field="system",
+    )
+
+
+def test_jsonl_with_mapped_field_names(tmp_path: Path) -> None:
+    path = tmp_path / "mapped.jsonl"
+    lines = [
+        {"prompt": "Name a river.", "system": "Be brief."},
+        {"instruction": "Name a river."},  # the default name means nothing now
+        {"prompt": "Name a river.", "system_prompt": "ignored: not the mapped name"},
+    ]
+    path.write_bytes(b"\n".join(jsonl_line(v) for v in lines) + b"\n")
+    result = ingest_mapped(path)
+    assert [(r["source_row"], r["instruction"], r["system_prompt"]) for r in result.accepted] == [
+        (1, "Name a river.", "Be brief."),
+        (3, "Name a river.", None),
+    ]
+    assert rejected_by_row(result) == {2: "missing field 'prompt'; the row has 'instruction'"}
+
+
+def test_csv_with_mapped_column_and_quoted_newlines(tmp_path: Path) -> None:
+    path = tmp_path / "mapped.csv"
+    path.write_text(
+        "id,prompt,system\r\n"
+        '1,"Line one,\r\nline two.",Be kind.\r\n'
+        '2,"""Quoted"" word",\r\n'
+        "3,Line one.,\r\n",
+        encoding="utf-8",
+        newline="",
+    )
+    result = ingest_mapped(path)
+    assert [(r["source_row"], r["instruction"], r["system_prompt"]) for r in result.accepted] == [
+        (1, "Line one,\nline two.", "Be kind."),
+        (2, '"Quoted" word', None),
+        (3, "Line one.", None),
+    ]
+    assert result.rejected == []
+
+
+def test_csv_without_the_mapped_column_rejects_every_row(tmp_path: Path) -> None:
+    """Rows, not the file, are rejected: the count still reconciles and the raw rows stay."""
+    path = tmp_path / "unmapped.csv"
+    path.write_text("instruction,system_prompt\nName a river.,\nName a lake.,Be brief.\n")
+    result = ingest_mapped(path)
+    assert result.accepted == []
+    reason = "missing field 'prompt'; the row has 'instruction', 'system_prompt'"
+    assert rejected_by_row(result) == {1: reason, 2: reason}
+    assert json.loads(result.rejected[1]["raw"]) == {
+        "instruction": "Name a lake.",
+        "system_prompt": "Be brief.",
+    }
+
+
+def test_parquet_with_mapped_column(tmp_path: Path) -> None:
+    path = tmp_path / "mapped.parquet"
+    pl.DataFrame(
+        {"prompt": ["Name a river.", None, "Count to two."], "system": [None, None, "Be terse."]}
+    ).write_parquet(path)
+    result = ingest_mapped(path)
+    assert [(r["source_row"], r["instruction"], r["system_prompt"]) for r in result.accepted] == [
+        (1, "Name a river.", None),
+        (3, "Count to two.", "Be terse."),
+    ]
+    assert rejected_by_row(result) == {2: "field 'prompt' is null"}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def test_empty_file_is_an_empty_batch(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"empty{suffix}"
+    path.write_bytes(b"")
+    result = ingest_file(path)
+    assert (result.input_rows, len(result.accepted), len(result.rejected)) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(("name", "body"), [("bom.jsonl", b"\xef\xbb\xbf"), ("header.csv", b"a\n")])
+def test_file_with_no_data_rows_is_an_empty_batch(tmp_path: Path, name: str, body: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(body)
+    assert ingest_file(path).input_rows == 0
+
+
+# --- the context check hook --------------------------------------------------------------------
+
+
+def test_context_check_sees_distinct_valid_prompts_in_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "many.jsonl"
+    lines = [jsonl_line({"instruction": f"Task {i}" + " long" * (i % 7 == 0)}) for i in range(5000)]
+    lines[10] = lines[3]  # a duplicate is not checked again
+    lines[11] = b"{oops"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    chunks: list[int] = []
+
+    def too_long(prompts: list[tuple[str, str | None]]) -> list[str | None]:
+        chunks.append(len(prompts))
+        return ["too long" if text.endswith("long") else None for text, _ in prompts]
+
+    result = ingest(read_rows(path), path.name, BATCH, fits_context=too_long)
+    assert chunks == [2048, 2048, 902]  # 5000 rows, 2 rejected before the check
+    too_long_rows = [i + 1 for i in range(5000) if i % 7 == 0 and i not in (10, 11)]
+    expected = {row: "too long" for row in too_long_rows} | {
+        11: "duplicate of row 4",
+        12: "not valid JSON: Expecting property name enclosed in double quotes at column 2",
+    }
+    assert rejected_by_row(result) == expected
+    assert [r["source_row"] for r in result.rejected] == sorted(expected)  # source order
+    assert result.input_rows == 5000
+    assert len(result.accepted) == 5000 - len(expected)
+
+
+# --- bounded memory ----------------------------------------------------------------------------
+
+
+def test_100k_line_file_in_bounded_memory(tmp_path: Path) -> None:
+    """Only the accepted rows (not the lines they came from) stay in memory, and every line
+    is accounted for."""
+    path = tmp_path / "big.jsonl"
+    padding = "x" * 300  # a field ingest must not keep: the file is then ~34 MiB
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(100_000):
+            if i % 100 == 1:
+                handle.write("{not json\n")
+            elif i % 100 == 2:
+                handle.write(json.dumps({"instruction": f"Task {i - 2}: explain topic {i - 2}."}))
+                handle.write("\n")
+            else:
+                record = {"instruction": f"Task {i}: explain topic {i}.", "notes": padding}
+                handle.write(json.dumps(record) + "\n")
+    tracemalloc.start()
+    try:
+        result = ingest_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.input_rows == 100_000 == len(result.accepted) + len(result.rejected)
+    assert len(result.rejected) == 2000
+    assert rejected_by_row(result)[3] == "duplicate of row 1"
+    assert peak < 150 * 2**20, f"peak {peak / 2**20:.0f} MiB"

@@ -9,7 +9,7 @@ import pytest
 
 from prefgen_dagster.config import PipelineConfig, SamplingParams
 from prefgen_dagster.engines.base import LLMRequest, LLMResult
-from prefgen_dagster.llm_runner import LLMCallsFailed, run_requests
+from prefgen_dagster.llm_runner import LLMCallsFailed, TokenBudgetReached, run_requests
 from prefgen_dagster.storage import Storage
 
 
@@ -160,3 +160,24 @@ def test_engine_crash_keeps_the_chunks_written_before_it(
     healthy = ScriptedEngines()
     run_requests(requests, storage, config, healthy)
     assert healthy.asked == ["p5"]
+
+
+def test_token_budget_stops_between_chunks_and_a_new_run_goes_on(
+    storage: Storage, config: PipelineConfig
+) -> None:
+    raw = config.model_dump(mode="json")
+    raw["engine"] = {"chunk_size": 2, "token_budget": 45}
+    budgeted = PipelineConfig.model_validate(raw)
+    engines = ScriptedEngines()
+    requests = pairs("q0", "q1", "q2", "q3", "q4", "q5")
+    # Each answer costs 10 prompt + 2 completion tokens: 24 per chunk of two. After two
+    # chunks (48 tokens) the budget of 45 is spent and the third chunk is not sent.
+    with pytest.raises(TokenBudgetReached, match="used 48 tokens of engine.token_budget 45"):
+        run_requests(requests, storage, budgeted, engines, run_id="run-1")
+    assert engines.asked == ["q0", "q1", "q2", "q3"]
+    assert storage.tokens_spent("run-1") == 48
+    assert cached_call_count(storage) == 4
+    # The next run has a budget of its own and asks only what is not cached yet.
+    answers, stats = run_requests(requests, storage, budgeted, engines, run_id="run-2")
+    assert engines.asked[4:] == ["q4", "q5"]
+    assert (len(answers), stats.engine_calls, stats.cache_hits) == (6, 2, 4)
