@@ -68,9 +68,9 @@ def raw_instructions(
             }
         ]
     )
-    storage.replace_partition("batches", batch_id, batch_row)
-    storage.replace_partition("instructions", batch_id, accepted)
-    storage.replace_partition("rejected_inputs", batch_id, rejected)
+    storage.replace_partitions(
+        batch_id, {"batches": batch_row, "instructions": accepted, "rejected_inputs": rejected}
+    )
     # Every rejection is in `rejected_inputs`; the run log gets the first few, not 100,000.
     logged = 20
     for row in result.rejected[:logged]:

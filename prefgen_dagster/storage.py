@@ -126,20 +126,25 @@ class Storage:
             return _frame(con, sql, params)
 
     def replace_partition(self, table: str, batch_id: str, frame: pl.DataFrame) -> None:
-        """Swap a batch's rows for `frame` in one transaction. A table that is not in the
-        schema (a new SQL model's) is created from the frame's columns on first write."""
-        if table not in PARTITIONED_TABLES and not _IDENTIFIER.fullmatch(table):
-            raise ValueError(f"{table!r} is not a table name")
+        """Swap a batch's rows for `frame` in one transaction."""
+        self.replace_partitions(batch_id, {table: frame})
+
+    def replace_partitions(self, batch_id: str, frames: dict[str, pl.DataFrame]) -> None:
+        """Swap a batch's rows in several tables in ONE transaction: all or nothing. A table
+        that is not in the schema (a new SQL model's) is created from its frame's columns."""
+        for table in frames:
+            if table not in PARTITIONED_TABLES and not _IDENTIFIER.fullmatch(table):
+                raise ValueError(f"{table!r} is not a table name")
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                if table not in PARTITIONED_TABLES:
+                for table, frame in frames.items():
                     con.register("incoming", frame.to_arrow())
-                    con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS FROM incoming LIMIT 0")
-                con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [batch_id])
-                if frame.height:
-                    con.register("incoming", frame.to_arrow())
-                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                    if table not in PARTITIONED_TABLES:
+                        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS FROM incoming LIMIT 0")
+                    con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [batch_id])
+                    if frame.height:
+                        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
                     con.unregister("incoming")
                 con.execute("COMMIT")
             except Exception:
