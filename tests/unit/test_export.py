@@ -13,6 +13,8 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export import collect_pairs, to_trl_records
 from prefgen_dagster.sql_layer import SqlCheck, load_checks
 from prefgen_dagster.storage import Storage
+from tests.unit.rows import completion_row, instruction_row
+from tests.unit.rows import pair_row as dpo_pair_row
 
 Insert = Callable[[str, list[dict[str, Any]]], None]
 
@@ -88,47 +90,22 @@ def add_batch(insert: Insert, batch: str, pairs: list[tuple[str, float]]) -> Non
     instructions, completions, pair_rows = [], [], []
     for pid, margin in pairs:
         iid, chosen, rejected = f"{pid}-i", f"{pid}-c", f"{pid}-r"
-        instructions.append(
-            {
-                "batch_id": batch,
-                "instruction_id": iid,
-                "instruction": f"question {pid}",
-                "system_prompt": None,
-                "source": batch,
-                "source_row": 1,
-            }
-        )
-        completions += [
-            {
-                "batch_id": batch,
-                "completion_id": cid,
-                "instruction_id": iid,
-                "model": "m",
-                "backend": "vllm",
-                "sampling": "{}",
-                "sample_index": 0,
-                "template_version": "t",
-                "text": f"text of {cid}",
-                "call_id": f"call-{cid}",
-            }
-            for cid in (chosen, rejected)
-        ]
+        instructions.append(instruction_row(iid, batch, text=f"question {pid}"))
+        completions += [completion_row(cid, iid, batch, model="m") for cid in (chosen, rejected)]
         pair_rows.append(
-            {
-                "batch_id": batch,
-                "pair_id": pid,
-                "instruction_id": iid,
-                "chosen_completion_id": chosen,
-                "rejected_completion_id": rejected,
-                "chosen_model": "m",
-                "rejected_model": "m",
-                "chosen_origin": "pooled",
-                "rejected_origin": "pooled",
-                "chosen_rating": 5.0,
-                "rejected_rating": 5.0 - margin,
-                "margin": margin,
-                "strategy": "best_vs_worst",
-            }
+            dpo_pair_row(
+                pid,
+                iid,
+                chosen,
+                rejected,
+                5.0,
+                5.0 - margin,
+                batch,
+                chosen_model="m",
+                rejected_model="m",
+                chosen_origin="pooled",
+                rejected_origin="pooled",
+            )
         )
     insert("instructions", instructions)
     insert("completions", completions)

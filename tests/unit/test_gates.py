@@ -16,6 +16,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export import collect_pairs
 from prefgen_dagster.sql_layer import SqlCheck, load_project
 from prefgen_dagster.storage import Storage
+from tests.unit.rows import completion_row, instruction_row, pair_row
 
 BATCH = "b1.jsonl"
 OTHER = "b2.jsonl"
@@ -36,31 +37,13 @@ def run_gate(
 
 
 def instruction(iid: str, batch: str = BATCH) -> dict:
-    return {
-        "batch_id": batch,
-        "instruction_id": iid,
-        "instruction": f"question {iid}",
-        "source": batch,
-        "source_row": 1,
-    }
+    return instruction_row(iid, batch)
 
 
 def completion(
     cid: str, iid: str, text: str | None, finish_reason: str = "stop", batch: str = BATCH
 ) -> dict:
-    return {
-        "batch_id": batch,
-        "completion_id": cid,
-        "instruction_id": iid,
-        "model": "gen",
-        "backend": "vllm",
-        "sampling": "{}",
-        "sample_index": 0,
-        "template_version": "t",
-        "text": text,
-        "finish_reason": finish_reason,
-        "call_id": f"call-{cid}",
-    }
+    return completion_row(cid, iid, batch, model="gen", text=text, finish_reason=finish_reason)
 
 
 def evolved(
@@ -126,20 +109,7 @@ def add_pair(
         insert("completions", [completion(chosen, iid, chosen_text, batch=batch)])
     insert("completions", [completion(rejected, iid, rejected_text, batch=batch)])
     insert(
-        "dpo_pairs",
-        [
-            {
-                "batch_id": batch,
-                "pair_id": pid,
-                "instruction_id": iid,
-                "chosen_completion_id": chosen,
-                "rejected_completion_id": rejected,
-                "chosen_rating": chosen_rating,
-                "rejected_rating": rejected_rating,
-                "margin": chosen_rating - rejected_rating,
-                "strategy": "best_vs_worst",
-            }
-        ],
+        "dpo_pairs", [pair_row(pid, iid, chosen, rejected, chosen_rating, rejected_rating, batch)]
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.sql_layer import load_models
 from prefgen_dagster.storage import Storage
+from tests.unit.rows import completion_row
 
 BATCH = "batch-1.jsonl"
 OTHER = "batch-2.jsonl"
@@ -29,18 +30,7 @@ MakeConfig = Callable[..., PipelineConfig]
 
 
 def completion(cid: str, iid: str, batch: str = BATCH) -> dict[str, Any]:
-    return {
-        "batch_id": batch,
-        "completion_id": cid,
-        "instruction_id": iid,
-        "model": f"model-of-{cid}",
-        "backend": "vllm",
-        "sampling": "{}",
-        "sample_index": 0,
-        "template_version": "t",
-        "text": f"text of {cid}",
-        "call_id": f"call-{cid}",
-    }
+    return completion_row(cid, iid, batch)
 
 
 def evolved(cid: str, iid: str, root: str, batch: str = BATCH) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from prefgen_dagster.sql_layer import (
     load_project,
 )
 from prefgen_dagster.storage import Storage
+from tests.unit.rows import completion_row, pair_row
 
 BATCH = "b1.jsonl"
 OTHER = "b2.jsonl"
@@ -36,18 +37,7 @@ DPO_PAIRS = load_models()["dpo_pairs"]
 
 
 def completion(cid: str, iid: str, text: str = "some answer", batch: str = BATCH) -> dict:
-    return {
-        "batch_id": batch,
-        "completion_id": cid,
-        "instruction_id": iid,
-        "model": f"model-of-{cid}",
-        "backend": "vllm",
-        "sampling": "{}",
-        "sample_index": 0,
-        "template_version": "t",
-        "text": text,
-        "call_id": f"call-{cid}",
-    }
+    return completion_row(cid, iid, batch, text=text)
 
 
 def evolved(cid: str, iid: str, text: str = "better answer", batch: str = BATCH) -> dict:
@@ -101,22 +91,7 @@ def pair(
     rejected_rating: float | None = 2.0,
     batch: str = BATCH,
 ) -> dict:
-    margin = (
-        None
-        if chosen_rating is None or rejected_rating is None
-        else chosen_rating - rejected_rating
-    )
-    return {
-        "batch_id": batch,
-        "pair_id": pid,
-        "instruction_id": iid,
-        "chosen_completion_id": chosen,
-        "rejected_completion_id": rejected,
-        "chosen_rating": chosen_rating,
-        "rejected_rating": rejected_rating,
-        "margin": margin,
-        "strategy": "best_vs_worst",
-    }
+    return pair_row(pid, iid, chosen, rejected, chosen_rating, rejected_rating, batch)
 
 
 def rated(insert: Insert, iid: str, scores: dict[str, int | None], batch: str = BATCH) -> None:
