@@ -40,7 +40,7 @@ def raw_instructions(
 ) -> dg.MaterializeResult:
     """The batch's file, validated, normalized and deduplicated. Every rejected row goes to
     `rejected_inputs` with its reason, so input rows = accepted + rejected."""
-    config, storage = prefgen.load(), prefgen.storage()
+    config, storage = prefgen.open()
     batch_id = context.partition_key
     path = batch_file(config, batch_id)
     if not path.exists():
@@ -130,7 +130,7 @@ def pooled_completions(
     context: dg.AssetExecutionContext, prefgen: PrefgenResource
 ) -> dg.MaterializeResult:
     """`num_completions` answers per pool model per instruction (table `completions`)."""
-    config, storage = prefgen.load(), prefgen.storage()
+    config, storage = prefgen.open()
     frame, stats = stages.generate_completions(
         config, storage, context.partition_key, run_id=context.run_id
     )
@@ -161,7 +161,7 @@ def evolved_completions(
     context: dg.AssetExecutionContext, prefgen: PrefgenResource
 ) -> dg.MaterializeResult:
     """EvolQuality rewrites of every pooled completion, `num_evolutions` rounds deep."""
-    config, storage = prefgen.load(), prefgen.storage()
+    config, storage = prefgen.open()
     frame, stats = stages.evolve_completions(
         config, storage, context.partition_key, run_id=context.run_id
     )
@@ -183,7 +183,7 @@ def evolved_completions(
 )
 def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
     """UltraFeedback 1-5 ratings with rationales; unparseable answers stay NULL with raw text."""
-    config, storage = prefgen.load(), prefgen.storage()
+    config, storage = prefgen.open()
     self_judging = config.self_judging()
     if self_judging:
         context.log.warning(

@@ -35,7 +35,7 @@ def build_sql_check(check: SqlCheck, project: SqlProject) -> dg.AssetChecksDefin
         metadata={"sql_file": str(check.path), "filter": check.filter, "severity": check.severity},
     )
     def _check(context: dg.AssetCheckExecutionContext, prefgen: PrefgenResource):
-        config, storage = prefgen.load(), prefgen.storage()
+        config, storage = prefgen.open()
         batch_id = context.partition_key
         offending = storage.query(*check.render(batch_id, config.sql_vars()))
         table = _ASSET_TABLE.get(check.asset, check.asset)

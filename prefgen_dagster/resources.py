@@ -23,9 +23,7 @@ class PrefgenResource(dg.ConfigurableResource):
 
     config_path: str
 
-    def load(self) -> PipelineConfig:
-        return load_config(self.config_path)
-
-    def storage(self) -> Storage:
-        config = self.load()
-        return Storage(config.resolve(config.paths.duckdb_path))
+    def open(self) -> tuple[PipelineConfig, Storage]:
+        """The config, read once, and the DuckDB file it names."""
+        config = load_config(self.config_path)
+        return config, Storage(config.resolve(config.paths.duckdb_path))

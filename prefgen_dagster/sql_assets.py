@@ -37,7 +37,7 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
         code_version=stable_hash(model.sql),
     )
     def _model(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
-        config, storage = prefgen.load(), prefgen.storage()
+        config, storage = prefgen.open()
         batch_id = context.partition_key
         frame = storage.query(*model.render(batch_id, config.sql_vars()))
         frame = frame.with_columns(pl.lit(batch_id).alias("batch_id"))
@@ -94,7 +94,7 @@ def build_export_asset(project: SqlProject) -> dg.AssetsDefinition:
     def _export(prefgen: PrefgenResource) -> dg.MaterializeResult:
         """All batches whose blocking checks passed, minus pairs flagged by filter checks, as
         a `datasets` dataset on disk and Parquet in TRL's conversational format."""
-        config, storage = prefgen.load(), prefgen.storage()
+        config, storage = prefgen.open()
         pairs, summary = export.collect_pairs(storage, project.checks, config.sql_vars())
         records = export.to_trl_records(pairs)
         card = export.dataset_card(records, summary, config.pipeline_hash())
