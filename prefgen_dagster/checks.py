@@ -9,15 +9,6 @@ from prefgen_dagster.partitions import batches
 from prefgen_dagster.resources import PrefgenResource
 from prefgen_dagster.sql_layer import SqlCheck, SqlProject
 
-# The table whose batch row count is the denominator of a Python asset's failure rate (a SQL
-# model's asset writes the table of its own name).
-_ASSET_TABLE = {
-    "raw_instructions": "instructions",
-    "pooled_completions": "completions",
-    "evolved_completions": "evolved_completions",
-    "ratings": "ratings",
-}
-
 
 def build_sql_check(check: SqlCheck, project: SqlProject) -> dg.AssetChecksDefinition:
     """An asset check that runs the file's SQL for the batch: zero rows means it passed."""
@@ -38,7 +29,7 @@ def build_sql_check(check: SqlCheck, project: SqlProject) -> dg.AssetChecksDefin
         config, storage = prefgen.open()
         batch_id = context.partition_key
         offending = storage.query(*check.render(batch_id, config.sql_vars()))
-        table = _ASSET_TABLE.get(check.asset, check.asset)
+        table = project.asset_table(check.asset)
         total = storage.query(f"SELECT count(*) AS n FROM {table} WHERE batch_id = ?", [batch_id])
         checked = int(total["n"][0])
         storage.record_check(

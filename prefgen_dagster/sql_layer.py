@@ -39,6 +39,13 @@ SOURCE_TABLES = {
     "evolved_completions": "evolved_completions",
     "ratings": "ratings",
 }
+# Each Python asset's main table (raw_instructions also writes batches and rejected_inputs).
+PRIMARY_TABLES = {
+    "raw_instructions": "instructions",
+    "pooled_completions": "completions",
+    "evolved_completions": "evolved_completions",
+    "ratings": "ratings",
+}
 
 _REF = re.compile(r"\{\{\s*ref\(\s*'([A-Za-z_][A-Za-z0-9_]*)'\s*\)\s*\}\}")
 _VAR = re.compile(r"\{\{\s*var\(\s*'([A-Za-z_][A-Za-z0-9_]*)'\s*\)\s*\}\}")
@@ -93,6 +100,11 @@ class SqlProject:
 
     models: dict[str, SqlFile]
     checks: list[SqlCheck]
+
+    def asset_table(self, asset: str) -> str:
+        """The table that holds an asset's rows (a Python asset's main table, or the model's
+        own), e.g. the denominator of a check's failure rate."""
+        return PRIMARY_TABLES.get(asset, asset)
 
     def table_asset(self, table: str) -> str:
         """The asset that writes a table (a model's asset has the model's name)."""
