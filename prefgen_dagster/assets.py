@@ -1,4 +1,6 @@
 """The Python assets. Each reads its inputs from DuckDB, calls one stage, writes its rows.
+Their code versions (from the config) and automation conditions are added in
+`graph.build_graph`.
 
 raw_instructions -> pooled_completions -> evolved_completions -> ratings -> (SQL models, see
 `sql_assets.py`: dpo_pairs) -> preference_dataset
@@ -16,7 +18,6 @@ from prefgen_dagster.context_limits import ContextLimits
 from prefgen_dagster.ingest import ingest, read_rows
 from prefgen_dagster.llm_runner import RunStats
 from prefgen_dagster.partitions import batch_file, batches
-from prefgen_dagster.prompts import evol_quality, generation, ultrafeedback
 from prefgen_dagster.rating_summary import histogram, summarize_ratings
 from prefgen_dagster.resources import PrefgenResource
 
@@ -34,7 +35,7 @@ def _llm_metadata(stats: RunStats) -> dict[str, Any]:
     }
 
 
-@dg.asset(partitions_def=batches, group_name=GROUP, kinds={"duckdb"}, code_version="ingest-v1")
+@dg.asset(partitions_def=batches, group_name=GROUP, kinds={"duckdb"})
 def raw_instructions(
     context: dg.AssetExecutionContext, prefgen: PrefgenResource
 ) -> dg.MaterializeResult:
@@ -124,7 +125,6 @@ def _display_path(path: Path, config: PipelineConfig) -> str:
     group_name=GROUP,
     kinds={"duckdb", "vllm"},
     deps=[raw_instructions],
-    code_version=generation.TEMPLATE_VERSION,
 )
 def pooled_completions(
     context: dg.AssetExecutionContext, prefgen: PrefgenResource
@@ -155,7 +155,6 @@ def pooled_completions(
     group_name=GROUP,
     kinds={"duckdb", "vllm"},
     deps=[pooled_completions],
-    code_version=evol_quality.TEMPLATE_VERSION,
 )
 def evolved_completions(
     context: dg.AssetExecutionContext, prefgen: PrefgenResource
@@ -179,7 +178,6 @@ def evolved_completions(
     group_name=GROUP,
     kinds={"duckdb", "vllm"},
     deps=[evolved_completions],
-    code_version=ultrafeedback.TEMPLATE_VERSION,
 )
 def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
     """UltraFeedback 1-5 ratings with rationales; unparseable answers stay NULL with raw text."""

@@ -1,8 +1,13 @@
-"""The inbox sensor and the catch-up schedule.
+"""What starts runs: the inbox sensor, the assets' automation conditions, the catch-up
+schedule.
 
-The sensor only lists the inbox (sensors time out after 60 s): each new or changed file
-that has stopped changing becomes a partition and a run request. The schedule asks the
-Dagster instance, not DuckDB, which batches are behind.
+* The sensor only lists the inbox (sensors time out after 60 s): each new or changed file
+  that has stopped changing becomes a partition and a run of every stage.
+* `STAGE_CONDITION` re-runs a batch's asset when its code version (its own settings, see
+  `versions`) changes or an input it reads is updated, so a changed config re-runs only the
+  stages it affects and those after them.
+* The schedule asks the Dagster instance, not DuckDB, which batches are behind: failed runs,
+  missing pairs, files newer than their pairs, pairs made with other settings.
 """
 
 import json
@@ -18,6 +23,20 @@ from prefgen_dagster.resources import default_config_path
 
 PAIRS_KEY = dg.AssetKey("dpo_pairs")
 PARTITION_TAG = "dagster/partition"
+
+STAGE_CONDITION = (
+    (
+        dg.AutomationCondition.code_version_changed() | dg.AutomationCondition.any_deps_updated()
+    ).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("re-run when its settings or its inputs change")
+# Not `eager()`: that waits while any batch's pairs are missing, and one failed batch would
+# then hold every other batch's export back.
+EXPORT_CONDITION = (
+    dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress()
+).with_label("export after any batch's pairs change")
 
 # A file modified within this many seconds may still be being written.
 SETTLE_SECONDS = 2.0
@@ -44,7 +63,19 @@ def settled_inbox_files(inbox: Path, now: float) -> dict[str, list[int]]:
     return found
 
 
-@dg.sensor(job=batch_job, minimum_interval_seconds=15)
+# Evaluates STAGE_CONDITION and EXPORT_CONDITION; on by default, like the other two, so
+# batches flow as soon as `dagster dev` (webserver and daemon) runs.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "prefgen_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)
+
+
+@dg.sensor(
+    job=batch_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING
+)
 def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """A partition and a run for each new or rewritten file in the inbox."""
     config = load_config(default_config_path())
@@ -92,7 +123,9 @@ def stale_batches(instance: dg.DagsterInstance, pipeline_hash: str, inbox: Path)
     return stale
 
 
-@dg.schedule(job=batch_job, cron_schedule="0 * * * *")
+@dg.schedule(
+    job=batch_job, cron_schedule="0 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
+)
 def catch_up_schedule(context: dg.ScheduleEvaluationContext):
     """Every hour: re-run each batch whose last run failed or that is not up to date with
     its file and the settings."""

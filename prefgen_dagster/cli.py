@@ -82,9 +82,20 @@ def _print_summary(batch, export, storage, batch_id: str, elapsed: float) -> Non
         status = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
         rows = evaluation.metadata["failing_rows"].value
         print(f"check {evaluation.check_name:<28}{status:<16} offending rows: {rows}")
+    for event in batch.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            message = step_error_message(event.event_specific_data.error)
+            print(f"step {event.step_key} failed: {message}")
     if export is not None:
         meta = _materialization_metadata(export, "preference_dataset")
         print(f"preference_dataset: {meta.get('dagster/row_count', 0)} pairs exported")
+
+
+def step_error_message(error) -> str:
+    """The step's own error message, not Dagster's "error occurred while executing op"."""
+    while error.cls_name and error.cls_name.startswith("Dagster") and error.cause is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def _materialization_metadata(result, asset_name: str) -> dict:

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from prefgen_dagster.ids import stable_hash
 
 EVOL_CRITERIA = ("helpfulness", "relevance", "deepening", "creativity", "details")
+# The stages whose settings shape the rows, in pipeline order.
+Stage = Literal["ingest", "generation", "evol_quality", "judge", "pairing"]
+STAGES: tuple[Stage, ...] = ("ingest", "generation", "evol_quality", "judge", "pairing")
 
 
 class _Strict(BaseModel):
@@ -249,20 +252,38 @@ class PipelineConfig(_Strict):
 
     def pipeline_hash(self) -> str:
         """Changes whenever any setting that shapes the rows changes."""
-        return stable_hash(
-            [self.stage_hash(s) for s in ("generation", "evol_quality", "judge", "pairing")]
-            + [{n: m.path for n, m in sorted(self.models.items())}]
-        )
+        return stable_hash([self.stage_hash(stage) for stage in STAGES])
 
-    def stage_hash(self, stage: str) -> str:
-        """Hash of the settings that a stage's output depends on."""
-        parts = {
-            "generation": self.generation,
-            "evol_quality": self.evol_quality,
-            "judge": self.judge,
-            "pairing": self.pairing,
+    def stage_models(self, stage: Stage) -> list[str]:
+        """The models a stage calls (ingest counts tokens with the generation pool's)."""
+        if stage in ("ingest", "generation"):
+            return sorted({member.model for member in self.generation.pool})
+        if stage == "evol_quality":
+            return [self.evol_quality.model]
+        if stage == "judge":
+            return list(self.judge.models)
+        return []
+
+    def stage_hash(self, stage: Stage) -> str:
+        """Hash of the settings one stage's own output depends on: its part of the config and
+        the models it calls. What it reads from earlier stages is left out (Dagster follows
+        that through data versions; `pipeline_hash` covers every stage)."""
+        if stage == "ingest":
+            # Whether an instruction fits the pool's context (see `context_limits`).
+            settings: Any = {
+                "input": self.input.model_dump(mode="json"),
+                "pool": [
+                    [member.model, member.sampling.max_tokens, member.system_prompts()]
+                    for member in self.generation.pool
+                ],
+            }
+        else:
+            settings = getattr(self, stage).model_dump(mode="json")
+        models = {
+            name: [self.models[name].path, self.models[name].max_model_len]
+            for name in self.stage_models(stage)
         }
-        return stable_hash(parts[stage].model_dump(mode="json"))
+        return stable_hash([settings, models])
 
 
 def load_config(path: str | Path) -> PipelineConfig:

@@ -1,13 +1,16 @@
-"""The whole asset graph for one `dbt_like_sql/` folder: Python stages, SQL models, checks,
-and the export."""
+"""The whole asset graph for one config and one `dbt_like_sql/` folder: Python stages, SQL
+models, checks, and the export, with code versions and automation conditions."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
+from prefgen_dagster import versions
 from prefgen_dagster.assets import PYTHON_ASSETS
+from prefgen_dagster.automation import EXPORT_CONDITION, STAGE_CONDITION
 from prefgen_dagster.checks import build_sql_checks
+from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.sql_assets import build_export_asset, build_model_asset
 from prefgen_dagster.sql_layer import SqlProject, load_project
 
@@ -24,14 +27,33 @@ class PipelineGraph:
         return [*self.batch_assets, self.export_asset, *self.checks]
 
 
-def build_graph(sql_dir: Path | None = None) -> PipelineGraph:
+def build_graph(config: PipelineConfig, sql_dir: Path | None = None) -> PipelineGraph:
     project = load_project(sql_dir)
     if "dpo_pairs" not in project.models:
         raise ValueError("dbt_like_sql/models/dpo_pairs.sql is required: the export reads it")
-    models = [build_model_asset(model, project) for model in project.models.values()]
+    values = config.sql_vars()
+    python_assets = [
+        _batch_asset(asset, versions.python_asset_version(asset.key.path[-1], config))
+        for asset in PYTHON_ASSETS
+    ]
+    models = [
+        _batch_asset(build_model_asset(model, project), versions.sql_file_version(model, values))
+        for model in project.models.values()
+    ]
+    export_asset = build_export_asset(project).map_asset_specs(
+        lambda spec: spec.replace_attributes(
+            code_version=versions.export_version(project.checks, values),
+            automation_condition=EXPORT_CONDITION,
+        )
+    )
     return PipelineGraph(
-        project,
-        [*PYTHON_ASSETS, *models],
-        build_export_asset(project),
-        build_sql_checks(project),
+        project, [*python_assets, *models], export_asset, build_sql_checks(project)
+    )
+
+
+def _batch_asset(asset: dg.AssetsDefinition, code_version: str) -> dg.AssetsDefinition:
+    return asset.map_asset_specs(
+        lambda spec: spec.replace_attributes(
+            code_version=code_version, automation_condition=STAGE_CONDITION
+        )
     )

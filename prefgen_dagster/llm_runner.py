@@ -43,6 +43,37 @@ class LLMCallsFailed(RuntimeError):
         self.failed_call_ids = list(failed_call_ids)
 
 
+class EngineFailed(RuntimeError):
+    """An engine could not start or raised mid-stage (a vLLM error, out of memory): the stage
+    stops; every chunk answered before is cached, so a rerun sends only the rest."""
+
+
+# Words in an engine's error that point at memory rather than at a request.
+_MEMORY_WORDS = ("out of memory", "no available memory", "kv cache", "cannot allocate")
+_MEMORY_HINT = (
+    " It ran out of memory: lower max_model_len (or max_num_seqs), or give the engine more"
+    " (gpu_memory_utilization, or kv_cache_memory_bytes on CPU)."
+)
+
+
+def engine_failure(
+    config: PipelineConfig,
+    model_name: str,
+    when: str,
+    error: BaseException,
+    answered: dict[str, Any],
+    distinct: dict[str, Any],
+) -> EngineFailed:
+    """The message a user reads when an engine dies: which model, when, why, what is kept."""
+    detail = f"{type(error).__name__}: {error}"
+    memory = isinstance(error, MemoryError) or any(w in detail.lower() for w in _MEMORY_WORDS)
+    return EngineFailed(
+        f"model {model_name!r} ({config.models[model_name].path}) failed {when}: {detail}."
+        f"{_MEMORY_HINT if memory else ''} {len(answered)} of this stage's {len(distinct)}"
+        " distinct requests are cached; a rerun sends only the others."
+    )
+
+
 class TokenBudgetReached(RuntimeError):
     """The run spent its token budget; the stage stopped between chunks, nothing is lost."""
 
@@ -118,13 +149,22 @@ def run_requests(
 
     failures: list[tuple[str, dict[str, Any]]] = []  # (model name, failed_calls row)
     for model_name, pending in missing.items():
-        engine = engine_factory(config, model_name)
         try:
-            for start in range(0, len(pending), config.engine.chunk_size):
+            engine = engine_factory(config, model_name)
+        except Exception as err:
+            raise engine_failure(config, model_name, "to start", err, answers, unique) from err
+        try:
+            chunk_size = config.engine.chunk_size
+            for start in range(0, len(pending), chunk_size):
                 _check_budget(storage, config, run_id, len(unique) - len(answers))
-                chunk = pending[start : start + config.engine.chunk_size]
+                chunk = pending[start : start + chunk_size]
                 began = time.perf_counter()
-                results = engine.generate(chunk)
+                try:
+                    results = engine.generate(chunk)
+                except Exception as err:
+                    number = start // chunk_size + 1
+                    when = f"on chunk {number} of {-(-len(pending) // chunk_size)}"
+                    raise engine_failure(config, model_name, when, err, answers, unique) from err
                 stats.engine_seconds += time.perf_counter() - began
                 stats.engine_calls += len(chunk)
                 stats.per_model_calls[model_name] = stats.per_model_calls.get(model_name, 0) + len(

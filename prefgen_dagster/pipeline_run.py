@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from prefgen_dagster.config import load_config
 from prefgen_dagster.graph import PipelineGraph, build_graph
 from prefgen_dagster.partitions import batches
 from prefgen_dagster.resources import PrefgenResource
@@ -37,7 +38,7 @@ def materialize_export(
     sql_dir: Path | None = None,
 ) -> dg.ExecuteInProcessResult:
     """The export alone: every batch whose blocking checks passed."""
-    graph = build_graph(sql_dir)
+    graph = build_graph(load_config(config_path), sql_dir)
     return _run(graph, [graph.export_asset], config_path, instance, log_level)
 
 
@@ -52,7 +53,7 @@ def materialize_batch(
     blocking check fails the batch run). `sql_dir` replaces `dbt_like_sql/` (default:
     $PREFGEN_SQL_DIR or the project's)."""
     instance.add_dynamic_partitions(batches.name, [batch_id])
-    graph = build_graph(sql_dir)
+    graph = build_graph(load_config(config_path), sql_dir)
     batch = _run(graph, graph.batch_assets, config_path, instance, log_level, batch_id)
     if not batch.success:
         return batch, None

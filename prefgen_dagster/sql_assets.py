@@ -8,21 +8,18 @@ import polars as pl
 
 from prefgen_dagster import export, metadata
 from prefgen_dagster.assets import GROUP, common_metadata
-from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.partitions import batches
 from prefgen_dagster.rating_summary import histogram
 from prefgen_dagster.resources import PrefgenResource
 from prefgen_dagster.sql_layer import SqlFile, SqlProject, column_lineage
 
 EXPORT_GROUP = "export"
-EXPORT_CONDITION = (
-    dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress()
-).with_label("export after any batch's pairs change")
 
 
 def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinition:
     """A partitioned asset that runs the model's SELECT for the batch and replaces the
-    batch's rows in the table of the same name."""
+    batch's rows in the table of the same name. (Its code version, the SQL text and the
+    values of its vars, is added in `graph.build_graph`.)"""
     deps = sorted({project.table_asset(ref) for ref in model.refs})
 
     @dg.asset(
@@ -33,8 +30,6 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
         deps=deps,
         description=f"SQL model `{model.path.name}`.\n\n" + _leading_comment(model.sql),
         metadata={"sql_file": dg.MetadataValue.path(str(model.path))},
-        # The SQL text is the model's code: editing the file marks the asset changed.
-        code_version=stable_hash(model.sql),
     )
     def _model(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
         config, storage = prefgen.open()
@@ -82,14 +77,14 @@ def _pair_metadata(frame: pl.DataFrame) -> dict[str, Any]:
 
 
 def build_export_asset(project: SqlProject) -> dg.AssetsDefinition:
+    """The unpartitioned export (its code version and automation condition are added in
+    `graph.build_graph`)."""
+
     @dg.asset(
         name="preference_dataset",
         group_name=EXPORT_GROUP,
         kinds={"duckdb", "huggingface"},
         deps=["dpo_pairs"],
-        # Not `eager()`: that waits while any batch's pairs are missing, and one failed batch
-        # would then hold every other batch's export back.
-        automation_condition=EXPORT_CONDITION,
     )
     def _export(prefgen: PrefgenResource) -> dg.MaterializeResult:
         """All batches whose blocking checks passed, minus pairs flagged by filter checks, as

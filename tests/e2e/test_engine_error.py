@@ -1,4 +1,5 @@
-"""A real vLLM error in the middle of a stage ends it cleanly; finished chunks stay cached."""
+"""A real vLLM error in the middle of a stage, or an engine without memory for its KV cache,
+ends the stage cleanly; finished chunks and stages stay cached."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import duckdb
 import pytest
 import yaml
 
+from prefgen_dagster.cli import step_error_message
 from prefgen_dagster.ingest import instruction_id
 from prefgen_dagster.pipeline_run import materialize_batch
 
 from .conftest import drop_batch, write_config
 from .test_pipeline_vllm import engine_calls, mt_bench_lines
 
+EARLIER_STAGES = ("pooled_completions", "evolved_completions")
 PADDING = " Please consider every detail." * 200
 
 
@@ -31,7 +34,7 @@ def long_instruction_sorting_last(others: list[str]) -> str:
 
 
 @pytest.mark.slow
-def test_vllm_error_mid_stage_keeps_finished_chunks(workdir: Path, tiny_models: Path) -> None:
+def test_vllm_error_and_out_of_memory_keep_finished_work(workdir: Path, tiny_models: Path) -> None:
     short = [json.loads(line)["instruction"] for line in mt_bench_lines(3)]
     texts = [*short, long_instruction_sorting_last(short)]
     config_path = write_config(workdir, tiny_models, engine={"chunk_size": 1})
@@ -56,13 +59,29 @@ def test_vllm_error_mid_stage_keeps_finished_chunks(workdir: Path, tiny_models: 
             ).fetchall()[0][0]
         assert judged == 3  # the three short instructions' judge requests were cached
 
-        config["models"]["small-judge"]["max_model_len"] = 4096
+        # The judge now has no memory for its KV cache (as a GPU too small for the model
+        # would): vLLM refuses to start, the stage says so, nothing finished is lost.
+        small = config["models"]["small-judge"]
+        small["max_model_len"] = 4096
+        small["engine_kwargs"] = {**small["engine_kwargs"], "kv_cache_memory_bytes": 8192}
+        config_path.write_text(yaml.safe_dump(config))
+        no_memory, _ = materialize_batch(config_path, "mixed.jsonl", instance, log_level="ERROR")
+        assert not no_memory.success
+        assert [engine_calls(no_memory, a) for a in EARLIER_STAGES] == [0, 0]
+        [failure] = [e for e in no_memory.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert failure.step_key == "ratings"
+        # What `prefgen run` prints for the failed step: our summary, not Dagster's wrapper.
+        message = step_error_message(failure.event_specific_data.error)
+        assert "EngineFailed: model 'small-judge'" in message and "failed to start" in message
+        assert "No available memory for the cache blocks" in message
+        assert "It ran out of memory" in message
+        assert "3 of this stage's 4 distinct requests are cached" in message
+
+        small["engine_kwargs"]["kv_cache_memory_bytes"] = 64 * 1024 * 1024
         config_path.write_text(yaml.safe_dump(config))
         resumed, _ = materialize_batch(config_path, "mixed.jsonl", instance, log_level="ERROR")
         assert resumed.success
-        assert [
-            engine_calls(resumed, a) for a in ("pooled_completions", "evolved_completions")
-        ] == [0, 0]
+        assert [engine_calls(resumed, a) for a in EARLIER_STAGES] == [0, 0]
         [ratings] = resumed.asset_materializations_for_node("ratings")
         assert ratings.metadata["llm_cache_hits"].value == 3
         assert ratings.metadata["llm_engine_calls"].value == 1

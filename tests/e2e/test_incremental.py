@@ -1,4 +1,5 @@
-"""Only new or changed work reaches the engine: a new instruction, a new judge setting."""
+"""Only new or changed work reaches the engine: a new instruction, a new judge setting (as
+the automation conditions request it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import dagster as dg
 import pytest
 import yaml
 
+from prefgen_dagster.config import load_config
+from prefgen_dagster.definitions import build_definitions
+from prefgen_dagster.graph import build_graph
 from prefgen_dagster.pipeline_run import materialize_batch
+from prefgen_dagster.resources import PrefgenResource
 
 from .conftest import drop_batch, write_config
 from .test_pipeline_vllm import LLM_ASSETS, engine_calls, mt_bench_lines
@@ -32,14 +37,33 @@ def test_added_instruction_and_changed_judge_cost_only_their_calls(
         assert grown.success
         assert [engine_calls(grown, a) for a in LLM_ASSETS] == [4, 4, 1]
 
-        # Another judge aspect: completions and rewrites are reused, only ratings are asked.
+        # Another judge aspect, as Dagster sees it after a reload of the code location: the
+        # automation tick asks for the ratings and what follows them, nothing before.
+        before = dg.evaluate_automation_conditions(
+            defs=build_definitions(str(config_path)), instance=instance
+        )
         config = yaml.safe_load(config_path.read_text())
         config["judge"]["aspects"] = ["overall", "helpfulness"]
         config_path.write_text(yaml.safe_dump(config))
-        rejudged, _ = materialize_batch(config_path, "grow.jsonl", instance)
+        defs = build_definitions(str(config_path))
+        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+        requested = {
+            key.to_user_string(): tick.get_requested_partitions(key)
+            for key in defs.resolve_asset_graph().get_all_asset_keys()
+            if tick.get_num_requested(key)
+        }
+        # (The export follows on the tick after the pairs change.)
+        assert requested == {"ratings": {"grow.jsonl"}, "dpo_pairs": {"grow.jsonl"}}
+        # Running what was requested asks the judge once more per instruction.
+        rejudged = dg.materialize(
+            build_graph(load_config(config_path)).definitions,
+            selection=["ratings", "dpo_pairs"],
+            partition_key="grow.jsonl",
+            instance=instance,
+            resources={"prefgen": PrefgenResource(config_path=str(config_path))},
+        )
         assert rejudged.success
-        assert [engine_calls(rejudged, a) for a in LLM_ASSETS[:2]] == [0, 0]
-        assert engine_calls(rejudged, "ratings") == 4  # one new request per instruction
+        assert engine_calls(rejudged, "ratings") == 4
         [pairs] = rejudged.asset_materializations_for_node("dpo_pairs")
         [old_pairs] = grown.asset_materializations_for_node("dpo_pairs")
         assert pairs.metadata["pipeline_hash"].value != old_pairs.metadata["pipeline_hash"].value

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
+import yaml
 
+from prefgen_dagster.config import load_config
+from prefgen_dagster.graph import build_graph
+from prefgen_dagster.resources import PrefgenResource
 from prefgen_dagster.sql_layer import load_checks
 from tests.conftest import CLEAN_ENV
 
-from .conftest import write_config
+from .conftest import drop_batch, write_config
 from .servers import dagster_webserver, graphql
+from .test_pipeline_vllm import mt_bench_lines
 
 QUERY = """
 {
@@ -24,7 +32,10 @@ QUERY = """
   }
   repositoriesOrError {
     ... on RepositoryConnection {
-      nodes { sensors { name } schedules { name cronSchedule } }
+      nodes {
+        sensors { name sensorState { status } }
+        schedules { name cronSchedule scheduleState { status } }
+      }
     }
   }
 }
@@ -62,5 +73,86 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
     assert checks["pair_integrity"]["description"].startswith("[ERROR, blocking]")
     assert checks["low_margin_pairs"]["description"].startswith("[WARN, filters pairs]")
     [repository] = data["repositoriesOrError"]["nodes"]
-    assert "inbox_sensor" in {s["name"] for s in repository["sensors"]}
-    assert [s["name"] for s in repository["schedules"]] == ["catch_up_schedule"]
+    # On from the start: new batches flow without anyone switching anything on.
+    assert {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]} == {
+        "inbox_sensor": "RUNNING",
+        "prefgen_automation": "RUNNING",
+    }
+    [schedule] = repository["schedules"]
+    assert (schedule["name"], schedule["scheduleState"]["status"]) == (
+        "catch_up_schedule",
+        "RUNNING",
+    )
+
+
+BATCH_ASSETS = ("raw_instructions", "pooled_completions", "evolved_completions", "ratings")
+
+
+def stale_view(url: str, batch: str) -> dict[str, tuple[str, set[str]]]:
+    """What the UI shows for one batch: {asset: (status, {cause category})}."""
+    keys = ", ".join(f'{{path: ["{name}"]}}' for name in (*BATCH_ASSETS, "dpo_pairs"))
+    data = graphql(
+        url,
+        f"""{{ assetNodes(assetKeys: [{keys}]) {{
+              assetKey {{ path }}
+              staleStatus(partition: "{batch}")
+              staleCauses(partition: "{batch}") {{ category key {{ path }} }}
+        }} }}""",
+    )
+    return {
+        node["assetKey"]["path"][0]: (
+            node["staleStatus"],
+            {cause["category"] for cause in node["staleCauses"]},
+        )
+        for node in data["assetNodes"]
+    }
+
+
+RELOAD = """mutation { reloadRepositoryLocation(repositoryLocationName: "prefgen") {
+  __typename ... on WorkspaceLocationEntry { name } } }"""
+
+
+@pytest.mark.slow
+def test_ui_stale_view_follows_the_config(tmp_path: Path, tiny_models: Path) -> None:
+    config_path = write_config(tmp_path, tiny_models)
+    batch = drop_batch(tmp_path, "three.jsonl", mt_bench_lines(3))
+    env = {**CLEAN_ENV, "PREFGEN_CONFIG": str(config_path), "DAGSTER_HOME": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "prefgen_dagster.cli", "run", str(batch), "--config",
+         str(config_path)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    with dagster_webserver(env, tmp_path / "webserver.log") as url:
+        assert stale_view(url, "three.jsonl") == {
+            name: ("FRESH", set()) for name in (*BATCH_ASSETS, "dpo_pairs")
+        }
+        # Another judge aspect: after a reload, the ratings show a changed code version;
+        # the stages before them are still fresh.
+        config = yaml.safe_load(config_path.read_text())
+        config["judge"]["aspects"] = ["overall", "honesty"]
+        config_path.write_text(yaml.safe_dump(config))
+        reloaded = graphql(url, RELOAD)["reloadRepositoryLocation"]
+        assert reloaded["__typename"] == "WorkspaceLocationEntry", reloaded
+        assert stale_view(url, "three.jsonl") == {
+            **{name: ("FRESH", set()) for name in BATCH_ASSETS},
+            "ratings": ("STALE", {"CODE"}),
+            "dpo_pairs": ("FRESH", set()),  # Dagster does not mark descendants in advance
+        }
+
+        # Re-running the ratings (what "materialize unsynced" picks) makes them fresh, and
+        # the pairs, whose input has new data now, stale.
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            rerun = dg.materialize(
+                build_graph(load_config(config_path)).definitions,
+                selection=["ratings"],
+                partition_key="three.jsonl",
+                instance=instance,
+                resources={"prefgen": PrefgenResource(config_path=str(config_path))},
+            )
+        assert rerun.success
+        assert stale_view(url, "three.jsonl") == {
+            **{name: ("FRESH", set()) for name in BATCH_ASSETS},
+            "dpo_pairs": ("STALE", {"DATA"}),
+        }

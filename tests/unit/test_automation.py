@@ -1,13 +1,16 @@
-"""Automation without engines: the catch-up schedule and the export's automation condition."""
+"""Automation without engines: the catch-up schedule and the assets' automation conditions."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
+import yaml
 
 from prefgen_dagster.automation import catch_up_schedule
 from prefgen_dagster.cli import DEMO_CONFIG
@@ -85,3 +88,72 @@ def test_export_follows_any_batch_even_when_another_never_ran(config_path: Path)
     assert first.get_num_requested(export) == 0
     assert second.get_num_requested(export) == 1
     assert third.get_num_requested(export) == 0
+
+
+BATCH_ASSETS = ["raw_instructions", "pooled_completions", "evolved_completions", "ratings"]
+
+
+def materialized(instance: dg.DagsterInstance, batch_id: str, assets: list[str]) -> None:
+    """Record materializations in pipeline order, as a run of those assets would."""
+    for asset in assets:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=batch_id))
+
+
+class Ticks:
+    """Successive automation ticks over definitions that may change between ticks (a
+    config edit followed by a reload of the code location)."""
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance = instance
+        self.cursor = None
+
+    def __call__(self, defs: dg.Definitions) -> dict[str, set[str | None]]:
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=self.instance, cursor=self.cursor
+        )
+        self.cursor = result.cursor
+        keys = defs.resolve_asset_graph().get_all_asset_keys()
+        return {
+            key.to_user_string(): set(result.get_requested_partitions(key))
+            for key in keys
+            if result.get_num_requested(key)
+        }
+
+
+def edited(config_path: Path, edit: Callable[[dict[str, Any]], None]) -> dg.Definitions:
+    raw = yaml.safe_load(config_path.read_text())
+    edit(raw)
+    config_path.write_text(yaml.safe_dump(raw))
+    return build_definitions(str(config_path))
+
+
+def test_a_changed_setting_reruns_its_stage_and_what_follows_only(config_path: Path) -> None:
+    defs = build_definitions(str(config_path))
+    with dg.instance_for_test() as instance:
+        tick = Ticks(instance)
+        instance.add_dynamic_partitions(batches.name, ["a.jsonl", "b.jsonl"])
+        # A new batch is the sensor's to run: the stage condition does not start it too.
+        assert tick(defs) == {}
+        for batch in ("a.jsonl", "b.jsonl"):
+            materialized(instance, batch, [*BATCH_ASSETS, "dpo_pairs"])
+        assert tick(defs) == {"preference_dataset": {None}}
+        assert tick(defs) == {}
+
+        # Another judge aspect: ratings are asked again for every batch, in the same runs
+        # as the pairs made from them; nothing before the ratings is.
+        defs = edited(config_path, lambda c: c["judge"].update(aspects=["honesty"]))
+        both = {"a.jsonl", "b.jsonl"}
+        assert tick(defs) == {"ratings": both, "dpo_pairs": both}
+        for batch in both:
+            materialized(instance, batch, ["ratings", "dpo_pairs"])
+        assert tick(defs) == {"preference_dataset": {None}}
+
+        # Another pairing strategy: only the SQL model is re-run.
+        defs = edited(config_path, lambda c: c["pairing"].update(strategy="all_pairs"))
+        assert tick(defs) == {"dpo_pairs": both}
+        for batch in both:
+            materialized(instance, batch, ["dpo_pairs"])
+        assert tick(defs) == {"preference_dataset": {None}}
+        # A setting no stage reads (the chunk size) starts nothing.
+        defs = edited(config_path, lambda c: c.setdefault("engine", {}).update(chunk_size=3))
+        assert tick(defs) == {}

@@ -9,7 +9,12 @@ import pytest
 
 from prefgen_dagster.config import PipelineConfig, SamplingParams
 from prefgen_dagster.engines.base import LLMRequest, LLMResult
-from prefgen_dagster.llm_runner import LLMCallsFailed, TokenBudgetReached, run_requests
+from prefgen_dagster.llm_runner import (
+    EngineFailed,
+    LLMCallsFailed,
+    TokenBudgetReached,
+    run_requests,
+)
 from prefgen_dagster.storage import Storage
 
 
@@ -152,7 +157,11 @@ def test_engine_crash_keeps_the_chunks_written_before_it(
     config = with_chunk_size(config, 2)
     requests = pairs("p1", "p2", "p3", "p4", "p5")
     crashing = ScriptedEngines(crash_after_chunks=2)
-    with pytest.raises(RuntimeError, match="engine died"):
+    expected = (
+        r"model 'gen-a' \(.*\) failed on chunk 3 of 3: RuntimeError: engine died\. "
+        r"4 of this stage's 5 distinct requests are cached"
+    )
+    with pytest.raises(EngineFailed, match=expected):
         run_requests(requests, storage, config, crashing)
     assert crashing.closed == ["gen-a"]  # closed even though it raised
     assert cached_call_count(storage) == 4
@@ -160,6 +169,17 @@ def test_engine_crash_keeps_the_chunks_written_before_it(
     healthy = ScriptedEngines()
     run_requests(requests, storage, config, healthy)
     assert healthy.asked == ["p5"]
+
+
+def test_an_engine_that_cannot_start_for_lack_of_memory_says_so(
+    storage: Storage, config: PipelineConfig
+) -> None:
+    def out_of_memory(config: PipelineConfig, model_name: str) -> ScriptedEngine:
+        raise ValueError("No available memory for the cache blocks.")
+
+    with pytest.raises(EngineFailed, match="failed to start: ValueError.*It ran out of memory"):
+        run_requests(pairs("p1"), storage, config, out_of_memory)
+    assert cached_call_count(storage) == 0
 
 
 def test_token_budget_stops_between_chunks_and_a_new_run_goes_on(

@@ -1,0 +1,93 @@
+"""An asset's code version changes exactly when one of its own settings does, so Dagster's
+"changed code version" / stale view and the automation condition point at the right assets."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from prefgen_dagster.cli import DEMO_CONFIG
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.graph import build_graph
+
+Edit = Callable[[dict[str, Any]], None]
+
+EDITS: dict[str, tuple[Edit, set[str]]] = {
+    "judge aspects": (
+        lambda c: c["judge"].update(aspects=["overall", "honesty"]),
+        {"ratings"},
+    ),
+    "judge model's weights": (
+        lambda c: c["models"]["tiny-llama"].update(path="./models/other-llama"),
+        # tiny-llama is also a pool member, so the ingest token count and generation change.
+        {"raw_instructions", "pooled_completions", "ratings"},
+    ),
+    "a pool member's temperature": (
+        lambda c: c["generation"]["pool"][0]["sampling"].update(temperature=0.3),
+        {"pooled_completions"},
+    ),
+    "a pool member's max_tokens (room left for the prompt)": (
+        lambda c: c["generation"]["pool"][0]["sampling"].update(max_tokens=64),
+        {"raw_instructions", "pooled_completions"},
+    ),
+    "the input column name": (
+        lambda c: c.setdefault("input", {}).update(instruction_field="prompt"),
+        {"raw_instructions"},
+    ),
+    "EvolQuality criteria": (
+        lambda c: c["evol_quality"].update(criteria=["deepening"]),
+        {"evolved_completions"},
+    ),
+    "pairing strategy": (
+        lambda c: c["pairing"].update(strategy="all_pairs"),
+        {"dpo_pairs"},
+    ),
+    "pairing min_margin": (
+        lambda c: c["pairing"].update(min_margin=2.0),
+        # dpo_pairs keeps every pair; the low_margin_pairs check drops them at export.
+        {"preference_dataset"},
+    ),
+    "a check threshold": (
+        lambda c: c.setdefault("checks", {}).update(max_length_bias=0.7),
+        {"preference_dataset"},
+    ),
+    "chunk size and a model's timeout (how, not what)": (
+        lambda c: (
+            c.setdefault("engine", {}).update(chunk_size=7),
+            c["models"]["tiny-qwen2"].update(timeout_s=5.0),
+        ),
+        set(),
+    ),
+}
+
+
+def code_versions(raw: dict[str, Any]) -> dict[str, str]:
+    graph = build_graph(PipelineConfig.model_validate(raw))
+    return {
+        key.to_user_string(): version
+        for asset in [*graph.batch_assets, graph.export_asset]
+        for key, version in asset.code_versions_by_key.items()
+    }
+
+
+@pytest.mark.parametrize("edit_name", EDITS)
+def test_an_edit_changes_the_code_version_of_exactly_the_assets_it_affects(
+    edit_name: str,
+) -> None:
+    edit, affected = EDITS[edit_name]
+    base = yaml.safe_load(DEMO_CONFIG.read_text())
+    changed = copy.deepcopy(base)
+    edit(changed)
+    before, after = code_versions(base), code_versions(changed)
+    assert {asset for asset in before if before[asset] != after[asset]} == affected
+
+
+def test_every_asset_has_a_code_version_naming_its_template() -> None:
+    versions = code_versions(yaml.safe_load(DEMO_CONFIG.read_text()))
+    assert all(versions.values())
+    assert versions["ratings"].startswith("ultrafeedback-v")
+    assert versions["pooled_completions"].startswith("generation-v")
