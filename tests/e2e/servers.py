@@ -69,12 +69,16 @@ def _wait_ready(base_url: str, process: subprocess.Popen, log: Path) -> None:
 
 
 @contextmanager
-def dagster_webserver(env: dict[str, str], log: Path) -> Iterator[str]:
-    """`dagster-webserver -w workspace.yaml` from the repository root; yields the GraphQL URL
+def dagster_webserver(
+    env: dict[str, str], log: Path, *, with_daemon: bool = False
+) -> Iterator[str]:
+    """`dagster-webserver -w workspace.yaml` (or `dagster dev`, which adds the daemon that
+    ticks sensors, schedules and automation) from the repository root; yields the GraphQL URL
     once the code location has loaded its assets."""
     port = free_port()
     repo = Path(__file__).resolve().parents[2]
-    command = [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml",
+    program = ["dagster", "dev"] if with_daemon else ["dagster_webserver"]
+    command = [sys.executable, "-m", *program, "-w", "workspace.yaml",
                "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -90,7 +94,7 @@ def dagster_webserver(env: dict[str, str], log: Path) -> Iterator[str]:
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        process.wait(timeout=60)
 
 
 def graphql(url: str, query: str) -> dict:
