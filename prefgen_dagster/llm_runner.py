@@ -49,7 +49,12 @@ class EngineFailed(RuntimeError):
 
 
 # Words in an engine's error that point at memory rather than at a request.
-_MEMORY_WORDS = ("out of memory", "no available memory", "kv cache", "cannot allocate")
+_MEMORY_WORDS = (
+    "out of memory",  # torch: "CUDA out of memory"
+    "no available memory",  # vLLM: no room for a single KV cache block
+    "available kv cache memory",  # vLLM: max_model_len does not fit the KV cache
+    "cannot allocate memory",
+)
 _MEMORY_HINT = (
     " It ran out of memory: lower max_model_len (or max_num_seqs), or give the engine more"
     " (gpu_memory_utilization, or kv_cache_memory_bytes on CPU)."

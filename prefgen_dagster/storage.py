@@ -17,7 +17,7 @@ import duckdb
 import polars as pl
 from filelock import FileLock
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
@@ -75,6 +75,24 @@ CREATE TABLE IF NOT EXISTS failed_calls (
     attempts INTEGER, failed_at TIMESTAMP NOT NULL DEFAULT current_timestamp);
 """
 
+# Statements that take a file from schema version n to n + 1. They keep every row, above all
+# the paid-for `llm_calls`; rows written before get the new columns' defaults, and re-running
+# a batch rewrites its rows from the cache for free.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE completions ADD COLUMN pool_member INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE completions ADD COLUMN system_variant INTEGER",
+        "ALTER TABLE completions ADD COLUMN regenerations INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE completions ADD COLUMN similarity DOUBLE",
+        "ALTER TABLE completions ADD COLUMN too_similar BOOLEAN NOT NULL DEFAULT false",
+        "ALTER TABLE ratings ADD COLUMN order_name VARCHAR NOT NULL DEFAULT 'original'",
+        "ALTER TABLE ratings ADD COLUMN not_applicable BOOLEAN NOT NULL DEFAULT false",
+        "ALTER TABLE dpo_pairs ADD COLUMN judge_agreement DOUBLE",
+    ),
+    # Some version-2 files were written before the token budget added `run_id`.
+    2: ("ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS run_id VARCHAR",),
+}
+
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 PARTITIONED_TABLES = (
@@ -111,15 +129,30 @@ class Storage:
                 con.close()
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
-        con.execute(SCHEMA)
+        """Create the tables of a new file, migrate an older one, refuse a newer one."""
+        con.execute("CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)")
         found = con.execute("SELECT max(version) FROM schema_info").fetchall()[0][0]
-        if found is None:
-            con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
-        elif found != SCHEMA_VERSION:
+        if found is not None and found > SCHEMA_VERSION:
             raise RuntimeError(
-                f"{self.path}: schema version {found}, this prefgen expects {SCHEMA_VERSION}; "
-                "export what you need and start a new file"
+                f"{self.path}: schema version {found} was written by a newer prefgen; this one "
+                f"knows versions up to {SCHEMA_VERSION}. Upgrade prefgen to use this file."
             )
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for version in range(found or SCHEMA_VERSION, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version]:
+                    con.execute(statement)
+            con.execute(SCHEMA)
+            if found != SCHEMA_VERSION:
+                con.execute("DELETE FROM schema_info")
+                con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
+            con.execute("COMMIT")
+        except Exception as err:
+            con.execute("ROLLBACK")
+            raise RuntimeError(
+                f"{self.path}: could not bring schema version {found} to {SCHEMA_VERSION}; "
+                f"the file is unchanged: {err}"
+            ) from err
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         with self.connect() as con:

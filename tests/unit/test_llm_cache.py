@@ -171,14 +171,31 @@ def test_engine_crash_keeps_the_chunks_written_before_it(
     assert healthy.asked == ["p5"]
 
 
-def test_an_engine_that_cannot_start_for_lack_of_memory_says_so(
-    storage: Storage, config: PipelineConfig
+@pytest.mark.parametrize(
+    ("error", "about_memory"),
+    [
+        (ValueError("No available memory for the cache blocks."), True),
+        (
+            ValueError(
+                "To serve at least one request with the model's max seq len (4096), (0.5 GiB KV "
+                "cache is needed, which is larger than the available KV cache memory (0.1 GiB)."
+            ),
+            True,
+        ),
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (MemoryError(), True),
+        (ValueError("KV cache dtype fp8 is not supported on this device"), False),
+    ],
+)
+def test_an_engine_that_cannot_start_says_why_and_whether_memory_is_the_cause(
+    storage: Storage, config: PipelineConfig, error: Exception, about_memory: bool
 ) -> None:
-    def out_of_memory(config: PipelineConfig, model_name: str) -> ScriptedEngine:
-        raise ValueError("No available memory for the cache blocks.")
+    def failing_start(config: PipelineConfig, model_name: str) -> ScriptedEngine:
+        raise error
 
-    with pytest.raises(EngineFailed, match="failed to start: ValueError.*It ran out of memory"):
-        run_requests(pairs("p1"), storage, config, out_of_memory)
+    with pytest.raises(EngineFailed, match=f"failed to start: {type(error).__name__}") as raised:
+        run_requests(pairs("p1"), storage, config, failing_start)
+    assert ("It ran out of memory" in str(raised.value)) == about_memory
     assert cached_call_count(storage) == 0
 
 

@@ -10,14 +10,85 @@ import pytest
 
 from prefgen_dagster.storage import SCHEMA_VERSION, Storage
 
+# The tables whose columns changed after schema version 1, as version 1 wrote them (`git show
+# 170a457~1:prefgen_dagster/storage.py`).
+V1_TABLES = """
+CREATE TABLE schema_info (version INTEGER NOT NULL);
+INSERT INTO schema_info VALUES (1);
+CREATE TABLE completions (
+    batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL, backend VARCHAR NOT NULL, system_prompt VARCHAR,
+    sampling VARCHAR NOT NULL, sample_index INTEGER NOT NULL, template_version VARCHAR NOT NULL,
+    text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+    call_id VARCHAR NOT NULL, PRIMARY KEY (batch_id, completion_id));
+CREATE TABLE ratings (
+    batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    judge VARCHAR NOT NULL, aspect VARCHAR NOT NULL, judge_order INTEGER NOT NULL,
+    position INTEGER NOT NULL, rating INTEGER, rationale VARCHAR, raw_output VARCHAR,
+    parse_status VARCHAR NOT NULL, attempts INTEGER NOT NULL, call_id VARCHAR NOT NULL,
+    judge_settings VARCHAR NOT NULL,
+    PRIMARY KEY (batch_id, completion_id, judge, aspect, judge_order));
+CREATE TABLE dpo_pairs (
+    batch_id VARCHAR NOT NULL, pair_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    chosen_completion_id VARCHAR NOT NULL, rejected_completion_id VARCHAR NOT NULL,
+    chosen_model VARCHAR, rejected_model VARCHAR, chosen_origin VARCHAR, rejected_origin VARCHAR,
+    chosen_rating DOUBLE, rejected_rating DOUBLE, margin DOUBLE, strategy VARCHAR,
+    PRIMARY KEY (batch_id, pair_id));
+CREATE TABLE llm_calls (
+    call_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, request VARCHAR NOT NULL,
+    response VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+    latency_s DOUBLE, created_at TIMESTAMP DEFAULT current_timestamp);
+INSERT INTO llm_calls (call_id, model, request, response) VALUES ('c1', 'm', '{}', 'paid for');
+INSERT INTO ratings
+VALUES ('b', 'x', 'i', 'j', 'overall', 0, 1, 4, 'ok', '{}', 'ok', 1, 'c1', '{}');
+"""
 
-def test_a_file_from_another_schema_version_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "old.duckdb"
+
+def schema_version(path: Path) -> int:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute("SELECT max(version) FROM schema_info").fetchall()[0][0]
+
+
+def test_a_version_1_file_is_migrated_keeping_its_cache_and_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(V1_TABLES)
+    storage = Storage(path)
+    assert storage.cached_calls(["c1"])["c1"]["response"] == "paid for"
+    assert schema_version(path) == SCHEMA_VERSION
+    assert storage.tokens_spent("any run") == 0  # the token budget's run_id column is there
+    # The old rating row has the defaults that describe how version 1 judged.
+    [old] = storage.query("SELECT order_name, not_applicable, rating FROM ratings").to_dicts()
+    assert old == {"order_name": "original", "not_applicable": False, "rating": 4}
+    # Tables that version 1 did not have exist now, and today's rows can be written.
+    assert storage.query("SELECT count(*) AS n FROM failed_calls")["n"][0] == 0
+    pair = {"batch_id": "b", "pair_id": "p", "instruction_id": "i", "judge_agreement": 1.0}
+    pair |= {"chosen_completion_id": "x", "rejected_completion_id": "y"}
+    storage.replace_partition("dpo_pairs", "b", pl.DataFrame([pair]))
+    assert storage.query("SELECT judge_agreement FROM dpo_pairs")["judge_agreement"][0] == 1.0
+
+
+def test_a_migration_that_fails_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "broken-v1.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(V1_TABLES)
+        con.execute("DROP TABLE dpo_pairs")  # not a file version 1 could have written
+    with pytest.raises(RuntimeError, match=f"{path}: could not bring schema version 1 to"):
+        Storage(path).query("SELECT 1")
+    assert schema_version(path) == 1
+    with duckdb.connect(str(path), read_only=True) as con:
+        columns = [row[0] for row in con.execute("DESCRIBE completions").fetchall()]
+    assert "pool_member" not in columns
+
+
+def test_a_file_from_a_newer_prefgen_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.duckdb"
     with duckdb.connect(str(path)) as con:
         con.execute("CREATE TABLE schema_info (version INTEGER NOT NULL)")
-        con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION - 1])
-    with pytest.raises(RuntimeError, match=f"{path}: schema version {SCHEMA_VERSION - 1}"):
+        con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION + 1])
+    with pytest.raises(RuntimeError, match=f"{path}: schema version {SCHEMA_VERSION + 1} was"):
         Storage(path).query("SELECT 1")
+    assert schema_version(path) == SCHEMA_VERSION + 1
 
 
 def test_replacing_a_partition_keeps_other_batches_and_rolls_back_on_error(
