@@ -1,4 +1,10 @@
-"""vLLM in-process: the whole list of requests goes to `LLM.chat` in one call."""
+"""vLLM in-process: the whole list of requests goes to `LLM.chat` in one call.
+
+vLLM refuses the whole call when one prompt fills the model's context, so prompts are
+measured first, with the model's own tokenizer and chat template, and those that cannot fit
+come back as `PromptTooLong` errors without being sent: they fail alone, the rest is
+answered (and cached), and no prompt is ever cut short.
+"""
 
 from __future__ import annotations
 
@@ -26,30 +32,62 @@ class VLLMOfflineEngine:
             seed=0,
             **spec.engine_kwargs,
         )
+        self._max_model_len = spec.max_model_len
 
     def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
         if not requests:
             return []
+        too_long = self._prompts_too_long(requests)
+        sendable = [request for index, request in enumerate(requests) if index not in too_long]
         started = time.perf_counter()
-        outputs = self._llm.chat(
-            [request.messages for request in requests],
-            sampling_params=[_sampling_params(request) for request in requests],
-            use_tqdm=False,
-        )
-        per_request = (time.perf_counter() - started) / len(requests)
-        results = []
-        for output in outputs:
-            completion = output.outputs[0]
-            results.append(
-                LLMResult(
-                    text=completion.text,
-                    finish_reason=completion.finish_reason,
-                    prompt_tokens=len(output.prompt_token_ids or []),
-                    completion_tokens=len(completion.token_ids),
-                    latency_s=per_request,
-                )
+        outputs = (
+            self._llm.chat(
+                [request.messages for request in sendable],
+                sampling_params=[_sampling_params(request) for request in sendable],
+                use_tqdm=False,
             )
-        return results
+            if sendable
+            else []
+        )
+        per_request = (time.perf_counter() - started) / max(len(sendable), 1)
+        answered = iter(
+            LLMResult(
+                text=output.outputs[0].text,
+                finish_reason=output.outputs[0].finish_reason,
+                prompt_tokens=len(output.prompt_token_ids or []),
+                completion_tokens=len(output.outputs[0].token_ids),
+                latency_s=per_request,
+            )
+            for output in outputs
+        )
+        return [
+            LLMResult(None, error=too_long[index]) if index in too_long else next(answered)
+            for index in range(len(requests))
+        ]
+
+    def prompt_tokens(self, requests: Sequence[LLMRequest]) -> list[int]:
+        """Each request's prompt length as vLLM counts it: the model's chat template, then
+        its tokenizer (no special tokens added: the template has them)."""
+        tokenizer = self._llm.get_tokenizer()
+        texts = [
+            tokenizer.apply_chat_template(
+                request.messages, tokenize=False, add_generation_prompt=True
+            )
+            for request in requests
+        ]
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def _prompts_too_long(self, requests: Sequence[LLMRequest]) -> dict[int, str]:
+        """{index: error} for prompts that leave no room for an answer (vLLM's own rule:
+        prompt tokens >= max_model_len)."""
+        return {
+            index: (
+                f"PromptTooLong: the prompt has {count} tokens, the model's max_model_len is "
+                f"{self._max_model_len}; raise max_model_len or shorten what goes into it"
+            )
+            for index, count in enumerate(self.prompt_tokens(requests))
+            if count >= self._max_model_len
+        }
 
     def close(self) -> None:
         del self._llm

@@ -1,5 +1,5 @@
-"""A real vLLM error in the middle of a stage, or an engine without memory for its KV cache,
-ends the stage cleanly; finished chunks and stages stay cached."""
+"""A prompt too long for a vLLM model fails alone, and an engine without memory for its KV
+cache ends the stage cleanly; finished requests and stages stay cached."""
 
 from __future__ import annotations
 
@@ -11,40 +11,32 @@ import duckdb
 import pytest
 import yaml
 
-from prefgen_dagster.cli import step_error_message
-from prefgen_dagster.ingest import instruction_id
+from prefgen_dagster.cli import DEMO_CONFIG, step_error_message
+from prefgen_dagster.config import ModelSpec, SamplingParams
+from prefgen_dagster.engines.base import LLMRequest
+from prefgen_dagster.engines.vllm_offline import VLLMOfflineEngine
 from prefgen_dagster.pipeline_run import materialize_batch
 
 from .conftest import drop_batch, write_config
 from .test_pipeline_vllm import engine_calls, mt_bench_lines
 
 EARLIER_STAGES = ("pooled_completions", "evolved_completions")
-PADDING = " Please consider every detail." * 200
-
-
-def long_instruction_sorting_last(others: list[str]) -> str:
-    """A long instruction whose id sorts after the others', so its judge request is the
-    last chunk (judge requests go out in instruction-id order)."""
-    last = max(instruction_id(text, None) for text in others)
-    for variant in range(100):
-        text = f"Variant {variant}: describe a lighthouse keeper's day.{PADDING}"
-        if instruction_id(text, None) > last:
-            return text
-    raise AssertionError("no variant sorted last")
+LONG = "Describe a lighthouse keeper's day." + " Please consider every detail." * 200
 
 
 @pytest.mark.slow
-def test_vllm_error_and_out_of_memory_keep_finished_work(workdir: Path, tiny_models: Path) -> None:
+def test_too_long_prompt_and_out_of_memory_keep_finished_work(
+    workdir: Path, tiny_models: Path
+) -> None:
     short = [json.loads(line)["instruction"] for line in mt_bench_lines(3)]
-    texts = [*short, long_instruction_sorting_last(short)]
-    config_path = write_config(workdir, tiny_models, engine={"chunk_size": 1})
+    config_path = write_config(workdir, tiny_models)
     config = yaml.safe_load(config_path.read_text())
-    # A judge whose context holds the short instructions' prompts but not the long one's:
-    # vLLM refuses that request when it reaches the engine.
+    # A judge whose context holds the short instructions' prompts but not the long one's.
+    # All four judge requests go to vLLM in one chunk, which vLLM would refuse as a whole.
     config["models"]["small-judge"] = {**config["models"]["tiny-llama"], "max_model_len": 2048}
     config["judge"]["models"] = ["small-judge"]
     config_path.write_text(yaml.safe_dump(config))
-    drop_batch(workdir, "mixed.jsonl", [json.dumps({"instruction": t}) for t in texts])
+    drop_batch(workdir, "mixed.jsonl", [json.dumps({"instruction": t}) for t in [*short, LONG]])
 
     db = workdir / "data" / "prefgen.duckdb"
     with dg.instance_for_test() as instance:
@@ -52,12 +44,16 @@ def test_vllm_error_and_out_of_memory_keep_finished_work(workdir: Path, tiny_mod
         assert not failed.success
         [failure] = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
         assert failure.step_key == "ratings"
-        assert "VLLMValidationError" in str(failure.event_specific_data.error)
+        message = step_error_message(failure.event_specific_data.error)
+        assert "1 of 4 LLM requests failed" in message and "PromptTooLong: 1" in message
+        assert "max_model_len is 2048" in message
         with duckdb.connect(str(db), read_only=True) as con:
             judged = con.execute(
                 "SELECT count(*) FROM llm_calls WHERE request LIKE '%\"json_schema\": {%'"
             ).fetchall()[0][0]
-        assert judged == 3  # the three short instructions' judge requests were cached
+            [[reason]] = con.execute("SELECT error FROM failed_calls").fetchall()
+        assert judged == 3  # the short instructions were judged and cached all the same
+        assert reason.startswith("PromptTooLong: the prompt has ")
 
         # The judge now has no memory for its KV cache (as a GPU too small for the model
         # would): vLLM refuses to start, the stage says so, nothing finished is lost.
@@ -85,3 +81,24 @@ def test_vllm_error_and_out_of_memory_keep_finished_work(workdir: Path, tiny_mod
         [ratings] = resumed.asset_materializations_for_node("ratings")
         assert ratings.metadata["llm_cache_hits"].value == 3
         assert ratings.metadata["llm_engine_calls"].value == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-qwen2"])
+def test_prompt_lengths_are_counted_as_vllm_counts_them(tiny_models: Path, model: str) -> None:
+    """The check that keeps too-long prompts away from vLLM must agree with vLLM itself."""
+    spec = ModelSpec.model_validate(yaml.safe_load(DEMO_CONFIG.read_text())["models"][model])
+    engine = VLLMOfflineEngine(str(tiny_models / model), spec)
+    try:
+        requests = [
+            LLMRequest(model, messages, SamplingParams(max_tokens=4), seed=1)
+            for messages in (
+                [{"role": "user", "content": "Hi."}],
+                [{"role": "system", "content": "Be brief."}, {"role": "user", "content": LONG}],
+                [{"role": "user", "content": "Ünïcödé, emoji 🚀 and\ttabs\n\nand lines."}],
+            )
+        ]
+        answered = engine.generate(requests)
+        assert engine.prompt_tokens(requests) == [result.prompt_tokens for result in answered]
+    finally:
+        engine.close()
