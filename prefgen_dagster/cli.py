@@ -51,14 +51,16 @@ def run_batch(file: Path, config_path: Path) -> int:
 
 
 def estimate_file(file: Path, config_path: Path) -> str:
-    """The cost table for one instruction file, from its accepted rows and the config."""
+    """The cost table for one instruction file, from its accepted rows and the config, and
+    a warning for each model whose context the prompts may outgrow."""
     from prefgen_dagster.config import load_config
-    from prefgen_dagster.cost import estimate, format_estimate
+    from prefgen_dagster.cost import context_warnings, estimate, format_estimate
     from prefgen_dagster.ingest import ingest, read_rows
 
     config = load_config(config_path)
     accepted = ingest(read_rows(file), str(file), file.name).accepted
-    return format_estimate(estimate(accepted, config, file.name))
+    table = format_estimate(estimate(accepted, config, file.name))
+    return "\n".join([table, *context_warnings(accepted, config, file.name)])
 
 
 def _print_summary(batch, export, storage, batch_id: str, elapsed: float) -> None:

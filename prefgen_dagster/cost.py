@@ -32,11 +32,49 @@ def _tokens(text: str | None) -> int:
     return len(text or "") // CHARS_PER_TOKEN + 1
 
 
+@dataclass(frozen=True)
+class PromptBounds:
+    """The longest prompt each rewrite and each judge request can get (every answer at its
+    `max_tokens`), in estimated tokens."""
+
+    evolution: list[int]  # one per pooled completion (the first round's rewrite)
+    judge: dict[str, int]  # instruction id -> its judge prompt
+    candidates: dict[str, int]  # instruction id -> completions the judge sees
+
+
+def prompt_bounds(
+    instructions: list[dict[str, Any]], config: PipelineConfig, plans: list[planning.Planned]
+) -> PromptBounds:
+    evol = config.evol_quality
+    by_id = {row["instruction_id"]: row for row in instructions}
+    evolution = [
+        EVOL_TEMPLATE_TOKENS
+        + _tokens(by_id[p.row["instruction_id"]]["instruction"])
+        + max(p.request.sampling.max_tokens, evol.sampling.max_tokens)
+        for p in plans
+    ]
+    candidates: dict[str, int] = {}
+    kept_rounds = 1 if evol.keep == "last" else evol.num_evolutions
+    per_completion = (1 if evol.include_original else 0) + min(kept_rounds, evol.num_evolutions)
+    for plan in plans:
+        iid = plan.row["instruction_id"]
+        candidates[iid] = candidates.get(iid, 0) + per_completion
+    longest = max(
+        [m.sampling.max_tokens for m in config.generation.pool] + [evol.sampling.max_tokens]
+    )
+    judge = {
+        iid: JUDGE_TEMPLATE_TOKENS + _tokens(by_id[iid]["instruction"]) + count * longest
+        for iid, count in candidates.items()
+    }
+    return PromptBounds(evolution, judge, candidates)
+
+
 def estimate(
     instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str = "estimate"
 ) -> list[StageCost]:
     """The cost of generation, evolution and judging for these accepted instructions."""
     plans = planning.plan_completions(instructions, config, batch_id)
+    bounds = prompt_bounds(instructions, config, plans)
     gen_prompt = sum(sum(_tokens(m["content"]) for m in p.request.messages) for p in plans)
     gen_completion = sum(p.request.sampling.max_tokens for p in plans)
     regenerations = config.generation.diversity.max_regenerations
@@ -49,50 +87,54 @@ def estimate(
     )
 
     evol = config.evol_quality
-    by_id = {row["instruction_id"]: row for row in instructions}
     evol_calls = len(plans) * evol.num_evolutions
-    per_answer = {p.row["completion_id"]: p.request.sampling.max_tokens for p in plans}
-    evol_prompt = (
-        sum(
-            EVOL_TEMPLATE_TOKENS
-            + _tokens(by_id[p.row["instruction_id"]]["instruction"])
-            + max(per_answer[p.row["completion_id"]], evol.sampling.max_tokens)
-            for p in plans
-        )
-        * evol.num_evolutions
-    )
     evolution = StageCost(
         "evolved_completions",
         evol_calls,
         evol_calls,
-        evol_prompt,
+        sum(bounds.evolution) * evol.num_evolutions,
         evol_calls * evol.sampling.max_tokens,
     )
 
     judge = config.judge
     per_request = len(judge.models) * len(judge.aspects) * len(judge.orders)
-    candidates: dict[str, int] = {}
-    for plan in plans:
-        iid = plan.row["instruction_id"]
-        kept_rounds = 1 if evol.keep == "last" else evol.num_evolutions
-        originals = 1 if evol.include_original else 0
-        candidates[iid] = candidates.get(iid, 0) + originals + min(kept_rounds, evol.num_evolutions)
-    judge_calls = per_request * len(candidates)
-    longest = max(
-        [m.sampling.max_tokens for m in config.generation.pool] + [evol.sampling.max_tokens]
-    )
-    judge_prompt = per_request * sum(
-        JUDGE_TEMPLATE_TOKENS + _tokens(by_id[iid]["instruction"]) + count * longest
-        for iid, count in candidates.items()
-    )
+    judge_calls = per_request * len(bounds.candidates)
     judging = StageCost(
         "ratings",
         judge_calls,
         judge_calls * (1 + judge.max_reasks),
-        judge_prompt,
+        per_request * sum(bounds.judge.values()),
         judge_calls * (1 + judge.max_reasks) * judge.sampling.max_tokens,
     )
     return [generation, evolution, judging]
+
+
+def context_warnings(
+    instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str = "estimate"
+) -> list[str]:
+    """Rewrite and judge prompts that may not fit their model's context once the answers
+    are written (each at its `max_tokens`): such requests would fail as `PromptTooLong`.
+    Ingest already rejects instructions too long for the pool itself."""
+    plans = planning.plan_completions(instructions, config, batch_id)
+    bounds = prompt_bounds(instructions, config, plans)
+    checks = [
+        ("rewrite", "completions", [config.evol_quality.model], bounds.evolution),
+        ("judge", "instructions", config.judge.models, list(bounds.judge.values())),
+    ]
+    warnings = []
+    for what, unit, models, sizes in checks:
+        for name in dict.fromkeys(models):
+            limit = config.models[name].max_model_len
+            over = [size for size in sizes if size >= limit]
+            if over:
+                warnings.append(
+                    f"warning: {len(over)} of {len(sizes)} {unit} may give {what} prompts "
+                    f"longer than {name!r}'s max_model_len {limit} (up to about {max(over)} "
+                    "tokens when every answer uses its max_tokens); those requests would fail "
+                    "as PromptTooLong. Raise max_model_len, or lower max_tokens or the number "
+                    "of completions."
+                )
+    return warnings
 
 
 def format_estimate(costs: list[StageCost]) -> str:

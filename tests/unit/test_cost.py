@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.cost import estimate, format_estimate
+from prefgen_dagster.cost import context_warnings, estimate, format_estimate
 from prefgen_dagster.ingest import instruction_id
 
 QUESTIONS = ["Explain tides.", "Name three primes.", "What is a hash table?"]
@@ -53,3 +53,24 @@ def test_completion_tokens_are_bounded_by_max_tokens(config: PipelineConfig) -> 
     assert judging.prompt_tokens > 3 * 6 * 48  # six candidates of up to 48 tokens each
     table = format_estimate([generation, evolution, judging])
     assert table.splitlines()[1].split()[:3] == ["pooled_completions", "15", "45"]
+
+
+def test_judge_prompts_that_may_outgrow_the_judges_context_are_warned_about(
+    make_config: Callable[..., PipelineConfig],
+) -> None:
+    long_question = "Describe every step. " * 100  # about 530 tokens by the estimate
+    rows = [*ROWS, {"instruction_id": "long", "instruction": long_question, "system_prompt": None}]
+    roomy = make_config()
+    assert context_warnings(rows, roomy) == []
+
+    # Each instruction's judge prompt holds 10 candidates of up to 256 tokens (the rewrites'
+    # max_tokens): about 2,800 tokens for the short questions, about 3,300 for the long one.
+    models = roomy.model_dump(mode="json")["models"]
+    models["judge-m"]["max_model_len"] = 3072
+    [warning] = context_warnings(rows, make_config(models=models))
+    assert warning.startswith("warning: 1 of 4 instructions may give judge prompts longer than ")
+    assert "'judge-m''s max_model_len 3072" in warning and "PromptTooLong" in warning
+
+    models["judge-m"]["max_model_len"] = 2048
+    [warning] = context_warnings(rows, make_config(models=models))
+    assert warning.startswith("warning: 4 of 4 instructions")
