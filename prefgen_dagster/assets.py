@@ -15,6 +15,7 @@ import polars as pl
 from prefgen_dagster import metadata, stages
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.context_limits import ContextLimits
+from prefgen_dagster.cost import context_warnings
 from prefgen_dagster.ingest import ingest, read_rows
 from prefgen_dagster.llm_runner import RunStats
 from prefgen_dagster.partitions import batch_file, batches
@@ -80,6 +81,10 @@ def raw_instructions(
         context.log.warning(
             f"{source}: {len(result.rejected) - logged} more rejected rows in rejected_inputs"
         )
+    # Later stages' prompts that may not fit their model (the pool's are checked above).
+    warnings = context_warnings(result.accepted, config, batch_id)
+    for warning in warnings:
+        context.log.warning(f"{source}: {warning}")
     return dg.MaterializeResult(
         data_version=metadata.data_version(pl.concat([accepted, rejected], how="diagonal")),
         metadata={
@@ -92,6 +97,7 @@ def raw_instructions(
                 metadata.markdown_table(rejected.select("source_row", "reason", "raw"), 10)
             ),
             "context_limits": dg.MetadataValue.json(limits.describe()),
+            "context_warnings": dg.MetadataValue.json(warnings),
         },
     )
 
