@@ -18,11 +18,10 @@ from tests.conftest import CLEAN_ENV
 from .conftest import drop_batch, write_config
 from .servers import dagster_webserver, graphql
 from .test_pipeline_vllm import mt_bench_lines
-from .test_webserver import RELOAD
+from .test_webserver import BATCH_ASSETS, RELOAD
 
 RUNS = """{ runsOrError { ... on Runs { results {
   runId status assetSelection { path } tags { key value } } } } }"""
-BATCH_ASSETS = {"raw_instructions", "pooled_completions", "evolved_completions", "ratings"}
 
 
 @dataclass(frozen=True)
