@@ -33,6 +33,55 @@ def completion_row(cid: str, iid: str, batch: str, **fields: Any) -> dict[str, A
     }
 
 
+def evolved_row(cid: str, iid: str, batch: str, **fields: Any) -> dict[str, Any]:
+    """An EvolQuality rewrite (of a completion called "parent"); `fields` override any column."""
+    return {
+        "batch_id": batch,
+        "completion_id": cid,
+        "instruction_id": iid,
+        "parent_completion_id": "parent",
+        "root_completion_id": "parent",
+        "model": f"model-of-{cid}",
+        "mutation": "details",
+        "round": 1,
+        "sampling": "{}",
+        "template_version": "t",
+        "text": f"rewrite of {cid}",
+        "call_id": f"call-{cid}",
+        **fields,
+    }
+
+
+def rating_row(
+    cid: str,
+    iid: str,
+    value: int | None,
+    batch: str,
+    judge: str = "judge",
+    aspect: str = "overall",
+    order: int = 0,
+    **fields: Any,
+) -> dict[str, Any]:
+    """One judge's rating of a completion in one order; a NULL rating is a parse failure."""
+    return {
+        "batch_id": batch,
+        "completion_id": cid,
+        "instruction_id": iid,
+        "judge": judge,
+        "aspect": aspect,
+        "judge_order": order,
+        "order_name": ["original", "reversed", "rotated"][order],
+        "position": 1,
+        "rating": value,
+        "raw_output": "raw",
+        "parse_status": "ok" if value is not None else "unparseable",
+        "attempts": 1,
+        "call_id": f"judge-{cid}-{judge}-{aspect}-{order}",
+        "judge_settings": "s",
+        **fields,
+    }
+
+
 def pair_row(
     pid: str,
     iid: str,

@@ -16,7 +16,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export import collect_pairs
 from prefgen_dagster.sql_layer import SqlCheck, load_project
 from prefgen_dagster.storage import Storage
-from tests.unit.rows import completion_row, instruction_row, pair_row
+from tests.unit.rows import completion_row, evolved_row, instruction_row, pair_row, rating_row
 
 BATCH = "b1.jsonl"
 OTHER = "b2.jsonl"
@@ -49,21 +49,7 @@ def completion(
 def evolved(
     cid: str, iid: str, text: str | None, finish_reason: str = "stop", batch: str = BATCH
 ) -> dict:
-    return {
-        "batch_id": batch,
-        "completion_id": cid,
-        "instruction_id": iid,
-        "parent_completion_id": "parent",
-        "root_completion_id": "parent",
-        "model": "gen",
-        "mutation": "details",
-        "round": 1,
-        "sampling": "{}",
-        "template_version": "t",
-        "text": text,
-        "finish_reason": finish_reason,
-        "call_id": f"call-{cid}",
-    }
+    return evolved_row(cid, iid, batch, model="gen", text=text, finish_reason=finish_reason)
 
 
 def rating(
@@ -74,20 +60,7 @@ def rating(
     order: int = 0,
     batch: str = BATCH,
 ) -> dict:
-    return {
-        "batch_id": batch,
-        "completion_id": cid,
-        "instruction_id": "i1",
-        "judge": judge,
-        "aspect": aspect,
-        "judge_order": order,
-        "position": 1,
-        "rating": value,
-        "parse_status": "ok" if value is not None else "unparseable",
-        "attempts": 1,
-        "call_id": f"judge-call-{cid}-{judge}-{aspect}-{order}",
-        "judge_settings": "s",
-    }
+    return rating_row(cid, "i1", value, batch, judge, aspect, order)
 
 
 def add_pair(

@@ -16,7 +16,7 @@ import pytest
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.sql_layer import load_models
 from prefgen_dagster.storage import Storage
-from tests.unit.rows import completion_row
+from tests.unit.rows import completion_row, rating_row
 
 BATCH = "batch-1.jsonl"
 OTHER = "batch-2.jsonl"
@@ -59,22 +59,7 @@ def rating(
     order: int = 0,
     batch: str = BATCH,
 ) -> dict[str, Any]:
-    return {
-        "batch_id": batch,
-        "completion_id": cid,
-        "instruction_id": iid,
-        "judge": judge,
-        "aspect": aspect,
-        "judge_order": order,
-        "order_name": ["original", "reversed"][order],
-        "position": 1,
-        "rating": value,
-        "raw_output": "raw",
-        "parse_status": "ok" if value is not None else "invalid_json",
-        "attempts": 1,
-        "call_id": f"judge-{cid}-{judge}-{aspect}-{order}",
-        "judge_settings": "s",
-    }
+    return rating_row(cid, iid, value, batch, judge, aspect, order)
 
 
 def pooled(

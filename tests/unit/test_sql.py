@@ -22,7 +22,7 @@ from prefgen_dagster.sql_layer import (
     load_project,
 )
 from prefgen_dagster.storage import Storage
-from tests.unit.rows import completion_row, pair_row
+from tests.unit.rows import completion_row, evolved_row, pair_row, rating_row
 
 BATCH = "b1.jsonl"
 OTHER = "b2.jsonl"
@@ -41,20 +41,7 @@ def completion(cid: str, iid: str, text: str = "some answer", batch: str = BATCH
 
 
 def evolved(cid: str, iid: str, text: str = "better answer", batch: str = BATCH) -> dict:
-    return {
-        "batch_id": batch,
-        "completion_id": cid,
-        "instruction_id": iid,
-        "parent_completion_id": "parent",
-        "root_completion_id": "parent",
-        "model": f"model-of-{cid}",
-        "mutation": "details",
-        "round": 1,
-        "sampling": "{}",
-        "template_version": "t",
-        "text": text,
-        "call_id": f"call-{cid}",
-    }
+    return evolved_row(cid, iid, batch, text=text)
 
 
 def rating(
@@ -65,21 +52,8 @@ def rating(
     judge_order: int = 0,
     batch: str = BATCH,
 ) -> dict:
-    return {
-        "batch_id": batch,
-        "completion_id": cid,
-        "instruction_id": iid,
-        "judge": "judge",
-        "aspect": "overall",
-        "judge_order": judge_order,
-        "position": 1,
-        "rating": value,
-        "raw_output": "raw",
-        "parse_status": status or ("ok" if value is not None else "unparseable"),
-        "attempts": 1,
-        "call_id": f"judge-call-{cid}",
-        "judge_settings": "s",
-    }
+    status = status or ("ok" if value is not None else "unparseable")
+    return rating_row(cid, iid, value, batch, order=judge_order, parse_status=status)
 
 
 def pair(
