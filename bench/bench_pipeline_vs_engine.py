@@ -99,7 +99,7 @@ def prepare_workdir(
     The config is copied so that its relative paths (DuckDB file, inbox, ./models) resolve
     inside `workdir`.
     """
-    from prefgen_dagster.cli import make_demo_models
+    from prefgen_dagster.cli import make_tiny_models
 
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "prefgen.yaml"
@@ -107,7 +107,7 @@ def prepare_workdir(
     duckdb_path = duckdb_file(config_path)
     if duckdb_path.exists():
         raise SystemExit(f"{duckdb_path} exists: the benchmark needs a fresh DuckDB file")
-    make_demo_models(workdir)
+    make_tiny_models(workdir)
     batch = workdir / "input" / BATCH_NAME
     batch.parent.mkdir(exist_ok=True)
     batch.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -324,13 +324,13 @@ def print_report(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from prefgen_dagster.cli import DEMO_CONFIG
+    from prefgen_dagster.cli import TINY_CONFIG
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="instructions (JSONL)")
     parser.add_argument("--limit", type=int, default=None, help="use the first N instructions")
     parser.add_argument("--repeat", type=int, default=1, help="repeat them K times (variants)")
-    parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="pipeline config")
+    parser.add_argument("--config", type=Path, default=TINY_CONFIG, help="pipeline config")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     parser.add_argument("--replay-db", type=Path, help=argparse.SUPPRESS)  # child process mode
     parser.add_argument("--replay-out", type=Path, help=argparse.SUPPRESS)

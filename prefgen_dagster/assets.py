@@ -13,6 +13,7 @@ import dagster as dg
 import polars as pl
 
 from prefgen_dagster import metadata, stages
+from prefgen_dagster.calibration import accuracy_by_kind, calibration_lines, mean_rating_by_position
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.context_limits import ContextLimits
 from prefgen_dagster.cost import context_warnings
@@ -186,7 +187,9 @@ def evolved_completions(
     deps=[evolved_completions],
 )
 def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
-    """UltraFeedback 1-5 ratings with rationales; unparseable answers stay NULL with raw text."""
+    """UltraFeedback 1-5 ratings with rationales; unparseable answers stay NULL with raw text.
+    The judge also rates the batch's canaries (table `canaries`) and, listwise, a reversed
+    second look at some instructions; how it did is in `judge_calibration`."""
     config, storage = prefgen.open()
     self_judging = config.self_judging()
     if self_judging:
@@ -194,29 +197,69 @@ def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.M
             f"judge(s) {self_judging} also generate completions or rewrites; LLM judges tend to "
             "prefer their own text (self-preference bias). Consider a judge outside the pool."
         )
-    frame, stats = stages.rate_completions(
+    judged, stats = stages.rate_completions(
         config, storage, context.partition_key, run_id=context.run_id
     )
-    storage.replace_partition("ratings", context.partition_key, frame)
-    extra: dict[str, Any] = {"self_judging_models": dg.MetadataValue.json(self_judging)}
+    frame = judged.ratings
+    storage.replace_partitions(
+        context.partition_key,
+        {
+            "ratings": frame,
+            "canaries": judged.canaries,
+            "judge_calibration": judged.calibration,
+        },
+    )
+    for line in calibration_lines(judged.calibration):
+        context.log.info(line)
+    extra: dict[str, Any] = {
+        "self_judging_models": dg.MetadataValue.json(self_judging),
+        **_calibration_metadata(judged),
+    }
     if frame.height:
+        labels = frame.filter(pl.col("purpose") == "label")
         failures = frame.filter(pl.col("parse_status") != "ok").height
-        summary = summarize_ratings(frame)
+        summary = summarize_ratings(frame.filter(pl.col("purpose") != "canary"))
         extra |= {
-            "rating_distribution": metadata.distribution(frame["rating"], "rating"),
+            "rating_distribution": metadata.distribution(labels["rating"], "rating"),
             "parse_status": metadata.distribution(frame["parse_status"], "status"),
             "parse_failure_rate": round(failures / frame.height, 4),
             "parse_failure_rate_per_judge": dg.MetadataValue.json(
                 summary["parse_failure_rate_per_judge"]
             ),
+            "mean_rating_by_position": dg.MetadataValue.json(mean_rating_by_position(frame)),
             "order_disagreement_rate": summary["order_disagreement_rate"],
             "order_comparisons": summary["order_comparisons"],
             "judge_agreement_alpha": summary["judge_alpha"],
             "judge_agreement_mean_tau": summary["judge_mean_tau"],
         }
     return _llm_result(
-        "ratings", frame, stats, config, ["position", "rating", "parse_status", "rationale"], extra
+        "ratings", frame, stats, config, ["purpose", "position", "rating", "rationale"], extra
     )
+
+
+def _calibration_metadata(judged: stages.Judged) -> dict[str, Any]:
+    """The judge's canary accuracy and position effect, for the UI."""
+    calibration = judged.calibration
+    if calibration.is_empty():
+        return {"canaries_built": judged.canaries.height}
+    [labels] = calibration.filter(pl.col("sets_labels")).to_dicts()
+    rounded = {
+        key: None if value is None else round(value, 4)
+        for key, value in labels.items()
+        if key in ("canary_accuracy", "canary_ci_low", "canary_ci_high", "position_effect")
+    }
+    return {
+        "canaries_built": judged.canaries.height,
+        "canary_accuracy": rounded["canary_accuracy"],
+        "canary_accuracy_ci95": dg.MetadataValue.json(
+            [rounded["canary_ci_low"], rounded["canary_ci_high"]]
+        ),
+        "position_effect": rounded["position_effect"],
+        "canary_accuracy_by_kind": dg.MetadataValue.json(
+            accuracy_by_kind(judged.ratings, judged.canaries, labels["judge"])
+        ),
+        "judge_calibration": dg.MetadataValue.md(metadata.markdown_table(calibration, 20)),
+    }
 
 
 # Where the Python assets' key columns come from (SQL models get theirs from sqlglot), so

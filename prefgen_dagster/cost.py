@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefgen_dagster import planning
+from prefgen_dagster.canaries import Canary, sample_ids
 from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.prompts import ultrafeedback
 
 CHARS_PER_TOKEN = 4
-# Template text around a rewrite or judge prompt, in tokens (measured on our templates).
+# Template text around a rewrite prompt, in tokens (measured on our template).
 EVOL_TEMPLATE_TOKENS = 150
-JUDGE_TEMPLATE_TOKENS = 250
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,19 @@ def _tokens(text: str | None) -> int:
 
 @dataclass(frozen=True)
 class PromptBounds:
-    """The longest prompt each rewrite and each judge request can get (every answer at its
+    """The longest request each rewrite and each judge request can get (every answer at its
     `max_tokens`), in estimated tokens."""
 
     evolution: list[int]  # one per pooled completion (the first round's rewrite)
-    judge: dict[str, int]  # instruction id -> its judge prompt
+    judge: dict[str, int]  # instruction id -> its longest judge request, prompt + answer
     candidates: dict[str, int]  # instruction id -> completions the judge sees
 
 
 def prompt_bounds(
-    instructions: list[dict[str, Any]], config: PipelineConfig, plans: list[planning.Planned]
+    instructions: list[dict[str, Any]],
+    config: PipelineConfig,
+    plans: list[planning.Planned],
+    judge_plans: list[planning.Planned],
 ) -> PromptBounds:
     evol = config.evol_quality
     by_id = {row["instruction_id"]: row for row in instructions}
@@ -53,20 +57,66 @@ def prompt_bounds(
         + max(p.request.sampling.max_tokens, evol.sampling.max_tokens)
         for p in plans
     ]
-    candidates: dict[str, int] = {}
+    judge: dict[str, int] = {}
+    for plan in judge_plans:
+        size = _prompt_tokens(plan) + plan.request.sampling.max_tokens
+        iid = plan.row["instruction_id"]
+        judge[iid] = max(judge.get(iid, 0), size)
+    return PromptBounds(evolution, judge, _candidates(config, plans))
+
+
+def _candidates(config: PipelineConfig, plans: list[planning.Planned]) -> dict[str, int]:
+    """Instruction id -> the number of texts its judge request(s) compare."""
+    evol = config.evol_quality
     kept_rounds = 1 if evol.keep == "last" else evol.num_evolutions
     per_completion = (1 if evol.include_original else 0) + min(kept_rounds, evol.num_evolutions)
+    candidates: dict[str, int] = {}
     for plan in plans:
         iid = plan.row["instruction_id"]
         candidates[iid] = candidates.get(iid, 0) + per_completion
+    return candidates
+
+
+def _prompt_tokens(plan: planning.Planned) -> int:
+    return sum(_tokens(message["content"]) for message in plan.request.messages)
+
+
+def plan_judge_requests(
+    instructions: list[dict[str, Any]], config: PipelineConfig, plans: list[planning.Planned]
+) -> list[planning.Planned]:
+    """The judge requests the batch will make, with stand-in texts of the longest length a
+    completion or rewrite may have: every candidate, probe and canary group (canaries for
+    every sampled instruction and kind, an upper bound: a kind that does not apply, or an
+    instruction without a finished completion, gets none)."""
+    judge = config.judge
+    if judge is None:
+        return []
+    evol = config.evol_quality
     longest = max(
         [m.sampling.max_tokens for m in config.generation.pool] + [evol.sampling.max_tokens]
     )
-    judge = {
-        iid: JUDGE_TEMPLATE_TOKENS + _tokens(by_id[iid]["instruction"]) + count * longest
-        for iid, count in candidates.items()
-    }
-    return PromptBounds(evolution, judge, candidates)
+
+    def stand_in(name: str) -> str:
+        return f"{name} " + "x" * (longest * CHARS_PER_TOKEN)
+
+    counts = _candidates(config, plans)
+    candidates = [
+        {"completion_id": f"{iid}:{k}", "instruction_id": iid, "text": stand_in(f"{iid}:{k}")}
+        for iid, count in counts.items()
+        for k in range(count)
+    ]
+    settings = judge.canaries
+    sampled = sample_ids(
+        sorted(counts), settings.fraction, settings.min_instructions, settings.seed, "canary-sample"
+    )
+    canaries = [
+        Canary(f"{iid}:{kind}", iid, kind, "", "", stand_in("intact"), stand_in(kind), None, False)
+        for iid in sorted(sampled)
+        for kind in settings.kinds
+    ]
+    groups = planning.judge_groups(candidates, canaries, config)
+    by_id = {row["instruction_id"]: row for row in instructions}
+    return planning.plan_judging(groups, by_id, config, attempt=0)
 
 
 def estimate(
@@ -74,8 +124,9 @@ def estimate(
 ) -> list[StageCost]:
     """The cost of generation, evolution and judging for these accepted instructions."""
     plans = planning.plan_completions(instructions, config, batch_id)
-    bounds = prompt_bounds(instructions, config, plans)
-    gen_prompt = sum(sum(_tokens(m["content"]) for m in p.request.messages) for p in plans)
+    judge_plans = plan_judge_requests(instructions, config, plans)
+    bounds = prompt_bounds(instructions, config, plans, judge_plans)
+    gen_prompt = sum(_prompt_tokens(p) for p in plans)
     gen_completion = sum(p.request.sampling.max_tokens for p in plans)
     regenerations = config.generation.diversity.max_regenerations
     generation = StageCost(
@@ -96,15 +147,13 @@ def estimate(
         evol_calls * evol.sampling.max_tokens,
     )
 
-    judge = config.judge
-    per_request = len(judge.models) * len(judge.aspects) * len(judge.orders)
-    judge_calls = per_request * len(bounds.candidates)
+    attempts = 1 + (config.judge.max_reasks if config.judge else 0)
     judging = StageCost(
         "ratings",
-        judge_calls,
-        judge_calls * (1 + judge.max_reasks),
-        per_request * sum(bounds.judge.values()),
-        judge_calls * (1 + judge.max_reasks) * judge.sampling.max_tokens,
+        len(judge_plans),
+        len(judge_plans) * attempts,
+        sum(_prompt_tokens(p) for p in judge_plans),
+        attempts * sum(p.request.sampling.max_tokens for p in judge_plans),
     )
     return [generation, evolution, judging]
 
@@ -112,14 +161,17 @@ def estimate(
 def context_warnings(
     instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str = "estimate"
 ) -> list[str]:
-    """Rewrite and judge prompts that may not fit their model's context once the answers
-    are written (each at its `max_tokens`): such requests would fail as `PromptTooLong`.
-    Ingest already rejects instructions too long for the pool itself."""
+    """Rewrite and judge requests that may not fit their model's context once the answers
+    are written (each at its `max_tokens`): a prompt that does not fit fails as
+    `PromptTooLong`, an answer that does not fit is cut (a judge's is then stored as NULL).
+    Also a judge `max_tokens` set below what a schema-valid answer can take. Ingest already
+    rejects instructions too long for the pool itself."""
     plans = planning.plan_completions(instructions, config, batch_id)
-    bounds = prompt_bounds(instructions, config, plans)
+    judge_plans = plan_judge_requests(instructions, config, plans)
+    bounds = prompt_bounds(instructions, config, plans, judge_plans)
     checks = [
         ("rewrite", "completions", [config.evol_quality.model], bounds.evolution),
-        ("judge", "instructions", config.judge.models, list(bounds.judge.values())),
+        ("judge", "instructions", config.judge_models(), list(bounds.judge.values())),
     ]
     warnings = []
     for what, unit, models, sizes in checks:
@@ -128,13 +180,34 @@ def context_warnings(
             over = [size for size in sizes if size >= limit]
             if over:
                 warnings.append(
-                    f"warning: {len(over)} of {len(sizes)} {unit} may give {what} prompts "
+                    f"warning: {len(over)} of {len(sizes)} {unit} may give {what} requests "
                     f"longer than {name!r}'s max_model_len {limit} (up to about {max(over)} "
-                    "tokens when every answer uses its max_tokens); those requests would fail "
-                    "as PromptTooLong. Raise max_model_len, or lower max_tokens or the number "
-                    "of completions."
+                    "tokens, prompt and answer, when every text uses its max_tokens); such "
+                    "prompts would fail as PromptTooLong, or their answers be cut. Raise "
+                    "max_model_len, or lower max_tokens or the number of completions."
                 )
+    warnings.extend(_judge_budget_warnings(config, bounds))
     return warnings
+
+
+def _judge_budget_warnings(config: PipelineConfig, bounds: PromptBounds) -> list[str]:
+    """A judge answer that fits the schema but not `max_tokens` is cut and stored as NULL."""
+    judge = config.judge
+    if judge is None or judge.sampling.max_tokens is None or not bounds.candidates:
+        return []
+    count = max(bounds.candidates.values())
+    need = ultrafeedback.answer_token_bound(
+        judge.mode, count, judge.rationale_max_chars, judge.with_rationale
+    )
+    if judge.sampling.max_tokens >= need:
+        return []
+    return [
+        f"warning: judge.sampling.max_tokens is {judge.sampling.max_tokens}, but a valid "
+        f"{judge.mode} answer can take up to {need} tokens ({count} texts, rationales of up "
+        f"to {judge.rationale_max_chars} characters at one token per character); a longer "
+        "answer is cut and stored as a NULL rating. Leave max_tokens unset to size it from "
+        "the schema, or lower rationale_max_chars."
+    ]
 
 
 def format_estimate(costs: list[StageCost]) -> str:

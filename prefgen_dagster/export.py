@@ -27,21 +27,32 @@ ORDER BY p.instruction_id
 """
 
 
-def exportable_batches(storage: Storage, checks: list[SqlCheck]) -> tuple[list[str], list[str]]:
-    """(batches to export, batches held back): a batch goes out only if every blocking check
-    has a passing result for it."""
+def exportable_batches(
+    storage: Storage, checks: list[SqlCheck]
+) -> tuple[list[str], dict[str, list[str]]]:
+    """(batches to export, {batch held back: why}): a batch goes out only if every blocking
+    check has a passing result for it; the reasons are the failed checks' own one-liners."""
     blocking = [check.name for check in checks if check.blocking]
     batches = storage.query("SELECT DISTINCT batch_id FROM dpo_pairs ORDER BY 1")["batch_id"]
     results = storage.query(
-        "SELECT batch_id, check_name, passed FROM check_results WHERE check_name IN "
+        "SELECT batch_id, check_name, passed, reason FROM check_results WHERE check_name IN "
         "(SELECT unnest(?::VARCHAR[]))",
         [blocking],
     )
-    passed = {(r["batch_id"], r["check_name"]) for r in results.to_dicts() if r["passed"]}
-    ready, held = [], []
+    by_key = {(r["batch_id"], r["check_name"]): r for r in results.to_dicts()}
+    ready, held = [], {}
     for batch_id in batches:
-        ok = all((batch_id, name) in passed for name in blocking)
-        (ready if ok else held).append(batch_id)
+        reasons = []
+        for name in blocking:
+            result = by_key.get((batch_id, name))
+            if result is None:
+                reasons.append(f"{name}: not run yet")
+            elif not result["passed"]:
+                reasons.append(f"{name}: {result['reason'] or 'failed'}")
+        if reasons:
+            held[batch_id] = reasons
+        else:
+            ready.append(batch_id)
     return ready, held
 
 
@@ -68,8 +79,25 @@ def collect_pairs(
         dropped += frame.filter(pl.col("pair_id").is_in(list(flagged))).height
         frames.append(frame.filter(~pl.col("pair_id").is_in(list(flagged))))
     pairs = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
-    summary = {"batches_exported": ready, "batches_held_back": held, "pairs_filtered": dropped}
+    summary = {
+        "batches_exported": ready,
+        "batches_held_back": list(held),
+        "held_back_reasons": held,
+        "pairs_filtered": dropped,
+    }
     return pairs, summary
+
+
+def held_back_pairs(storage: Storage, held: dict[str, list[str]]) -> pl.DataFrame:
+    """The pairs of held-back batches, with their texts and why the batch was held: what
+    would have been exported, for a person to look at (never trained on)."""
+    frames = [
+        storage.query(_PAIRS_WITH_TEXT, [batch_id]).with_columns(
+            pl.lit("; ".join(reasons)).alias("held_back_because")
+        )
+        for batch_id, reasons in held.items()
+    ]
+    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 
 def to_trl_records(pairs: pl.DataFrame) -> list[dict[str, Any]]:
@@ -105,8 +133,12 @@ def to_trl_records(pairs: pl.DataFrame) -> list[dict[str, Any]]:
     return records
 
 
-def write_dataset(records: list[dict[str, Any]], export_dir: Path, card: str) -> dict[str, str]:
-    """Save as a `datasets` dataset on disk, as Parquet, and with a README card."""
+def write_dataset(
+    records: list[dict[str, Any]], export_dir: Path, card: str, held: pl.DataFrame
+) -> dict[str, str]:
+    """Save as a `datasets` dataset on disk, as Parquet, and with a README card; the pairs
+    of held-back batches go to `held_back_pairs.parquet` beside it (not part of the
+    dataset)."""
     from datasets import Dataset, disable_progress_bars
 
     disable_progress_bars()
@@ -117,7 +149,9 @@ def write_dataset(records: list[dict[str, Any]], export_dir: Path, card: str) ->
     parquet = export_dir / "preference_dataset.parquet"
     dataset.to_parquet(str(parquet))
     (export_dir / "README.md").write_text(card, encoding="utf-8")
-    return {"dataset_dir": str(dataset_dir), "parquet": str(parquet)}
+    held_path = export_dir / "held_back_pairs.parquet"
+    held.write_parquet(held_path)
+    return {"dataset_dir": str(dataset_dir), "parquet": str(parquet), "held_back": str(held_path)}
 
 
 def dataset_card(records: list[dict[str, Any]], summary: dict[str, Any], pipeline_hash: str) -> str:
@@ -133,6 +167,10 @@ def dataset_card(records: list[dict[str, Any]], summary: dict[str, Any], pipelin
             f"* pairs: {len(records)}",
             f"* batches: {', '.join(summary['batches_exported']) or 'none'}",
             f"* held back by blocking checks: {', '.join(summary['batches_held_back']) or 'none'}",
+            *(
+                f"  * {batch}: {'; '.join(reasons)}"
+                for batch, reasons in summary["held_back_reasons"].items()
+            ),
             f"* pairs removed by filter checks: {summary['pairs_filtered']}",
             f"* pipeline settings hash: `{pipeline_hash}`",
             "",

@@ -93,16 +93,20 @@ def build_export_asset(project: SqlProject) -> dg.AssetsDefinition:
         pairs, summary = export.collect_pairs(storage, project.checks, config.sql_vars())
         records = export.to_trl_records(pairs)
         card = export.dataset_card(records, summary, config.pipeline_hash())
-        paths = export.write_dataset(records, config.resolve(config.paths.export_dir), card)
+        held = export.held_back_pairs(storage, summary["held_back_reasons"])
+        paths = export.write_dataset(records, config.resolve(config.paths.export_dir), card, held)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(records),
                 **common_metadata(config),
                 "batches_exported": dg.MetadataValue.json(summary["batches_exported"]),
                 "batches_held_back": dg.MetadataValue.json(summary["batches_held_back"]),
+                "held_back_reasons": dg.MetadataValue.json(summary["held_back_reasons"]),
+                "held_back_pairs": held.height,
                 "pairs_filtered": summary["pairs_filtered"],
                 "dataset_dir": dg.MetadataValue.path(paths["dataset_dir"]),
                 "parquet": dg.MetadataValue.path(paths["parquet"]),
+                "held_back_parquet": dg.MetadataValue.path(paths["held_back"]),
             }
         )
 

@@ -38,6 +38,8 @@ SOURCE_TABLES = {
     "completions": "pooled_completions",
     "evolved_completions": "evolved_completions",
     "ratings": "ratings",
+    "canaries": "ratings",
+    "judge_calibration": "ratings",
 }
 # Each Python asset's main table (raw_instructions also writes batches and rejected_inputs).
 PRIMARY_TABLES = {

@@ -17,7 +17,21 @@ import duckdb
 import polars as pl
 from filelock import FileLock
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+# One row per text shown in one judge request (`shown` texts, this one at `position`):
+# `purpose` says whether it is a candidate (`label`), one side of a canary (`canary`), or a
+# candidate shown again in reversed order to measure position bias (`position_probe`); only
+# `label` rows make pairs.
+RATINGS_TABLE = """CREATE TABLE IF NOT EXISTS ratings (
+    batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    judge VARCHAR NOT NULL, aspect VARCHAR NOT NULL, judge_order INTEGER NOT NULL,
+    order_name VARCHAR NOT NULL DEFAULT 'original', position INTEGER NOT NULL, rating INTEGER,
+    not_applicable BOOLEAN NOT NULL DEFAULT false, rationale VARCHAR, raw_output VARCHAR,
+    parse_status VARCHAR NOT NULL, attempts INTEGER NOT NULL, call_id VARCHAR NOT NULL,
+    judge_settings VARCHAR NOT NULL, purpose VARCHAR NOT NULL DEFAULT 'label',
+    mode VARCHAR NOT NULL DEFAULT 'listwise', shown INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (batch_id, call_id, completion_id));"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
@@ -39,22 +53,29 @@ CREATE TABLE IF NOT EXISTS completions (
     sampling VARCHAR NOT NULL, sample_index INTEGER NOT NULL, template_version VARCHAR NOT NULL,
     text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
     call_id VARCHAR NOT NULL, regenerations INTEGER NOT NULL DEFAULT 0, similarity DOUBLE,
-    too_similar BOOLEAN NOT NULL DEFAULT false, PRIMARY KEY (batch_id, completion_id));
+    too_similar BOOLEAN NOT NULL DEFAULT false, repetition DOUBLE,
+    PRIMARY KEY (batch_id, completion_id));
 CREATE TABLE IF NOT EXISTS evolved_completions (
     batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
     parent_completion_id VARCHAR NOT NULL, root_completion_id VARCHAR NOT NULL,
     model VARCHAR NOT NULL, mutation VARCHAR NOT NULL, round INTEGER NOT NULL,
     sampling VARCHAR NOT NULL, template_version VARCHAR NOT NULL,
     text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
-    call_id VARCHAR NOT NULL, PRIMARY KEY (batch_id, completion_id));
-CREATE TABLE IF NOT EXISTS ratings (
-    batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
-    judge VARCHAR NOT NULL, aspect VARCHAR NOT NULL, judge_order INTEGER NOT NULL,
-    order_name VARCHAR NOT NULL DEFAULT 'original', position INTEGER NOT NULL, rating INTEGER,
-    not_applicable BOOLEAN NOT NULL DEFAULT false, rationale VARCHAR, raw_output VARCHAR,
-    parse_status VARCHAR NOT NULL, attempts INTEGER NOT NULL, call_id VARCHAR NOT NULL,
-    judge_settings VARCHAR NOT NULL,
-    PRIMARY KEY (batch_id, completion_id, judge, aspect, judge_order));
+    call_id VARCHAR NOT NULL, repetition DOUBLE, PRIMARY KEY (batch_id, completion_id));
+""" + RATINGS_TABLE + """
+CREATE TABLE IF NOT EXISTS canaries (
+    batch_id VARCHAR NOT NULL, canary_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL, intact_id VARCHAR NOT NULL, corrupted_id VARCHAR NOT NULL,
+    source_completion_id VARCHAR NOT NULL, source_model VARCHAR NOT NULL,
+    corrupted_from_id VARCHAR, corrupted_text VARCHAR NOT NULL,
+    corrupted_first BOOLEAN NOT NULL, PRIMARY KEY (batch_id, canary_id));
+CREATE TABLE IF NOT EXISTS judge_calibration (
+    batch_id VARCHAR NOT NULL, judge VARCHAR NOT NULL, mode VARCHAR NOT NULL,
+    sets_labels BOOLEAN NOT NULL, canaries INTEGER NOT NULL, canaries_correct INTEGER NOT NULL,
+    canaries_tied INTEGER NOT NULL, canaries_wrong INTEGER NOT NULL,
+    canaries_unscored INTEGER NOT NULL, canary_accuracy DOUBLE, canary_ci_low DOUBLE,
+    canary_ci_high DOUBLE, position_effect DOUBLE, position_items INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, judge));
 CREATE TABLE IF NOT EXISTS dpo_pairs (
     batch_id VARCHAR NOT NULL, pair_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
     chosen_completion_id VARCHAR NOT NULL, rejected_completion_id VARCHAR NOT NULL,
@@ -64,7 +85,7 @@ CREATE TABLE IF NOT EXISTS dpo_pairs (
 CREATE TABLE IF NOT EXISTS check_results (
     batch_id VARCHAR NOT NULL, check_name VARCHAR NOT NULL, asset VARCHAR NOT NULL,
     severity VARCHAR NOT NULL, blocking BOOLEAN NOT NULL, passed BOOLEAN NOT NULL,
-    failing_rows INTEGER NOT NULL, evaluated_at TIMESTAMP NOT NULL,
+    failing_rows INTEGER NOT NULL, evaluated_at TIMESTAMP NOT NULL, reason VARCHAR,
     PRIMARY KEY (batch_id, check_name));
 CREATE TABLE IF NOT EXISTS llm_calls (
     call_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, request VARCHAR NOT NULL,
@@ -91,6 +112,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # Some version-2 files were written before the token budget added `run_id`.
     2: ("ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS run_id VARCHAR",),
+    # Judge modes, canaries and position probes: a text may now be in several requests of
+    # one judge and aspect (pairwise), so a rating row is keyed by its request.
+    3: (
+        "ALTER TABLE completions ADD COLUMN repetition DOUBLE",
+        "ALTER TABLE evolved_completions ADD COLUMN repetition DOUBLE",
+        "ALTER TABLE check_results ADD COLUMN reason VARCHAR",
+        "ALTER TABLE ratings RENAME TO ratings_v3",
+        RATINGS_TABLE,
+        "INSERT INTO ratings BY NAME SELECT *, "
+        "count(*) OVER (PARTITION BY batch_id, call_id) AS shown FROM ratings_v3",
+        "DROP TABLE ratings_v3",
+    ),
 }
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -102,6 +135,8 @@ PARTITIONED_TABLES = (
     "completions",
     "evolved_completions",
     "ratings",
+    "canaries",
+    "judge_calibration",
     "dpo_pairs",
 )
 
@@ -200,7 +235,8 @@ class Storage:
             con.execute(
                 "INSERT OR REPLACE INTO check_results BY NAME "
                 "SELECT ? AS batch_id, ? AS check_name, ? AS asset, ? AS severity, "
-                "? AS blocking, ? AS passed, ? AS failing_rows, current_timestamp AS evaluated_at",
+                "? AS blocking, ? AS passed, ? AS failing_rows, current_timestamp AS evaluated_at,"
+                " ? AS reason",
                 [
                     row["batch_id"],
                     row["check_name"],
@@ -209,6 +245,7 @@ class Storage:
                     row["blocking"],
                     row["passed"],
                     row["failing_rows"],
+                    row.get("reason"),
                 ],
             )
 

@@ -2,7 +2,7 @@
 -- severity: ERROR
 -- blocking: true
 -- filter: false
--- description: Pairs where chosen is not rated above rejected (or a rating is NULL), the two answer different instructions, or a completion is missing.
+-- description: Pairs where the judge decides (pairing.strategy not rule_*) and chosen is not rated above rejected (or a rating is NULL), or where the two answer different instructions, or a completion is missing.
 WITH texts AS (
     SELECT completion_id, instruction_id FROM {{ ref('completions') }}
     UNION ALL
@@ -13,6 +13,6 @@ SELECT p.pair_id, p.instruction_id, p.chosen_rating, p.rejected_rating,
 FROM {{ ref('dpo_pairs') }} AS p
 LEFT JOIN texts AS c ON c.completion_id = p.chosen_completion_id
 LEFT JOIN texts AS r ON r.completion_id = p.rejected_completion_id
-WHERE NOT coalesce(p.chosen_rating > p.rejected_rating, false)
+WHERE ({{ var('judge_decides') }} AND NOT coalesce(p.chosen_rating > p.rejected_rating, false))
    OR c.instruction_id IS DISTINCT FROM p.instruction_id
    OR r.instruction_id IS DISTINCT FROM p.instruction_id

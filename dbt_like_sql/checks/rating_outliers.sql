@@ -9,7 +9,8 @@ WITH texts AS (
     SELECT completion_id, text, finish_reason FROM {{ ref('evolved_completions') }}
 ),
 usable AS (
-    SELECT completion_id, judge, rating FROM {{ ref('ratings') }} WHERE rating IS NOT NULL
+    SELECT completion_id, judge, rating FROM {{ ref('ratings') }}
+    WHERE rating IS NOT NULL AND purpose = 'label'
 ),
 per_completion AS (
     SELECT completion_id, avg(rating) AS mean_rating FROM usable GROUP BY completion_id

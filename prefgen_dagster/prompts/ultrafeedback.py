@@ -1,4 +1,9 @@
-"""UltraFeedback judge prompts: one aspect per request, 1-5 per response, and the schema.
+"""UltraFeedback judge prompts and their JSON schemas, for the three judge modes.
+
+* listwise: all of an instruction's responses in one request, a 1-5 rating for each;
+* pointwise: one response per request, one 1-5 rating (the rubric and the instruction come
+  first, so requests for the same instruction share a prefix the engine can cache);
+* pairwise: responses A and B, the better one named (or a tie).
 
 The aspects and the 1-5 scale are UltraFeedback's; the wording is ours. `honesty` and
 `truthfulness` admit "N/A" for responses where the aspect does not apply (e.g. fiction with
@@ -10,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-TEMPLATE_VERSION = "ultrafeedback-v2"
+TEMPLATE_VERSION = "ultrafeedback-v3"
 NOT_APPLICABLE = "N/A"
+PAIRWISE_VERDICTS = ("A", "B", "tie")
 
 
 @dataclass(frozen=True)
@@ -93,15 +99,17 @@ _SYSTEM = (
     "its own sake."
 )
 
-_TASK = """Rate each response to the instruction below for one aspect: {title}.
-
-{question}
+_RUBRIC = """{question}
 
 Scale:
 {scale}{na_line}
 
 # Instruction
-{instruction}
+{instruction}"""
+
+_LISTWISE = """Rate each response to the instruction below for one aspect: {title}.
+
+{rubric}
 
 # Responses
 {responses}
@@ -110,69 +118,172 @@ Answer with JSON only, in this shape:
 {shape}
 with exactly {count} entries, in the order of the responses above."""
 
+_POINTWISE = """Rate the response to the instruction below for one aspect: {title}.
+
+{rubric}
+
+# Response
+{response}
+
+Answer with JSON only, in this shape:
+{shape}"""
+
+_PAIRWISE = """Compare two responses to the instruction below for one aspect: {title}.
+
+{rubric}
+
+# Response A
+{response_a}
+
+# Response B
+{response_b}
+
+Which response is better for this aspect? Answer with JSON only, in this shape:
+{shape}
+where "better" is "A", "B", or "tie" when neither is better."""
+
+_RATIONALE = '"rationale": "<one or two sentences>"'
+
+
+def _rubric(aspect: str, instruction: str, rated: bool = True) -> tuple[Aspect, str]:
+    """The aspect's question, scale and the instruction; "N/A" is offered only where a
+    rating is asked for (`rated`) and the aspect allows it."""
+    spec = ASPECTS[aspect]
+    scale = "\n".join(f"{value} - {line}" for value, line in enumerate(spec.scale, start=1))
+    na_line = (
+        f'\n"{NOT_APPLICABLE}" - the aspect does not apply to this response.'
+        if spec.allows_na and rated
+        else ""
+    )
+    rubric = _RUBRIC.format(
+        question=spec.question, scale=scale, na_line=na_line, instruction=instruction
+    )
+    return spec, rubric
+
+
+def _rating_shape(with_rationale: bool) -> str:
+    return '{"rating": <1-5>' + (f", {_RATIONALE}" if with_rationale else "") + "}"
+
+
+def _messages(task: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": task}]
+
 
 def judge_messages(
     instruction: str, responses: list[str], aspect: str = "overall", with_rationale: bool = True
 ) -> list[dict[str, str]]:
-    """One request that rates all of an instruction's responses, in the given order."""
-    spec = ASPECTS[aspect]
+    """Listwise: one request that rates all of an instruction's responses, in the given
+    order."""
+    spec, rubric = _rubric(aspect, instruction)
     blocks = "\n\n".join(
         f"## Response {number}\n{text}" for number, text in enumerate(responses, start=1)
     )
-    scale = "\n".join(f"{value} - {line}" for value, line in enumerate(spec.scale, start=1))
-    na_line = (
-        f'\n"{NOT_APPLICABLE}" - the aspect does not apply to this response.'
-        if spec.allows_na
-        else ""
+    return _messages(
+        _LISTWISE.format(
+            title=spec.title,
+            rubric=rubric,
+            responses=blocks,
+            shape='{"ratings": [' + _rating_shape(with_rationale) + ", ...]}",
+            count=len(responses),
+        )
     )
-    entry = (
-        '{"rating": <1-5>, "rationale": "<one or two sentences>"}'
-        if with_rationale
-        else ('{"rating": <1-5>}')
-    )
-    task = _TASK.format(
-        title=spec.title,
-        question=spec.question,
-        scale=scale,
-        na_line=na_line,
-        instruction=instruction,
-        responses=blocks,
-        shape='{"ratings": [' + entry + ", ...]}",
-        count=len(responses),
-    )
-    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": task}]
 
 
-def judge_schema(
-    count: int, rationale_max_chars: int, aspect: str = "overall", with_rationale: bool = True
+def pointwise_messages(
+    instruction: str, response: str, aspect: str = "overall", with_rationale: bool = True
+) -> list[dict[str, str]]:
+    """Pointwise: one response, one rating."""
+    spec, rubric = _rubric(aspect, instruction)
+    return _messages(
+        _POINTWISE.format(
+            title=spec.title, rubric=rubric, response=response, shape=_rating_shape(with_rationale)
+        )
+    )
+
+
+def pairwise_messages(
+    instruction: str,
+    response_a: str,
+    response_b: str,
+    aspect: str = "overall",
+    with_rationale: bool = True,
+) -> list[dict[str, str]]:
+    """Pairwise: which of A and B is better for the aspect."""
+    spec, rubric = _rubric(aspect, instruction, rated=False)
+    shape = '{"better": "A" | "B" | "tie"' + (f", {_RATIONALE}" if with_rationale else "") + "}"
+    return _messages(
+        _PAIRWISE.format(
+            title=spec.title,
+            rubric=rubric,
+            response_a=response_a,
+            response_b=response_b,
+            shape=shape,
+        )
+    )
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _rating_properties(
+    rationale_max_chars: int, aspect: str, with_rationale: bool
 ) -> dict[str, Any]:
-    """A JSON schema that admits exactly `count` ratings, each an integer from 1 to 5 (or
-    "N/A" where the aspect allows it).
-
-    Every value is bounded (rationale length too) so that a weak model cannot run on until
-    `max_tokens`.
-    """
     rating: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 5}
     if ASPECTS[aspect].allows_na:
         rating = {"anyOf": [rating, {"type": "string", "enum": [NOT_APPLICABLE]}]}
     properties: dict[str, Any] = {"rating": rating}
     if with_rationale:
         properties["rationale"] = {"type": "string", "maxLength": rationale_max_chars}
-    return {
-        "type": "object",
-        "properties": {
-            "ratings": {
-                "type": "array",
-                "minItems": count,
-                "maxItems": count,
-                "items": {
-                    "type": "object",
-                    "properties": properties,
-                    "required": list(properties),
-                    "additionalProperties": False,
-                },
-            }
-        },
-        "required": ["ratings"],
-        "additionalProperties": False,
-    }
+    return properties
+
+
+def judge_schema(
+    count: int, rationale_max_chars: int, aspect: str = "overall", with_rationale: bool = True
+) -> dict[str, Any]:
+    """Listwise: a JSON schema that admits exactly `count` ratings, each an integer from 1
+    to 5 (or "N/A" where the aspect allows it).
+
+    Every value is bounded (rationale length too) so that a weak model cannot run on until
+    `max_tokens`.
+    """
+    entry = _object(_rating_properties(rationale_max_chars, aspect, with_rationale))
+    ratings = {"type": "array", "minItems": count, "maxItems": count, "items": entry}
+    return _object({"ratings": ratings})
+
+
+def pointwise_schema(
+    rationale_max_chars: int, aspect: str = "overall", with_rationale: bool = True
+) -> dict[str, Any]:
+    """Pointwise: one rating (and rationale) object."""
+    return _object(_rating_properties(rationale_max_chars, aspect, with_rationale))
+
+
+def pairwise_schema(rationale_max_chars: int, with_rationale: bool = True) -> dict[str, Any]:
+    """Pairwise: the better response's letter, or "tie"."""
+    properties: dict[str, Any] = {"better": {"type": "string", "enum": list(PAIRWISE_VERDICTS)}}
+    if with_rationale:
+        properties["rationale"] = {"type": "string", "maxLength": rationale_max_chars}
+    return _object(properties)
+
+
+# Tokens for the JSON around the values: braces, keys, quotes, commas (generous, so that
+# tokenizers that split punctuation finely still fit).
+_ENVELOPE_TOKENS = 8
+_ENTRY_TOKENS = 16
+
+
+def answer_token_bound(
+    mode: str, count: int, rationale_max_chars: int, with_rationale: bool = True
+) -> int:
+    """The most tokens a schema-valid answer can take, counting a rationale at one token per
+    character (a weak model may write it one character at a time): the judge's `max_tokens`
+    when the config leaves it unset. `count` is the number of responses in the request."""
+    per_entry = _ENTRY_TOKENS + (rationale_max_chars if with_rationale else 0)
+    entries = count if mode == "listwise" else 1
+    return _ENVELOPE_TOKENS + entries * per_entry

@@ -1,4 +1,5 @@
-"""Real servers on 127.0.0.1 for tests: vLLM's OpenAI-compatible server, the Dagster UI."""
+"""Servers on 127.0.0.1 for tests: vLLM's OpenAI-compatible server and the Dagster UI (real),
+and a scripted judge that rates by position (for the label gates to catch)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.conftest import CLEAN_ENV
@@ -115,3 +118,63 @@ def _has_assets(url: str) -> bool:
         return bool(graphql(url, "{ assetNodes { id } }")["assetNodes"])
     except (OSError, AssertionError, KeyError):
         return False
+
+
+def position_answer(schema: dict) -> dict:
+    """What a judge that only looks at positions says, in the shape the JSON schema asks for:
+    listwise, the first text 1 and the last 5; pairwise, always B; pointwise, always 3."""
+    properties = schema.get("properties", {})
+    if "ratings" in properties:
+        count = properties["ratings"]["minItems"]
+        ratings = [1 + round(4 * p / (count - 1)) if count > 1 else 3 for p in range(count)]
+        return {"ratings": [{"rating": r, "rationale": f"position {r}"} for r in ratings]}
+    if "better" in properties:
+        return {"better": "B", "rationale": "the second one"}
+    return {"rating": 3, "rationale": "middling"}
+
+
+@contextmanager
+def position_judge_server() -> Iterator[str]:
+    """A scripted OpenAI-compatible judge on 127.0.0.1 that rates by position, never by
+    content (a stand-in for a broken judge: it must be caught by the label gates). Yields
+    its base URL (…/v1)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            schema = body["response_format"]["json_schema"]["schema"]
+            answer = {
+                "id": "chatcmpl-position-judge",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": json.dumps(position_answer(schema)),
+                        },
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            }
+            payload = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 import yaml
 
-from prefgen_dagster.cli import DEMO_CONFIG, step_error_message
+from prefgen_dagster.cli import TINY_CONFIG, step_error_message
 from prefgen_dagster.config import ModelSpec, SamplingParams
 from prefgen_dagster.engines.base import LLMRequest
 from prefgen_dagster.engines.vllm_offline import VLLMOfflineEngine
@@ -92,7 +92,7 @@ def test_too_long_prompt_and_out_of_memory_keep_finished_work(
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-qwen2"])
 def test_prompt_lengths_are_counted_as_vllm_counts_them(tiny_models: Path, model: str) -> None:
     """The check that keeps too-long prompts away from vLLM must agree with vLLM itself."""
-    spec = ModelSpec.model_validate(yaml.safe_load(DEMO_CONFIG.read_text())["models"][model])
+    spec = ModelSpec.model_validate(yaml.safe_load(TINY_CONFIG.read_text())["models"][model])
     engine = VLLMOfflineEngine(str(tiny_models / model), spec)
     try:
         requests = [

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from prefgen_dagster.automation import catch_up_schedule
-from prefgen_dagster.cli import DEMO_CONFIG
+from prefgen_dagster.cli import TINY_CONFIG
 from prefgen_dagster.config import load_config
 from prefgen_dagster.definitions import build_definitions
 from prefgen_dagster.partitions import batches
@@ -26,7 +26,7 @@ PAIRS = dg.AssetKey("dpo_pairs")
 @pytest.fixture
 def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "prefgen.yaml"
-    path.write_text(DEMO_CONFIG.read_text())
+    path.write_text(TINY_CONFIG.read_text())
     (tmp_path / "data" / "inbox").mkdir(parents=True)
     monkeypatch.setenv(CONFIG_ENV, str(path))
     return path

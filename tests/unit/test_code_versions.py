@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from prefgen_dagster.cli import DEMO_CONFIG
+from prefgen_dagster.cli import TINY_CONFIG
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.graph import build_graph
 
@@ -79,7 +79,7 @@ def test_an_edit_changes_the_code_version_of_exactly_the_assets_it_affects(
     edit_name: str,
 ) -> None:
     edit, affected = EDITS[edit_name]
-    base = yaml.safe_load(DEMO_CONFIG.read_text())
+    base = yaml.safe_load(TINY_CONFIG.read_text())
     changed = copy.deepcopy(base)
     edit(changed)
     before, after = code_versions(base), code_versions(changed)
@@ -87,7 +87,7 @@ def test_an_edit_changes_the_code_version_of_exactly_the_assets_it_affects(
 
 
 def test_every_asset_has_a_code_version_naming_its_template() -> None:
-    versions = code_versions(yaml.safe_load(DEMO_CONFIG.read_text()))
+    versions = code_versions(yaml.safe_load(TINY_CONFIG.read_text()))
     assert all(versions.values())
     assert versions["ratings"].startswith("ultrafeedback-v")
     assert versions["pooled_completions"].startswith("generation-v")

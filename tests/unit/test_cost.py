@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.cost import context_warnings, estimate, format_estimate
 from prefgen_dagster.ingest import instruction_id
+from prefgen_dagster.prompts.ultrafeedback import answer_token_bound
 
 QUESTIONS = ["Explain tides.", "Name three primes.", "What is a hash table?"]
 ROWS = [
@@ -22,12 +25,15 @@ def by_stage(config: PipelineConfig) -> dict[str, tuple[int, int]]:
 def test_calls_follow_the_pool_evolutions_and_judge_panel(
     config: PipelineConfig, make_config: Callable[..., PipelineConfig]
 ) -> None:
-    # Base config: (2 + 3) completions per instruction, one rewrite each, one judge request
-    # per instruction; diversity regenerations (2) and judge re-asks (1) bound the maximum.
+    # Base config: (2 + 3) completions per instruction, one rewrite each. The judge: one
+    # request per instruction, a reversed look at a quarter of them (1 of 3, rounded up) for
+    # position bias, and one canary per instruction and kind (5 kinds; every instruction,
+    # since the batch is smaller than canaries.min_instructions). Diversity regenerations (2)
+    # and judge re-asks (1) bound the maximum.
     assert by_stage(config) == {
         "pooled_completions": (15, 45),
         "evolved_completions": (15, 15),
-        "ratings": (3, 6),
+        "ratings": (3 + 1 + 3 * 5, 38),
     }
     panel = make_config(
         judge={
@@ -38,18 +44,37 @@ def test_calls_follow_the_pool_evolutions_and_judge_panel(
         },
         evol_quality={"model": "gen-a", "num_evolutions": 2},
     )
+    # With `reversed` among the orders there is no probe; canaries get every order too.
     assert by_stage(panel) == {
         "pooled_completions": (15, 45),
         "evolved_completions": (30, 30),
-        "ratings": (3 * 2 * 3 * 2, 36),
+        "ratings": ((3 + 3 * 5) * 2 * 3 * 2, 216),
     }
+
+
+@pytest.mark.parametrize(
+    ("mode", "label", "probe", "canary"),
+    [
+        ("listwise", 1, 1, 1),  # per instruction; the probe: one of the three instructions
+        ("pointwise", 10, 0, 2),  # one request per text
+        ("pairwise", 10 * 9, 0, 2),  # every two texts, both orders
+    ],
+)
+def test_judge_calls_by_mode(
+    make_config: Callable[..., PipelineConfig], mode: str, label: int, probe: int, canary: int
+) -> None:
+    config = make_config(judge={"model": "judge-m", "mode": mode, "max_reasks": 0})
+    assert by_stage(config)["ratings"][0] == 3 * label + probe + 3 * 5 * canary
 
 
 def test_completion_tokens_are_bounded_by_max_tokens(config: PipelineConfig) -> None:
     generation, evolution, judging = estimate(ROWS, config)
     assert generation.max_completion_tokens == 15 * 48 * 3
     assert evolution.max_completion_tokens == 15 * config.evol_quality.sampling.max_tokens
-    assert judging.max_completion_tokens == 6 * config.judge.sampling.max_tokens
+    # The judge's max_tokens is sized from its schema: 10 texts per candidate request (and
+    # probe), 2 per canary; every request may be asked twice (max_reasks 1).
+    ten, two = (answer_token_bound("listwise", n, 60) for n in (10, 2))
+    assert judging.max_completion_tokens == 2 * ((3 + 1) * ten + 15 * two)
     assert judging.prompt_tokens > 3 * 6 * 48  # six candidates of up to 48 tokens each
     table = format_estimate([generation, evolution, judging])
     assert table.splitlines()[1].split()[:3] == ["pooled_completions", "15", "45"]
@@ -60,17 +85,32 @@ def test_judge_prompts_that_may_outgrow_the_judges_context_are_warned_about(
 ) -> None:
     long_question = "Describe every step. " * 100  # about 530 tokens by the estimate
     rows = [*ROWS, {"instruction_id": "long", "instruction": long_question, "system_prompt": None}]
-    roomy = make_config()
-    assert context_warnings(rows, roomy) == []
+    models = make_config().model_dump(mode="json")["models"]
+    models["judge-m"]["max_model_len"] = 8192
+    assert context_warnings(rows, make_config(models=models)) == []
 
-    # Each instruction's judge prompt holds 10 candidates of up to 256 tokens (the rewrites'
-    # max_tokens): about 2,800 tokens for the short questions, about 3,300 for the long one.
-    models = roomy.model_dump(mode="json")["models"]
-    models["judge-m"]["max_model_len"] = 3072
+    # Each instruction's judge request holds 10 candidates of up to 256 tokens (the rewrites'
+    # max_tokens) and an answer of up to 768 tokens (10 rationales of 60 characters at one
+    # token per character): about 3,650 tokens for the short questions, 4,140 for the long one.
+    models["judge-m"]["max_model_len"] = 4096
     [warning] = context_warnings(rows, make_config(models=models))
-    assert warning.startswith("warning: 1 of 4 instructions may give judge prompts longer than ")
-    assert "'judge-m''s max_model_len 3072" in warning and "PromptTooLong" in warning
+    assert warning.startswith("warning: 1 of 4 instructions may give judge requests longer than ")
+    assert "'judge-m''s max_model_len 4096" in warning and "PromptTooLong" in warning
 
     models["judge-m"]["max_model_len"] = 2048
     [warning] = context_warnings(rows, make_config(models=models))
     assert warning.startswith("warning: 4 of 4 instructions")
+
+
+def test_a_judge_max_tokens_below_the_schema_bound_is_warned_about(
+    make_config: Callable[..., PipelineConfig],
+) -> None:
+    # 10 candidates x (60-character rationale + JSON) need up to 768 tokens.
+    need = answer_token_bound("listwise", 10, 60)
+    assert need == 768
+    judge = {"model": "judge-m", "rationale_max_chars": 60, "sampling": {"max_tokens": need}}
+    assert context_warnings(ROWS, make_config(judge=judge)) == []
+    judge["sampling"] = {"max_tokens": 500}
+    [warning] = context_warnings(ROWS, make_config(judge=judge))
+    assert "max_tokens is 500, but a valid listwise answer can take up to 768 tokens" in warning
+    assert "Leave max_tokens unset" in warning

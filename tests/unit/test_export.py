@@ -143,7 +143,14 @@ def three_batches(storage: Storage, insert_rows: Insert) -> Storage:
 
 
 def test_blocking_checks_are_the_expected_ones() -> None:
-    assert sorted(BLOCKING) == ["input_reconciliation", "judge_parse_failures", "pair_integrity"]
+    assert sorted(BLOCKING) == [
+        "input_reconciliation",
+        "judge_canary_accuracy",
+        "judge_parse_failures",
+        "judge_position_bias",
+        "pair_integrity",
+        "unfinished_chosen",
+    ]
 
 
 def test_collect_pairs_holds_back_and_filters(
@@ -153,6 +160,11 @@ def test_collect_pairs_holds_back_and_filters(
     assert summary == {
         "batches_exported": ["a.jsonl"],
         "batches_held_back": ["b.jsonl", "c.jsonl"],
+        # Each held batch says why: the failed check's own reason, or what has not run.
+        "held_back_reasons": {
+            "b.jsonl": ["pair_integrity: failed"],
+            "c.jsonl": [f"{name}: not run yet" for name in sorted(BLOCKING)],
+        },
         "pairs_filtered": 1,  # a2: margin 0.5 < min_margin 1.0
     }
     assert sorted(pairs["pair_id"].to_list()) == ["a1", "a3"]
@@ -187,5 +199,10 @@ def test_batch_goes_out_once_its_blocking_checks_pass(
 def test_nothing_to_export(storage: Storage, config: PipelineConfig) -> None:
     pairs, summary = collect_pairs(storage, CHECKS, config.sql_vars())
     assert pairs.height == 0
-    assert summary == {"batches_exported": [], "batches_held_back": [], "pairs_filtered": 0}
+    assert summary == {
+        "batches_exported": [],
+        "batches_held_back": [],
+        "held_back_reasons": {},
+        "pairs_filtered": 0,
+    }
     assert to_trl_records(pairs) == []

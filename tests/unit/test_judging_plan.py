@@ -1,4 +1,5 @@
-"""`plan_judging`, `ordered` and `rating_rows` for a panel: judges x aspects x orders."""
+"""`plan_judging`, `ordered` and `rating_rows` for a listwise panel: judges x aspects x orders
+(the other judge modes, canaries and position probes: test_judge_modes.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import pytest
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.judge_parsing import parse_judge_output
-from prefgen_dagster.planning import Planned, ordered, plan_completions, plan_judging, rating_rows
+from prefgen_dagster.planning import (
+    Planned,
+    judge_groups,
+    ordered,
+    plan_completions,
+    plan_judging,
+    rating_rows,
+)
 from prefgen_dagster.prompts.ultrafeedback import ASPECTS, NOT_APPLICABLE
 
 BATCH = "b1.jsonl"
@@ -59,6 +67,17 @@ def config(make_config: MakeConfig) -> PipelineConfig:
     return panel(make_config)
 
 
+def label_plans(
+    config: PipelineConfig, attempt: int = 0, only: set[tuple] | None = None
+) -> list[Planned]:
+    """The judge requests for CANDIDATES (no canaries)."""
+    return plan_judging(judge_groups(CANDIDATES, [], config), BY_ID, config, attempt, only)
+
+
+def key(iid: str, judge: str, aspect: str, order: str) -> tuple[str, ...]:
+    return ("label", iid, judge, aspect, order)
+
+
 def plans_by_key(plans: list[Planned]) -> dict[tuple, Planned]:
     return {plan.row["key"]: plan for plan in plans}
 
@@ -95,18 +114,18 @@ def test_ordered(order: str, items: list[int], expected: list[int]) -> None:
 
 
 def test_one_request_per_instruction_judge_aspect_order(config: PipelineConfig) -> None:
-    plans = plan_judging(CANDIDATES, BY_ID, config, attempt=0)
+    plans = label_plans(config)
     per_instruction = len(JUDGES) * len(ASPECT_NAMES) * len(ORDERS)
     assert per_instruction == 16
     assert Counter(p.row["instruction_id"] for p in plans) == {"iid-1": 16, "iid-2": 16}
     keys = [p.row["key"] for p in plans]
     assert len(set(keys)) == len(keys) == 32
     assert set(keys) == {
-        (iid, judge, aspect, order)
+        key(iid, judge, aspect, order)
         for iid in COUNTS
         for judge in JUDGES
         for aspect in ASPECT_NAMES
-        for order in range(len(ORDERS))
+        for order in ORDERS
     }
     assert Counter(p.model_name for p in plans) == {"judge-m": 16, "judge-n": 16}
     assert {p.request.model for p in plans} == {"models/judge", "models/judge-2"}
@@ -114,10 +133,10 @@ def test_one_request_per_instruction_judge_aspect_order(config: PipelineConfig) 
     assert len({p.request.call_id for p in plans}) == 32
     assert len({p.request.seed for p in plans}) == 32
     for plan in plans:
-        iid, _, aspect, order_index = plan.row["key"]
+        _, iid, _, aspect, order = plan.row["key"]
         assert plan.row["aspect"] == aspect
-        assert plan.row["judge_order"] == order_index
-        assert plan.row["order_name"] == ORDERS[order_index]
+        assert plan.row["order_name"] == order
+        assert plan.row["purpose"] == "label"
         assert plan.row["attempt"] == 0
         assert len(plan.row["completion_ids"]) == COUNTS[iid]
         assert ASPECTS[aspect].title in user_text(plan)
@@ -126,7 +145,7 @@ def test_one_request_per_instruction_judge_aspect_order(config: PipelineConfig) 
 def test_schema_fixes_the_count_and_allows_na_only_where_the_aspect_does(
     config: PipelineConfig,
 ) -> None:
-    for plan in plan_judging(CANDIDATES, BY_ID, config, attempt=0):
+    for plan in label_plans(config):
         schema = plan.request.json_schema
         assert schema is not None
         array = schema["properties"]["ratings"]
@@ -148,9 +167,9 @@ def test_schema_fixes_the_count_and_allows_na_only_where_the_aspect_does(
 
 
 def test_reversed_order_shows_completions_reversed(config: PipelineConfig) -> None:
-    plans = plans_by_key(plan_judging(CANDIDATES, BY_ID, config, attempt=0))
-    original = plans[("iid-1", "judge-m", "helpfulness", 0)]
-    reversed_ = plans[("iid-1", "judge-m", "helpfulness", 1)]
+    plans = plans_by_key(label_plans(config))
+    original = plans[key("iid-1", "judge-m", "helpfulness", "original")]
+    reversed_ = plans[key("iid-1", "judge-m", "helpfulness", "reversed")]
     assert original.row["completion_ids"] == ["c-1", "c-2", "c-3"]
     assert reversed_.row["completion_ids"] == ["c-3", "c-2", "c-1"]
     text = user_text(reversed_)
@@ -159,7 +178,9 @@ def test_reversed_order_shows_completions_reversed(config: PipelineConfig) -> No
     assert text.index("third text") < text.index("second text") < text.index("first text")
     assert original.request.call_id != reversed_.request.call_id
     # A missing text is shown as an empty response, not as "None".
-    assert "## Response 1\n\n" in user_text(plans[("iid-2", "judge-m", "helpfulness", 0)])
+    assert "## Response 1\n\n" in user_text(
+        plans[key("iid-2", "judge-m", "helpfulness", "original")]
+    )
 
 
 def answer(*ratings: int | str, rationale: bool = True) -> str:
@@ -179,9 +200,10 @@ def rows_for(plan: Planned, raw: str, config: PipelineConfig) -> list[dict[str, 
 
 
 def test_rating_rows_map_positions_back_to_completions(config: PipelineConfig) -> None:
-    plans = plans_by_key(plan_judging(CANDIDATES, BY_ID, config, attempt=0))
+    plans = plans_by_key(label_plans(config))
     # The judge saw third, second, first and rated them 5, 3, 1.
-    rows = rows_for(plans[("iid-1", "judge-n", "helpfulness", 1)], answer(5, 3, 1), config)
+    reversed_ = plans[key("iid-1", "judge-n", "helpfulness", "reversed")]
+    rows = rows_for(reversed_, answer(5, 3, 1), config)
     assert [(r["completion_id"], r["position"], r["rating"]) for r in rows] == [
         ("c-3", 1, 5),
         ("c-2", 2, 3),
@@ -192,15 +214,22 @@ def test_rating_rows_map_positions_back_to_completions(config: PipelineConfig) -
         assert (row["judge"], row["aspect"]) == ("models/judge-2", "helpfulness")
         assert (row["judge_order"], row["order_name"]) == (1, "reversed")
         assert (row["parse_status"], row["not_applicable"], row["attempts"]) == ("ok", False, 1)
-        assert row["instruction_id"] == "iid-1"
+        assert (row["instruction_id"], row["purpose"], row["mode"]) == (
+            "iid-1",
+            "label",
+            "listwise",
+        )
+        assert row["shown"] == 3
     # The same ratings in the original order land on the other completions.
-    original = rows_for(plans[("iid-1", "judge-n", "helpfulness", 0)], answer(5, 3, 1), config)
+    original_plan = plans[key("iid-1", "judge-n", "helpfulness", "original")]
+    original = rows_for(original_plan, answer(5, 3, 1), config)
     assert {r["completion_id"]: r["rating"] for r in original} == {"c-1": 5, "c-2": 3, "c-3": 1}
 
 
 def test_na_is_a_null_rating_marked_not_applicable(config: PipelineConfig) -> None:
-    plans = plans_by_key(plan_judging(CANDIDATES, BY_ID, config, attempt=0))
-    rows = rows_for(plans[("iid-1", "judge-m", "truthfulness", 1)], answer(4, "N/A", 2), config)
+    plans = plans_by_key(label_plans(config))
+    truthfulness = plans[key("iid-1", "judge-m", "truthfulness", "reversed")]
+    rows = rows_for(truthfulness, answer(4, "N/A", 2), config)
     assert [(r["completion_id"], r["rating"], r["not_applicable"]) for r in rows] == [
         ("c-3", 4, False),
         ("c-2", None, True),
@@ -209,7 +238,7 @@ def test_na_is_a_null_rating_marked_not_applicable(config: PipelineConfig) -> No
     assert {r["parse_status"] for r in rows} == {"ok"}
     # Where the aspect does not allow it, N/A is a parse failure: all NULL, raw kept.
     raw = answer(4, NOT_APPLICABLE, 2)
-    failed = rows_for(plans[("iid-1", "judge-m", "helpfulness", 1)], raw, config)
+    failed = rows_for(plans[key("iid-1", "judge-m", "helpfulness", "reversed")], raw, config)
     assert [(r["rating"], r["not_applicable"]) for r in failed] == [(None, False)] * 3
     assert {(r["parse_status"], r["raw_output"]) for r in failed} == {("na_not_allowed", raw)}
 
@@ -218,9 +247,12 @@ def test_na_is_a_null_rating_marked_not_applicable(config: PipelineConfig) -> No
 
 
 def test_only_restricts_reasks_to_the_given_keys(config: PipelineConfig) -> None:
-    first = plans_by_key(plan_judging(CANDIDATES, BY_ID, config, attempt=0))
-    failed = {("iid-1", "judge-n", "honesty", 1), ("iid-2", "judge-m", "helpfulness", 0)}
-    again = plan_judging(CANDIDATES, BY_ID, config, attempt=1, only=failed)
+    first = plans_by_key(label_plans(config))
+    failed = {
+        key("iid-1", "judge-n", "honesty", "reversed"),
+        key("iid-2", "judge-m", "helpfulness", "original"),
+    }
+    again = label_plans(config, attempt=1, only=failed)
     assert {p.row["key"] for p in again} == failed
     assert len(again) == 2
     for plan in again:
@@ -230,7 +262,7 @@ def test_only_restricts_reasks_to_the_given_keys(config: PipelineConfig) -> None
         assert plan.request.messages == old.request.messages
         assert plan.request.seed != old.request.seed
         assert plan.request.sampling.temperature == 0.7
-    assert plan_judging(CANDIDATES, BY_ID, config, attempt=1, only=set()) == []
+    assert label_plans(config, attempt=1, only=set()) == []
     reasked = rows_for(again[0], answer(5, 4, 3), config)
     assert {r["attempts"] for r in reasked} == {2}
 
@@ -240,7 +272,7 @@ def test_only_restricts_reasks_to_the_given_keys(config: PipelineConfig) -> None
 
 def test_without_rationale_schema_and_prompt_ask_for_ratings_only(make_config: MakeConfig) -> None:
     config = panel(make_config, with_rationale=False)
-    plans = plan_judging(CANDIDATES, BY_ID, config, attempt=0)
+    plans = label_plans(config)
     assert len(plans) == 32
     for plan in plans:
         assert plan.request.json_schema is not None
@@ -250,7 +282,7 @@ def test_without_rationale_schema_and_prompt_ask_for_ratings_only(make_config: M
         text = user_text(plan)
         assert '{"ratings": [{"rating": <1-5>}, ...]}' in text
         assert "rationale" not in text
-    with_rationale = plan_judging(CANDIDATES, BY_ID, panel(make_config), attempt=0)
+    with_rationale = label_plans(panel(make_config))
     assert '{"rating": <1-5>, "rationale": "<one or two sentences>"}' in user_text(
         with_rationale[0]
     )
@@ -269,7 +301,7 @@ def test_changing_only_the_judge_keeps_completion_calls(make_config: MakeConfig)
         make_config(models=MODELS, judge={"model": "judge-n", "aspects": ["honesty"]}),
     ]
     before = plan_completions(INSTRUCTIONS, single, BATCH)
-    judge_calls = {p.request.call_id for p in plan_judging(CANDIDATES, BY_ID, single, 0)}
+    judge_calls = {p.request.call_id for p in label_plans(single)}
     for changed in other_panels:
         after = plan_completions(INSTRUCTIONS, changed, BATCH)
         assert [p.request.call_id for p in after] == [p.request.call_id for p in before]
@@ -277,6 +309,4 @@ def test_changing_only_the_judge_keeps_completion_calls(make_config: MakeConfig)
         assert changed.stage_hash("generation") == single.stage_hash("generation")
         assert changed.stage_hash("judge") != single.stage_hash("judge")
         # ...while the judge's own requests are new.
-        assert judge_calls.isdisjoint(
-            p.request.call_id for p in plan_judging(CANDIDATES, BY_ID, changed, 0)
-        )
+        assert judge_calls.isdisjoint(p.request.call_id for p in label_plans(changed))

@@ -8,7 +8,13 @@ from typing import Any
 
 from prefgen_dagster.config import EVOL_CRITERIA, PipelineConfig
 from prefgen_dagster.judge_parsing import parse_judge_output
-from prefgen_dagster.planning import Planned, plan_completions, plan_judging, rating_rows
+from prefgen_dagster.planning import (
+    Planned,
+    judge_groups,
+    plan_completions,
+    plan_judging,
+    rating_rows,
+)
 from prefgen_dagster.prompts import generation, ultrafeedback
 from prefgen_dagster.prompts.evol_quality import choose_criterion
 
@@ -179,8 +185,14 @@ CANDIDATES = [
 ]
 
 
+def label_plans(config: PipelineConfig, attempt: int = 0) -> list[Planned]:
+    """The candidates' own requests (no position probe, no canaries)."""
+    groups = [g for g in judge_groups(CANDIDATES, [], config) if g.purpose == "label"]
+    return plan_judging(groups, INSTRUCTIONS_BY_ID, config, attempt)
+
+
 def test_plan_judging_orders_completions_by_id(config: PipelineConfig) -> None:
-    plans = plan_judging(CANDIDATES, INSTRUCTIONS_BY_ID, config, attempt=0)
+    plans = label_plans(config)
     assert [p.row["instruction_id"] for p in plans] == ["iid-1", "iid-2"]
     assert plans[0].row["completion_ids"] == ["c-1", "c-2", "c-3"]
     assert plans[1].row["completion_ids"] == ["c-9"]
@@ -194,8 +206,8 @@ def test_plan_judging_orders_completions_by_id(config: PipelineConfig) -> None:
 
 
 def test_reask_changes_call_id_and_raises_temperature(config: PipelineConfig) -> None:
-    first = plan_judging(CANDIDATES, INSTRUCTIONS_BY_ID, config, attempt=0)
-    again = plan_judging(CANDIDATES, INSTRUCTIONS_BY_ID, config, attempt=1)
+    first = label_plans(config)
+    again = label_plans(config, attempt=1)
     for old, new in zip(first, again, strict=True):
         assert new.row["attempt"] == 1
         assert new.request.call_id != old.request.call_id
@@ -206,7 +218,7 @@ def test_reask_changes_call_id_and_raises_temperature(config: PipelineConfig) ->
 
 
 def test_rating_rows_from_a_good_verdict(config: PipelineConfig) -> None:
-    plan = plan_judging(CANDIDATES, INSTRUCTIONS_BY_ID, config, attempt=0)[0]
+    plan = label_plans(config)[0]
     raw = json.dumps({"ratings": [{"rating": r, "rationale": f"r{r}"} for r in (5, 3, 1)]})
     rows = rating_rows(plan, parse_judge_output(raw, 3), raw, config, BATCH)
     assert [(r["completion_id"], r["position"], r["rating"]) for r in rows] == [
@@ -220,7 +232,7 @@ def test_rating_rows_from_a_good_verdict(config: PipelineConfig) -> None:
 
 
 def test_rating_rows_store_null_and_raw_output_on_failure(config: PipelineConfig) -> None:
-    plan: Planned = plan_judging(CANDIDATES, INSTRUCTIONS_BY_ID, config, attempt=1)[0]
+    plan: Planned = label_plans(config, attempt=1)[0]
     raw = "I liked the second one best."
     rows = rating_rows(plan, parse_judge_output(raw, 3), raw, config, BATCH)
     assert len(rows) == 3

@@ -97,11 +97,19 @@ def test_real_files_load() -> None:
     models = load_models()
     assert list(models) == ["dpo_pairs"]
     assert set(models["dpo_pairs"].refs) == {"completions", "evolved_completions", "ratings"}
-    assert models["dpo_pairs"].variables == ("pairing_seed", "strategy")
+    assert set(models["dpo_pairs"].variables) == {
+        "judge_decides",
+        "max_repetition",
+        "model_ranking",
+        "pairing_seed",
+        "strategy",
+    }
     summary = {c.name: (c.asset, c.severity, c.blocking, c.filter) for c in CHECKS.values()}
     assert summary == {
         "input_reconciliation": ("raw_instructions", "ERROR", True, False),
+        "judge_canary_accuracy": ("dpo_pairs", "ERROR", True, False),
         "judge_parse_failures": ("ratings", "ERROR", True, False),
+        "judge_position_bias": ("dpo_pairs", "ERROR", True, False),
         "length_bias": ("dpo_pairs", "WARN", False, False),
         "length_outliers": ("dpo_pairs", "WARN", False, False),
         "low_margin_pairs": ("dpo_pairs", "WARN", False, True),
@@ -109,13 +117,15 @@ def test_real_files_load() -> None:
         "pair_integrity": ("dpo_pairs", "ERROR", True, False),
         "rating_outliers": ("ratings", "WARN", False, False),
         "tied_pairs": ("dpo_pairs", "WARN", False, True),
+        "unfinished_chosen": ("dpo_pairs", "ERROR", True, False),
     }
     assert all(c.description for c in CHECKS.values())
 
 
 def test_values_are_bound_not_pasted(config: PipelineConfig) -> None:
-    sql, params = CHECKS["low_margin_pairs"].render("b'1", {"min_margin": 1.75})
-    assert params == {"min_margin": 1.75, "batch_id": "b'1"}
+    values = {"min_margin": 1.75, "judge_decides": True}
+    sql, params = CHECKS["low_margin_pairs"].render("b'1", values)
+    assert params == {**values, "batch_id": "b'1"}
     assert "$min_margin" in sql and "$batch_id" in sql
     assert "1.75" not in sql and "b'1" not in sql
     with pytest.raises(SqlFileError, match="low_margin_pairs.sql: no value for var"):

@@ -21,6 +21,18 @@ CREATE TABLE completions (
     sampling VARCHAR NOT NULL, sample_index INTEGER NOT NULL, template_version VARCHAR NOT NULL,
     text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
     call_id VARCHAR NOT NULL, PRIMARY KEY (batch_id, completion_id));
+CREATE TABLE evolved_completions (
+    batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    parent_completion_id VARCHAR NOT NULL, root_completion_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL, mutation VARCHAR NOT NULL, round INTEGER NOT NULL,
+    sampling VARCHAR NOT NULL, template_version VARCHAR NOT NULL,
+    text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+    call_id VARCHAR NOT NULL, PRIMARY KEY (batch_id, completion_id));
+CREATE TABLE check_results (
+    batch_id VARCHAR NOT NULL, check_name VARCHAR NOT NULL, asset VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL, blocking BOOLEAN NOT NULL, passed BOOLEAN NOT NULL,
+    failing_rows INTEGER NOT NULL, evaluated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (batch_id, check_name));
 CREATE TABLE ratings (
     batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
     judge VARCHAR NOT NULL, aspect VARCHAR NOT NULL, judge_order INTEGER NOT NULL,
@@ -39,8 +51,9 @@ CREATE TABLE llm_calls (
     response VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
     latency_s DOUBLE, created_at TIMESTAMP DEFAULT current_timestamp);
 INSERT INTO llm_calls (call_id, model, request, response) VALUES ('c1', 'm', '{}', 'paid for');
-INSERT INTO ratings
-VALUES ('b', 'x', 'i', 'j', 'overall', 0, 1, 4, 'ok', '{}', 'ok', 1, 'c1', '{}');
+INSERT INTO ratings VALUES
+    ('b', 'x', 'i', 'j', 'overall', 0, 1, 4, 'ok', '{}', 'ok', 1, 'c1', '{}'),
+    ('b', 'y', 'i', 'j', 'overall', 0, 2, 2, 'ok', '{}', 'ok', 1, 'c1', '{}');
 """
 
 
@@ -57,9 +70,20 @@ def test_a_version_1_file_is_migrated_keeping_its_cache_and_rows(tmp_path: Path)
     assert storage.cached_calls(["c1"])["c1"]["response"] == "paid for"
     assert schema_version(path) == SCHEMA_VERSION
     assert storage.tokens_spent("any run") == 0  # the token budget's run_id column is there
-    # The old rating row has the defaults that describe how version 1 judged.
-    [old] = storage.query("SELECT order_name, not_applicable, rating FROM ratings").to_dicts()
-    assert old == {"order_name": "original", "not_applicable": False, "rating": 4}
+    # The old rating rows have the defaults that describe how version 1 judged: candidates,
+    # listwise, and `shown` counts the texts of their request.
+    [old, _] = storage.query(
+        "SELECT order_name, not_applicable, rating, purpose, mode, shown FROM ratings "
+        "ORDER BY position"
+    ).to_dicts()
+    assert old == {
+        "order_name": "original",
+        "not_applicable": False,
+        "rating": 4,
+        "purpose": "label",
+        "mode": "listwise",
+        "shown": 2,
+    }
     # Tables that version 1 did not have exist now, and today's rows can be written.
     assert storage.query("SELECT count(*) AS n FROM failed_calls")["n"][0] == 0
     pair = {"batch_id": "b", "pair_id": "p", "instruction_id": "i", "judge_agreement": 1.0}

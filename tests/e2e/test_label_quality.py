@@ -1,0 +1,139 @@
+"""Label quality on a real model: SmolLM2-135M-Instruct answers, rewrites and judges; the judge
+is measured on canaries and for position bias; a judge that rates by position is held back."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+import yaml
+
+from prefgen_dagster.cli import DEMO_INSTRUCTIONS, EXIT_HELD_BACK
+from prefgen_dagster.pipeline_run import materialize_batch, materialize_export
+from tests.conftest import CLEAN_ENV
+
+from .conftest import drop_batch, write_demo_config
+from .servers import position_judge_server
+from .test_pipeline_vllm import LLM_ASSETS, engine_calls
+
+BATCH = "real.jsonl"
+GATES = ("judge_canary_accuracy", "judge_position_bias")
+
+
+def query(db: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.mark.slow
+def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
+    workdir: Path, smollm2: Path, tiny_models: Path
+) -> None:
+    # Five of the demo's short questions, so that most real answers finish.
+    lines = DEMO_INSTRUCTIONS.read_text().splitlines()[:5]
+    config_path = write_demo_config(workdir, smollm2, tiny_models)
+    drop_batch(workdir, BATCH, lines)
+    db = workdir / "data" / "prefgen.duckdb"
+
+    with dg.instance_for_test() as instance:
+        batch, _ = materialize_batch(config_path, BATCH, instance)
+
+        # Canaries were built from the batch, judged like candidates, and stored.
+        kinds = dict(query(db, "SELECT kind, count(*) FROM canaries GROUP BY 1"))
+        assert {"truncated", "repetition", "weaker_model"} <= set(kinds)
+        assert sum(kinds.values()) >= 10
+        judged = dict(
+            query(db, "SELECT purpose, count(*) FROM ratings WHERE parse_status = 'ok' GROUP BY 1")
+        )
+        assert judged["canary"] >= 2 * sum(kinds.values()) * 0.9  # both sides, few failures
+        assert judged["label"] > 0 and judged["position_probe"] > 0
+        [calibration] = query(
+            db,
+            "SELECT canaries, canary_accuracy, canary_ci_low, canary_ci_high, position_effect, "
+            "sets_labels FROM judge_calibration",
+        )
+        canaries, accuracy, low, high, effect, sets_labels = calibration
+        assert canaries >= 10 and sets_labels
+        assert 0.0 <= low <= accuracy <= high <= 1.0
+        assert effect is not None  # the reversed probe showed texts at two positions
+
+        # The figures are in the ratings materialization's metadata, as the UI shows them.
+        [event] = batch.asset_materializations_for_node("ratings")
+        meta = {key: value.value for key, value in event.metadata.items()}
+        assert meta["canary_accuracy"] == pytest.approx(accuracy, abs=1e-4)
+        assert meta["canary_accuracy_ci95"] == pytest.approx([low, high], abs=1e-4)
+        assert meta["position_effect"] == pytest.approx(effect, abs=1e-4)
+        assert set(meta["canary_accuracy_by_kind"]) == set(kinds)
+        assert meta["canaries_built"] == sum(kinds.values())
+        assert meta["mean_rating_by_position"]
+
+        # The gates agree with the figures, whichever way this judge came out.
+        verdicts = {e.check_name: e.passed for e in batch.get_asset_check_evaluations()}
+        assert verdicts["judge_canary_accuracy"] == (low > 0.5)
+        assert verdicts["judge_position_bias"] == (abs(effect) <= 1.0)
+        # Nothing cut at max_tokens, empty or degenerate is ever chosen.
+        assert verdicts["unfinished_chosen"]
+        assert query(
+            db,
+            "SELECT count(*) FROM dpo_pairs p JOIN (SELECT completion_id, finish_reason FROM "
+            "completions UNION ALL SELECT completion_id, finish_reason FROM evolved_completions) "
+            "c ON c.completion_id = p.chosen_completion_id WHERE c.finish_reason = 'length'",
+        ) == [(0,)]
+
+        # The rerun of the unchanged batch asks nothing, canaries included.
+        again, _ = materialize_batch(config_path, BATCH, instance)
+        assert {asset: engine_calls(again, asset) for asset in LLM_ASSETS} == dict.fromkeys(
+            LLM_ASSETS, 0
+        )
+
+    # The same batch judged by a judge that rates by position: held back, and said why.
+    with position_judge_server() as url:
+        config = yaml.safe_load(config_path.read_text())
+        config["models"]["position-judge"] = {
+            "path": "position-judge",
+            "backend": "openai",
+            "base_urls": [url],
+        }
+        config["judge"]["models"] = ["position-judge"]
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        source = workdir / "data" / "inbox" / BATCH
+        done = subprocess.run(
+            [sys.executable, "-m", "prefgen_dagster.cli", "run", str(source), "--config",
+             str(config_path)],
+            capture_output=True, text=True, timeout=600, env=CLEAN_ENV,
+        )  # fmt: skip
+    out = done.stdout
+    assert done.returncode == EXIT_HELD_BACK, out[-3000:] + done.stderr[-3000:]
+    assert f"batch {BATCH}: held back by its blocking checks" in out
+    assert "judge position-judge (listwise): canary accuracy" in out
+    assert "HELD BACK: none of these" in out
+    assert "judge_position_bias: judge position-judge rates by position" in out
+    assert "pairs it would have made" in out
+    [(effect,)] = query(db, "SELECT position_effect FROM judge_calibration")
+    assert effect > 3.0  # first text 1, last 5, rounded steps between
+    [(low,)] = query(db, "SELECT canary_ci_low FROM judge_calibration")
+    assert low < 0.5
+    # Only the judge was asked again: generation and rewrites came from the cache.
+    assert re.search(r"pooled_completions\s+completions\s+\d+\s+0\s+\d+", out)
+    assert re.search(r"evolved_completions\s+evolved_completions\s+\d+\s+0\s+\d+", out)
+    assert query(db, "SELECT count(*) FROM llm_calls WHERE model = 'position-judge'")[0][0] > 0
+
+    # The export leaves the batch out, says why, and keeps its pairs apart for a person to see.
+    with dg.instance_for_test() as instance:
+        export = materialize_export(config_path, instance)
+    [event] = export.asset_materializations_for_node("preference_dataset")
+    reasons = event.metadata["held_back_reasons"].value[BATCH]
+    assert {reason.split(":")[0] for reason in reasons} >= set(GATES)
+    held = pl.read_parquet(workdir / "data" / "export" / "held_back_pairs.parquet")
+    assert held.height == query(db, "SELECT count(*) FROM dpo_pairs")[0][0]
+    assert "judge_canary_accuracy" in held["held_back_because"][0]
+    card = (workdir / "data" / "export" / "README.md").read_text()
+    assert f"* {BATCH}: judge_canary_accuracy:" in card or "judge_position_bias" in card
+    assert json.loads(json.dumps(reasons))  # plain JSON in the metadata
