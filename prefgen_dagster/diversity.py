@@ -1,8 +1,11 @@
-"""Cheap text similarity, for spotting near-duplicate completions without a model."""
+"""Text similarity for spotting near-duplicate completions: character 3-grams with no model,
+or the cosine of embeddings (`embeddings.py`) where the stage has them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from prefgen_dagster.embeddings import cosine
 
 
 def _grams(text: str) -> frozenset[str]:
@@ -27,8 +30,16 @@ def text_similarity(a: str, b: str) -> float:
     return _jaccard(_grams(a), _grams(b))
 
 
-def max_similarity_to_earlier(texts: Sequence[str]) -> list[float | None]:
-    """For each text, its highest similarity to any earlier text (None for the first)."""
+def max_similarity_to_earlier(
+    texts: Sequence[str], vectors: Sequence[Sequence[float]] | None = None
+) -> list[float | None]:
+    """For each text, its highest similarity to any earlier text (None for the first): the
+    cosine of their `vectors` when given, else character 3-gram Jaccard."""
+    if vectors is not None:
+        return [
+            max((cosine(v, earlier) for earlier in vectors[:i]), default=None)
+            for i, v in enumerate(vectors)
+        ]
     grams = [_grams(t) for t in texts]
     return [
         max((_jaccard(g, earlier) for earlier in grams[:i]), default=None)

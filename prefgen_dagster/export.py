@@ -74,7 +74,7 @@ def collect_pairs(
     ready, held = exportable_batches(storage, checks)
     frames, dropped = [], 0
     for batch_id in ready:
-        frame = storage.query(_PAIRS_WITH_TEXT, [batch_id])
+        frame = pairs_with_text(storage, batch_id)
         flagged = filtered_pair_ids(storage, checks, batch_id, values)
         dropped += frame.filter(pl.col("pair_id").is_in(list(flagged))).height
         frames.append(frame.filter(~pl.col("pair_id").is_in(list(flagged))))
@@ -88,11 +88,16 @@ def collect_pairs(
     return pairs, summary
 
 
+def pairs_with_text(storage: Storage, batch_id: str) -> pl.DataFrame:
+    """A batch's pairs with their instruction and the chosen and rejected texts."""
+    return storage.query(_PAIRS_WITH_TEXT, [batch_id])
+
+
 def held_back_pairs(storage: Storage, held: dict[str, list[str]]) -> pl.DataFrame:
     """The pairs of held-back batches, with their texts and why the batch was held: what
     would have been exported, for a person to look at (never trained on)."""
     frames = [
-        storage.query(_PAIRS_WITH_TEXT, [batch_id]).with_columns(
+        pairs_with_text(storage, batch_id).with_columns(
             pl.lit("; ".join(reasons)).alias("held_back_because")
         )
         for batch_id, reasons in held.items()

@@ -67,5 +67,11 @@ def data_version(frame: pl.DataFrame) -> dg.DataVersion:
     so Dagster can tell downstream assets that nothing changed."""
     if frame.is_empty():
         return dg.DataVersion("empty")
-    canonical = frame.select(sorted(frame.columns)).sort(by=sorted(frame.columns)).write_csv()
+    # CSV has no lists: a list column (an embedding) is written as its values joined.
+    flat = frame.with_columns(
+        pl.col(name).list.eval(pl.element().cast(pl.String)).list.join(" ")
+        for name, dtype in frame.schema.items()
+        if isinstance(dtype, pl.List)
+    )
+    canonical = flat.select(sorted(flat.columns)).sort(by=sorted(flat.columns)).write_csv()
     return dg.DataVersion(hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20])

@@ -15,6 +15,7 @@ from prefgen_dagster.calibration import calibrate
 from prefgen_dagster.canaries import Canary, build_canaries
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.diversity import max_similarity_to_earlier
+from prefgen_dagster.embeddings import embed
 from prefgen_dagster.judge_parsing import parse_verdict
 from prefgen_dagster.llm_runner import EngineFactory, RunStats, open_engine, run_requests
 from prefgen_dagster.prompts.ultrafeedback import ASPECTS
@@ -55,8 +56,11 @@ def generate_completions(
 ) -> tuple[pl.DataFrame, RunStats]:
     """The pool's completions, with the diversity guard: a completion too close to an
     earlier one of the same instruction is asked again (new seed, warmer), at most
-    `max_regenerations` times; its final similarity is stored either way."""
+    `max_regenerations` times; its final similarity is stored either way (and its
+    embedding, with embeddings on)."""
     diversity = config.generation.diversity
+    threshold = diversity.max_cosine if config.uses_embeddings() else diversity.max_similarity
+    vectors: dict[str, list[float]] = {}
     total = RunStats()
     first_plans = planning.plan_completions(
         list(_instructions(storage, batch_id).values()), config, batch_id
@@ -66,7 +70,8 @@ def generate_completions(
     for attempt in range(diversity.max_regenerations + 1):
         answers = _ask(plans, storage, config, engine_factory, total, run_id)
         rows = [planning.answered_row(p, answers[p.request.call_id]) for p in plans]
-        _mark_similarity(rows, diversity.max_similarity)
+        _embed(rows, config, vectors)
+        _mark_similarity(rows, threshold)
         if attempt == diversity.max_regenerations or not any(r["too_similar"] for r in rows):
             break
         plans = [
@@ -78,13 +83,31 @@ def generate_completions(
     return pl.DataFrame(rows, infer_schema_length=None), total
 
 
+def _embed(
+    rows: list[dict[str, Any]], config: PipelineConfig, vectors: dict[str, list[float]]
+) -> None:
+    """Give each row the `embedding` of its text, with embeddings on; `vectors` keeps the
+    stage's texts already embedded (a regeneration round embeds only its new texts)."""
+    if not config.uses_embeddings():
+        return
+    new = sorted({row["text"] or "" for row in rows} - vectors.keys())
+    vectors.update(zip(new, embed(new), strict=True))
+    for row in rows:
+        row["embedding"] = vectors[row["text"] or ""]
+
+
 def _mark_similarity(rows: list[dict[str, Any]], threshold: float) -> None:
-    """Set each row's highest similarity to an earlier completion of its instruction."""
+    """Set each row's highest similarity to an earlier completion of its instruction: cosine
+    of the embeddings where the rows have them, else character 3-gram Jaccard."""
     by_instruction: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_instruction.setdefault(row["instruction_id"], []).append(row)
     for group in by_instruction.values():
-        similarities = max_similarity_to_earlier([row["text"] or "" for row in group])
+        embedded = all("embedding" in row for row in group)
+        similarities = max_similarity_to_earlier(
+            [row["text"] or "" for row in group],
+            [row["embedding"] for row in group] if embedded else None,
+        )
         for row, similarity in zip(group, similarities, strict=True):
             row["similarity"] = similarity
             row["too_similar"] = similarity is not None and similarity > threshold
@@ -109,7 +132,9 @@ def evolve_completions(
         parents = [planning.answered_row(p, answers[p.request.call_id]) for p in plans]
         rounds.append(parents)
     kept = rounds[-1:] if config.evol_quality.keep == "last" else rounds
-    return pl.DataFrame([row for rows in kept for row in rows], infer_schema_length=None), total
+    rows = [row for round_rows in kept for row in round_rows]
+    _embed(rows, config, {})
+    return pl.DataFrame(rows, infer_schema_length=None), total
 
 
 @dataclass

@@ -33,7 +33,8 @@ RATINGS_TABLE = """CREATE TABLE IF NOT EXISTS ratings (
     mode VARCHAR NOT NULL DEFAULT 'listwise', shown INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (batch_id, call_id, completion_id));"""
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
     batch_id VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, input_rows INTEGER NOT NULL,
@@ -53,7 +54,7 @@ CREATE TABLE IF NOT EXISTS completions (
     sampling VARCHAR NOT NULL, sample_index INTEGER NOT NULL, template_version VARCHAR NOT NULL,
     text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
     call_id VARCHAR NOT NULL, regenerations INTEGER NOT NULL DEFAULT 0, similarity DOUBLE,
-    too_similar BOOLEAN NOT NULL DEFAULT false, repetition DOUBLE,
+    too_similar BOOLEAN NOT NULL DEFAULT false, repetition DOUBLE, embedding FLOAT[],
     PRIMARY KEY (batch_id, completion_id));
 CREATE TABLE IF NOT EXISTS evolved_completions (
     batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
@@ -61,8 +62,11 @@ CREATE TABLE IF NOT EXISTS evolved_completions (
     model VARCHAR NOT NULL, mutation VARCHAR NOT NULL, round INTEGER NOT NULL,
     sampling VARCHAR NOT NULL, template_version VARCHAR NOT NULL,
     text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
-    call_id VARCHAR NOT NULL, repetition DOUBLE, PRIMARY KEY (batch_id, completion_id));
-""" + RATINGS_TABLE + """
+    call_id VARCHAR NOT NULL, repetition DOUBLE, embedding FLOAT[],
+    PRIMARY KEY (batch_id, completion_id));
+"""
+    + RATINGS_TABLE
+    + """
 CREATE TABLE IF NOT EXISTS canaries (
     batch_id VARCHAR NOT NULL, canary_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
     kind VARCHAR NOT NULL, intact_id VARCHAR NOT NULL, corrupted_id VARCHAR NOT NULL,
@@ -95,6 +99,7 @@ CREATE TABLE IF NOT EXISTS failed_calls (
     call_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, error VARCHAR NOT NULL,
     attempts INTEGER, failed_at TIMESTAMP NOT NULL DEFAULT current_timestamp);
 """
+)
 
 # Statements that take a file from schema version n to n + 1. They keep every row, above all
 # the paid-for `llm_calls`; rows written before get the new columns' defaults, and re-running
@@ -116,7 +121,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # one judge and aspect (pairwise), so a rating row is keyed by its request.
     3: (
         "ALTER TABLE completions ADD COLUMN repetition DOUBLE",
+        "ALTER TABLE completions ADD COLUMN embedding FLOAT[]",
         "ALTER TABLE evolved_completions ADD COLUMN repetition DOUBLE",
+        "ALTER TABLE evolved_completions ADD COLUMN embedding FLOAT[]",
         "ALTER TABLE check_results ADD COLUMN reason VARCHAR",
         "ALTER TABLE ratings RENAME TO ratings_v3",
         RATINGS_TABLE,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefgen_dagster import canaries
 from prefgen_dagster.config import PipelineConfig, Stage
 from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.prompts import evol_quality, generation, ultrafeedback
@@ -24,7 +25,7 @@ PYTHON_ASSET_CODE: dict[str, tuple[Stage, str]] = {
     "raw_instructions": ("ingest", INGEST_VERSION),
     "pooled_completions": ("generation", generation.TEMPLATE_VERSION),
     "evolved_completions": ("evol_quality", evol_quality.TEMPLATE_VERSION),
-    "ratings": ("judge", ultrafeedback.TEMPLATE_VERSION),
+    "ratings": ("judge", f"{ultrafeedback.TEMPLATE_VERSION}+{canaries.VERSION}"),
 }
 
 

@@ -6,9 +6,9 @@
 SELECT judge, mode, canaries, canaries_correct, canaries_tied, canaries_wrong,
        canaries_unscored, canary_accuracy, canary_ci_low, canary_ci_high,
        CASE WHEN canaries = 0
-            THEN 'judge ' || judge || ': no canary could be scored (' || canaries_unscored
+            THEN 'judge ' || regexp_replace(judge, '^.*/', '') || ': no canary could be scored (' || canaries_unscored
                  || ' unscored), so its labels are unmeasured'
-            ELSE 'judge ' || judge || ' is not shown better than chance on its canaries: accuracy '
+            ELSE 'judge ' || regexp_replace(judge, '^.*/', '') || ' is not shown better than chance on its canaries: accuracy '
                  || printf('%.2f', canary_accuracy) || ' (95% CI ' || printf('%.2f', canary_ci_low)
                  || '-' || printf('%.2f', canary_ci_high) || ', ' || canaries || ' canaries)'
        END AS reason

@@ -63,5 +63,8 @@ def test_prefgen_run_prints_summary(tmp_path: Path, tiny_models: Path) -> None:
     assert (tmp_path / "data" / "inbox" / "three.jsonl").exists()
     exported = re.search(r"preference_dataset: (\d+) pairs exported", out)
     assert exported
+    # tiny.yaml measures no labels (random models), and the summary says so.
+    assert "Label quality" in out
+    assert "WARNING: canaries are off, so the judge's accuracy is not measured" in out
     dataset = load_from_disk(str(tmp_path / "data" / "export" / "dataset"))
     assert len(dataset) == int(exported.group(1))

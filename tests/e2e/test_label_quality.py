@@ -87,6 +87,14 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
             "c ON c.completion_id = p.chosen_completion_id WHERE c.finish_reason = 'length'",
         ) == [(0,)]
 
+        # Embeddings were on (the packaged all-MiniLM-L6-v2): every text has one, and the
+        # diversity guard compared them.
+        assert query(
+            db,
+            "SELECT count(*) FILTER (WHERE len(embedding) = 384), count(*) FROM completions",
+        ) == [(15, 15)]
+        assert query(db, "SELECT count(embedding) FROM evolved_completions") == [(15,)]
+
         # The rerun of the unchanged batch asks nothing, canaries included.
         again, _ = materialize_batch(config_path, BATCH, instance)
         assert {asset: engine_calls(again, asset) for asset in LLM_ASSETS} == dict.fromkeys(
@@ -113,7 +121,7 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
     assert done.returncode == EXIT_HELD_BACK, out[-3000:] + done.stderr[-3000:]
     assert f"batch {BATCH}: held back by its blocking checks" in out
     assert "judge position-judge (listwise): canary accuracy" in out
-    assert "HELD BACK: none of these" in out
+    assert "held back: all" in out
     assert "judge_position_bias: judge position-judge rates by position" in out
     assert "pairs it would have made" in out
     [(effect,)] = query(db, "SELECT position_effect FROM judge_calibration")

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.export import collect_pairs, to_trl_records
+from prefgen_dagster.export import (
+    collect_pairs,
+    dataset_card,
+    held_back_pairs,
+    to_trl_records,
+    write_dataset,
+)
 from prefgen_dagster.sql_layer import SqlCheck, load_checks
 from prefgen_dagster.storage import Storage
 from tests.unit.rows import completion_row, instruction_row
@@ -206,3 +213,31 @@ def test_nothing_to_export(storage: Storage, config: PipelineConfig) -> None:
         "pairs_filtered": 0,
     }
     assert to_trl_records(pairs) == []
+
+
+def test_held_back_batches_keep_their_pairs_and_reasons_apart(
+    three_batches: Storage, config: PipelineConfig, tmp_path: Path
+) -> None:
+    # b's blocking check failed with a one-line reason, as a real check run records it.
+    [integrity] = [c for c in CHECKS if c.name == "pair_integrity"]
+    three_batches.record_check(
+        check_result("b.jsonl", integrity, passed=False) | {"reason": "pair b1: chosen not above"}
+    )
+    pairs, summary = collect_pairs(three_batches, CHECKS, config.sql_vars())
+    assert summary["held_back_reasons"]["b.jsonl"] == ["pair_integrity: pair b1: chosen not above"]
+    held = held_back_pairs(three_batches, summary["held_back_reasons"])
+    assert sorted(held["pair_id"]) == ["b1", "c1"]  # never in the dataset itself
+    assert set(held["pair_id"]).isdisjoint(pairs["pair_id"])
+    why = dict(held.select("pair_id", "held_back_because").iter_rows())
+    assert why["b1"] == "pair_integrity: pair b1: chosen not above"
+    assert why["c1"].startswith("input_reconciliation: not run yet; ")
+
+    records = to_trl_records(pairs)
+    card = dataset_card(records, summary, "hash")
+    paths = write_dataset(records, tmp_path / "export", card, held)
+    assert pl.read_parquet(paths["held_back"]).height == 2
+    assert "  * b.jsonl: pair_integrity: pair b1: chosen not above" in card
+    assert (tmp_path / "export" / "README.md").read_text() == card
+    # Nothing held back: an empty file, still written, so a stale one never lingers.
+    write_dataset(records, tmp_path / "export", card, held_back_pairs(three_batches, {}))
+    assert pl.read_parquet(paths["held_back"]).height == 0

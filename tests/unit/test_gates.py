@@ -237,6 +237,25 @@ def test_near_duplicate_threshold_is_the_config_value(
     assert rows["similarity"].to_list() == pytest.approx([9 / 11])
 
 
+def test_near_duplicate_pairs_use_embeddings_where_stored(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    # Word overlap would call "far" distinct and "close" near (0.818 at 0.8); the stored
+    # embeddings say the opposite, and they decide when both texts have one.
+    near_duplicate_batch(insert_rows)
+    vectors = {"far-c": [1.0, 0.0], "far-r": [0.98, 0.199], "close-c": [1.0, 0.0]}
+    vectors["close-r"] = [0.0, 1.0]
+    with storage.connect() as con:
+        for cid, vector in vectors.items():
+            con.execute(
+                "UPDATE completions SET embedding = ? WHERE completion_id = ?", [vector, cid]
+            )
+    rows = run_gate(storage, config, "near_duplicate_pairs", near_duplicate_similarity=0.8)
+    assert rows["pair_id"].to_list() == ["far"]
+    assert rows["cosine"].to_list() == pytest.approx([0.98], abs=1e-3)
+    assert run_gate(storage, config, "near_duplicate_pairs", near_duplicate_cosine=0.99).height == 0
+
+
 # --- rating_outliers -----------------------------------------------------------------------
 
 LONG = "a complete and careful answer " * 10

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from prefgen_dagster.checks import failure_reason
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.sql_layer import load_project
 from prefgen_dagster.storage import Storage
@@ -333,3 +334,11 @@ def test_rules_need_what_they_read(make_config: MakeConfig) -> None:
     with pytest.raises(ValueError, match="model_ranking names models outside the pool"):
         make_config(generation={"pool": [{"model": "gen-a"}, {"model": "gen-b"}],
                                 "model_ranking": ["gen-a", "judge-m"]})  # fmt: skip
+
+
+def test_a_checks_reason_is_its_first_offending_rows() -> None:
+    rows = pl.DataFrame({"pair_id": ["a", "b", "c"], "reason": ["first why", "second", "third"]})
+    assert failure_reason(rows) == "first why (and 2 more)"
+    assert failure_reason(rows.head(1)) == "first why"
+    assert failure_reason(rows.head(0)) is None
+    assert failure_reason(pl.DataFrame({"pair_id": ["a"]})) is None  # a check without reasons

@@ -1,0 +1,55 @@
+"""all-MiniLM-L6-v2 from its PyPI package: real embeddings, offline, and the diversity guard
+and near-duplicate gate built on them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from prefgen_dagster import embeddings
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.diversity import max_similarity_to_earlier
+
+
+def test_the_packaged_model_is_installed() -> None:
+    # scripts/setup.sh installs it: without it every run falls back to character overlap.
+    assert embeddings.available()
+
+
+def test_paraphrases_are_close_and_other_topics_far() -> None:
+    cat, sitting, revenue, empty = embeddings.embed(
+        [
+            "The cat sat on the mat.",
+            "A cat was sitting on the mat.",
+            "Quarterly revenue rose by five percent.",
+            "",
+        ]
+    )
+    assert len(cat) == 384
+    assert embeddings.cosine(cat, cat) == pytest.approx(1.0, abs=1e-5)
+    assert embeddings.cosine(cat, sitting) > 0.9
+    assert embeddings.cosine(cat, revenue) < 0.2
+    assert abs(embeddings.cosine(cat, empty)) < 0.2
+
+
+def test_the_diversity_guard_compares_meanings_with_embeddings() -> None:
+    texts = [
+        "Tides are caused by the Moon's gravity pulling on the oceans.",
+        "The Moon's gravitational pull on the sea is what causes tides.",
+        "Bake the bread at 220 degrees for thirty minutes.",
+    ]
+    by_meaning = max_similarity_to_earlier(texts, embeddings.embed(texts))
+    by_letters = max_similarity_to_earlier(texts)
+    assert by_meaning[0] is None and by_letters[0] is None
+    assert by_meaning[1] > 0.85 > by_letters[1]  # a paraphrase shares few 3-grams
+    assert by_meaning[2] < 0.3
+
+
+def test_embeddings_setting(make_config: Callable[..., PipelineConfig]) -> None:
+    assert make_config(embeddings="auto").uses_embeddings() == embeddings.available()
+    assert not make_config(embeddings="off").uses_embeddings()
+    assert make_config(embeddings="on").uses_embeddings()
+    off, on = make_config(embeddings="off"), make_config(embeddings="on")
+    assert off.stage_hash("generation") != on.stage_hash("generation")
+    assert off.stage_hash("judge") == on.stage_hash("judge")
