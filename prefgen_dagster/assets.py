@@ -209,7 +209,7 @@ def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.M
             "judge_calibration": judged.calibration,
         },
     )
-    for line in calibration_lines(judged.calibration):
+    for line in calibration_lines(judged.calibration, config.names_by_identity()):
         context.log.info(line)
     extra: dict[str, Any] = {
         "self_judging_models": dg.MetadataValue.json(self_judging),

@@ -140,7 +140,7 @@ def label_quality_report(storage, batch_id: str, config) -> str:
     calibration = storage.query("SELECT * FROM judge_calibration WHERE batch_id = ?", [batch_id])
     if config.judge is None:
         lines.append("  no judge: pairs come from the rule " + config.pairing.strategy)
-    names = {spec.path: name for name, spec in config.models.items()}
+    names = config.names_by_identity()
     lines += [f"  {line}" for line in calibration_lines(calibration, names)]
     if config.judge is not None and not config.sql_vars()["canaries_enabled"]:
         lines.append("  WARNING: canaries are off, so the judge's accuracy is not measured")

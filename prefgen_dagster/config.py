@@ -354,6 +354,10 @@ class PipelineConfig(_Strict):
         writers.add(self.models[self.evol_quality.model].path)
         return [name for name in self.judge_models() if self.models[name].path in writers]
 
+    def names_by_identity(self) -> dict[str, str]:
+        """Model identity (the path that tables store) -> the name the config gives it."""
+        return {spec.path: name for name, spec in self.models.items()}
+
     def ranked_identities(self) -> list[str]:
         """`generation.model_ranking` as model identities (paths), strongest first."""
         return [self.models[name].path for name in self.generation.model_ranking]

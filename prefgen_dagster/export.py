@@ -150,7 +150,8 @@ def write_dataset(
     export_dir.mkdir(parents=True, exist_ok=True)
     dataset = Dataset.from_list(records) if records else Dataset.from_dict({"prompt": []})
     dataset_dir = export_dir / "dataset"
-    dataset.save_to_disk(str(dataset_dir))
+    # datasets writes no shard for zero rows, and then cannot load what it saved.
+    dataset.save_to_disk(str(dataset_dir), num_shards=None if records else 1)
     parquet = export_dir / "preference_dataset.parquet"
     dataset.to_parquet(str(parquet))
     (export_dir / "README.md").write_text(card, encoding="utf-8")

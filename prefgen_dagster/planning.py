@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefgen_dagster.canaries import Canary, sample_ids
-from prefgen_dagster.config import JUDGE_ORDERS, PipelineConfig, SamplingParams
+from prefgen_dagster.config import JUDGE_ORDERS, JudgeConfig, PipelineConfig, SamplingParams
 from prefgen_dagster.engines.base import LLMRequest
 from prefgen_dagster.ids import seed_from, stable_hash
 from prefgen_dagster.judge_parsing import JudgeVerdict
@@ -293,12 +293,10 @@ def plan_judging(
                     )
                     request = LLMRequest(
                         identity,
-                        _judge_messages(
-                            judge.mode, instruction, texts, aspect, judge.with_rationale
-                        ),
-                        _judge_sampling(config, len(texts), attempt),
+                        _judge_messages(judge, instruction, texts, aspect),
+                        _judge_sampling(judge, len(texts), attempt),
                         seed,
-                        json_schema=_judge_schema(judge.mode, len(texts), aspect, config),
+                        json_schema=_judge_schema(judge, len(texts), aspect),
                     )
                     plans.append(
                         Planned(
@@ -308,6 +306,7 @@ def plan_judging(
                                 "key": key,
                                 "instruction_id": group.instruction_id,
                                 "purpose": group.purpose,
+                                "mode": judge.mode,
                                 "completion_ids": [item_id for item_id, _ in shown],
                                 "aspect": aspect,
                                 "order_name": order,
@@ -334,51 +333,42 @@ def _requests(group: JudgeGroup, mode: str) -> list[tuple[str, list[tuple[str, s
 
 
 def _judge_messages(
-    mode: str, instruction: str, texts: list[str], aspect: str, with_rationale: bool
+    judge: JudgeConfig, instruction: str, texts: list[str], aspect: str
 ) -> list[dict[str, str]]:
-    if mode == "pointwise":
-        return ultrafeedback.pointwise_messages(instruction, texts[0], aspect, with_rationale)
-    if mode == "pairwise":
+    if judge.mode == "pointwise":
+        return ultrafeedback.pointwise_messages(instruction, texts[0], aspect, judge.with_rationale)
+    if judge.mode == "pairwise":
         return ultrafeedback.pairwise_messages(
-            instruction, texts[0], texts[1], aspect, with_rationale
+            instruction, texts[0], texts[1], aspect, judge.with_rationale
         )
-    return ultrafeedback.judge_messages(instruction, texts, aspect, with_rationale)
+    return ultrafeedback.judge_messages(instruction, texts, aspect, judge.with_rationale)
 
 
-def _judge_schema(mode: str, count: int, aspect: str, config: PipelineConfig) -> dict[str, Any]:
-    judge = config.judge
-    assert judge is not None
-    if mode == "pointwise":
+def _judge_schema(judge: JudgeConfig, count: int, aspect: str) -> dict[str, Any]:
+    if judge.mode == "pointwise":
         return ultrafeedback.pointwise_schema(
             judge.rationale_max_chars, aspect, judge.with_rationale
         )
-    if mode == "pairwise":
+    if judge.mode == "pairwise":
         return ultrafeedback.pairwise_schema(judge.rationale_max_chars, judge.with_rationale)
     return ultrafeedback.judge_schema(
         count, judge.rationale_max_chars, aspect, judge.with_rationale
     )
 
 
-def judge_max_tokens(config: PipelineConfig, count: int) -> int:
-    """The configured `max_tokens`, or enough for any schema-valid answer about `count`
-    texts (see `ultrafeedback.answer_token_bound`)."""
-    judge = config.judge
-    assert judge is not None
-    return judge.sampling.max_tokens or ultrafeedback.answer_token_bound(
-        judge.mode, count, judge.rationale_max_chars, judge.with_rationale
-    )
-
-
-def _judge_sampling(config: PipelineConfig, count: int, attempt: int) -> SamplingParams:
-    judge = config.judge
-    assert judge is not None
+def _judge_sampling(judge: JudgeConfig, count: int, attempt: int) -> SamplingParams:
+    """The configured sampling; `max_tokens` unset: enough for any schema-valid answer about
+    `count` texts (see `ultrafeedback.answer_token_bound`)."""
     temperature = judge.sampling.temperature
     if attempt > 0:
         temperature = max(temperature, 0.7)
     return SamplingParams(
         temperature=temperature,
         top_p=judge.sampling.top_p,
-        max_tokens=judge_max_tokens(config, count),
+        max_tokens=judge.sampling.max_tokens
+        or ultrafeedback.answer_token_bound(
+            judge.mode, count, judge.rationale_max_chars, judge.with_rationale
+        ),
     )
 
 
@@ -413,7 +403,7 @@ def rating_rows(
             "call_id": plan.request.call_id,
             "judge_settings": settings,
             "purpose": plan.row["purpose"],
-            "mode": config.judge.mode if config.judge else "listwise",
+            "mode": plan.row["mode"],
         }
         for position, completion_id in enumerate(shown, start=1)
     ]

@@ -15,11 +15,19 @@ from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
-VERSION = 1
+VERSION = 2
 CORPUS = Path(__file__).with_name("tiny_corpus.txt")
 MARKER = "prefgen_tiny.json"
 VOCAB_SIZE = 3000
 INIT_STD = 0.2  # large on purpose: small std makes every prompt emit one token
+# A random model almost never samples its end token, so every answer would run to
+# max_tokens, and a cut answer is never chosen for a pair. The last hidden channel carries a
+# constant from the token embeddings (the layers' norms ignore it) that only the end token's
+# output row reads: on vLLM about two answers in three end within 48 tokens (~20 tokens).
+# It also evens out the model's choices: greedy decoding gives the same rating everywhere,
+# so tiny.yaml's judge samples at temperature 1.
+END_CHANNEL = 120.0
+END_WEIGHT = 0.32
 # Same normalizer/pre-tokenizer as transformers' Qwen2Tokenizer, which AutoTokenizer
 # substitutes for qwen2 models: tokenization is then identical for both arches.
 PRETOKENIZE_REGEX = (
@@ -115,6 +123,13 @@ def _build_model(out_dir: Path, arch: str, seed: int, ids: dict[str, int]) -> No
                 param.normal_(0.0, INIT_STD, generator=gen)
             else:
                 param.fill_(1.0)  # RMSNorm scales
+        channel = config.hidden_size - 1
+        model.model.embed_tokens.weight[:, channel] = END_CHANNEL
+        for layer in model.model.layers:
+            layer.input_layernorm.weight[channel] = 0.0
+            layer.post_attention_layernorm.weight[channel] = 0.0
+        model.lm_head.weight[:, channel] = 0.0
+        model.lm_head.weight[ids["<|im_end|>"], channel] = END_WEIGHT
     config.architectures = [type(model).__name__]
     config.save_pretrained(out_dir)
     save_file(model.state_dict(), str(out_dir / "model.safetensors"), metadata={"format": "pt"})

@@ -45,7 +45,7 @@ def test_too_long_prompt_and_out_of_memory_keep_finished_work(
         # Ingest saw it coming (the estimate, with every answer at max_tokens)...
         [ingested] = failed.asset_materializations_for_node("raw_instructions")
         [warning] = ingested.metadata["context_warnings"].value
-        assert "1 of 4 instructions may give judge prompts longer than 'small-judge'" in warning
+        assert "1 of 4 instructions may give judge requests longer than 'small-judge'" in warning
         # ...and the judge stage fails on that one request only.
         [failure] = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
         assert failure.step_key == "ratings"

@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from datasets import load_from_disk
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export import (
@@ -241,3 +242,6 @@ def test_held_back_batches_keep_their_pairs_and_reasons_apart(
     # Nothing held back: an empty file, still written, so a stale one never lingers.
     write_dataset(records, tmp_path / "export", card, held_back_pairs(three_batches, {}))
     assert pl.read_parquet(paths["held_back"]).height == 0
+    # Nothing exported at all: the dataset still loads, with no rows.
+    write_dataset([], tmp_path / "export", card, held)
+    assert len(load_from_disk(paths["dataset_dir"])) == 0
