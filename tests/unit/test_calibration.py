@@ -19,6 +19,7 @@ from prefgen_dagster.calibration import (
     wilson_interval,
 )
 from prefgen_dagster.stages import CANARY_SCHEMA, RATING_SCHEMA
+from tests.unit.rows import rating_row
 
 BATCH = "b.jsonl"
 
@@ -71,29 +72,10 @@ def row(
     judge: str = "j",
     purpose: str = "label",
     call: str = "call",
-    aspect: str = "overall",
 ) -> dict[str, Any]:
-    return {
-        "batch_id": BATCH,
-        "completion_id": cid,
-        "instruction_id": "i",
-        "judge": judge,
-        "aspect": aspect,
-        "judge_order": 0,
-        "order_name": "original",
-        "position": position,
-        "shown": shown,
-        "rating": rating,
-        "not_applicable": False,
-        "rationale": None,
-        "raw_output": "",
-        "parse_status": "ok" if rating is not None else "invalid_json",
-        "attempts": 1,
-        "call_id": call,
-        "judge_settings": "s",
-        "purpose": purpose,
-        "mode": "listwise",
-    }
+    """One text's rating at `position` of the `shown` texts of request `call`."""
+    fields = {"position": position, "shown": shown, "purpose": purpose, "mode": "listwise"}
+    return rating_row(cid, "i", rating, BATCH, judge, call_id=call, rationale=None, **fields)
 
 
 def frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
@@ -192,7 +174,6 @@ def test_canary_outcomes_and_calibration_rows() -> None:
 def test_a_panel_gets_its_own_row_and_sets_the_labels() -> None:
     good, canaries = canary_rows({f"t{n}": (5, 1) for n in range(6)}, judge="good")
     bad, _ = canary_rows({f"t{n}": (1, 5) for n in range(6)}, judge="bad")
-    # A third judge who splits the difference makes the panel right where "good" is sure.
     table = pl.DataFrame(canaries, schema=CANARY_SCHEMA)
     rows = calibrate(frame(good + bad), table, "listwise", BATCH).to_dicts()
     by_judge = {r["judge"]: r for r in rows}
