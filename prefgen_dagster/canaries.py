@@ -125,6 +125,11 @@ def sample_ids(ids: Sequence[str], fraction: float, minimum: int, seed: int, sal
     return set(ranked[:count])
 
 
+def canary_sample(ids: Sequence[str], fraction: float, minimum: int, seed: int) -> set[str]:
+    """The instructions that get canaries (among those with an intact side to offer)."""
+    return sample_ids(ids, fraction, minimum, seed, "canary-sample")
+
+
 def build_canaries(
     completions: list[dict[str, Any]],
     kinds: Sequence[str],
@@ -149,7 +154,7 @@ def build_canaries(
         for iid, rows in by_instruction.items()
     }
     sources = {iid: rows for iid, rows in sources.items() if rows}
-    chosen = sample_ids(sorted(sources), fraction, min_instructions, seed, "canary-sample")
+    chosen = canary_sample(sorted(sources), fraction, min_instructions, seed)
     canaries = []
     for iid in sorted(chosen):
         source = min(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefgen_dagster import planning
-from prefgen_dagster.canaries import Canary, sample_ids
+from prefgen_dagster.canaries import Canary, canary_sample
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.prompts import ultrafeedback
 
@@ -106,8 +106,8 @@ def plan_judge_requests(
         for k in range(count)
     ]
     settings = judge.canaries
-    sampled = sample_ids(
-        sorted(counts), settings.fraction, settings.min_instructions, settings.seed, "canary-sample"
+    sampled = canary_sample(
+        sorted(counts), settings.fraction, settings.min_instructions, settings.seed
     )
     canaries = [
         Canary(f"{iid}:{kind}", iid, kind, "", "", stand_in("intact"), stand_in(kind), None, False)
