@@ -21,16 +21,16 @@ import dagster as dg
 import polars as pl
 import yaml
 
-from prefgen_dagster import stages
-from prefgen_dagster.calibration import accuracy_by_kind
 from prefgen_dagster.cli import DEMO_CONFIG, SMOLLM2_FOLDER, TINY_MODELS
 from prefgen_dagster.config import load_config
-from prefgen_dagster.graph import build_graph
-from prefgen_dagster.packaged_models import make_smollm2
-from prefgen_dagster.partitions import batches
-from prefgen_dagster.resources import PrefgenResource
-from prefgen_dagster.storage import Storage
-from prefgen_dagster.tiny_model import make_tiny_model
+from prefgen_dagster.defs.graph import build_graph
+from prefgen_dagster.defs.partitions import batches
+from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.judging.calibration import accuracy_by_kind
+from prefgen_dagster.judging.run import rate_completions
+from prefgen_dagster.local_models.packaged import make_smollm2
+from prefgen_dagster.local_models.tiny import make_tiny_model
+from prefgen_dagster.storage.store import Storage
 
 MT_BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt-bench-80.jsonl"
 BATCH = "mt-bench.jsonl"
@@ -89,7 +89,7 @@ def judge_with(config_path: Path, mode: str) -> dict:
     config = load_config(mode_path)
     storage = Storage(config.resolve(config.paths.duckdb_path))
     started = time.perf_counter()
-    judged, stats = stages.rate_completions(config, storage, BATCH)
+    judged, stats = rate_completions(config, storage, BATCH)
     wall = time.perf_counter() - started
     [row] = judged.calibration.filter(pl.col("sets_labels")).to_dicts()
     parse_ok = judged.ratings.filter(pl.col("parse_status") == "ok").height

@@ -27,9 +27,9 @@ def run_batch(file: Path, config_path: Path) -> int:
     import dagster as dg
 
     from prefgen_dagster.config import load_config
-    from prefgen_dagster.partitions import is_valid_batch_name
-    from prefgen_dagster.pipeline_run import materialize_batch
-    from prefgen_dagster.storage import Storage
+    from prefgen_dagster.defs.pipeline_run import materialize_batch
+    from prefgen_dagster.ingest.batches import is_valid_batch_name
+    from prefgen_dagster.storage.store import Storage
 
     config = load_config(config_path)
     if not is_valid_batch_name(file.name):
@@ -88,7 +88,8 @@ def estimate_file(file: Path, config_path: Path) -> str:
     a warning for each model whose context the prompts may outgrow."""
     from prefgen_dagster.config import load_config
     from prefgen_dagster.cost import context_warnings, estimate, format_estimate
-    from prefgen_dagster.ingest import ingest, read_rows
+    from prefgen_dagster.ingest.read import read_rows
+    from prefgen_dagster.ingest.validate import ingest
 
     config = load_config(config_path)
     accepted = ingest(read_rows(file), str(file), file.name).accepted
@@ -97,15 +98,11 @@ def estimate_file(file: Path, config_path: Path) -> str:
 
 
 def _print_summary(batch, export, storage, batch_id: str, elapsed: float) -> None:
+    from prefgen_dagster.stages import STAGES
+
     counts = storage.table_counts(batch_id)
-    stage_tables = [
-        ("raw_instructions", "instructions"),
-        ("raw_instructions", "rejected_inputs"),
-        ("pooled_completions", "completions"),
-        ("evolved_completions", "evolved_completions"),
-        ("ratings", "ratings"),
-        ("dpo_pairs", "dpo_pairs"),
-    ]
+    stage_tables = [(stage.asset, table) for stage in STAGES for table in stage.tables]
+    stage_tables.append(("dpo_pairs", "dpo_pairs"))
     status = "succeeded" if batch.success else "FAILED"
     if not batch.success and held_back_only(batch):
         status = "held back by its blocking checks"
@@ -132,9 +129,8 @@ def _print_summary(batch, export, storage, batch_id: str, elapsed: float) -> Non
 def label_quality_report(storage, batch_id: str, config) -> str:
     """The batch's label quality in a few lines: the judge's calibration, the pairs made,
     exported, dropped or held back and why, and a few held pairs to look at."""
-    from prefgen_dagster.calibration import calibration_lines
-    from prefgen_dagster.export import filtered_pair_ids, pairs_with_text
-    from prefgen_dagster.sql_layer import load_project
+    from prefgen_dagster.export.dataset import pairs_with_text
+    from prefgen_dagster.judging.calibration import calibration_lines
 
     lines = ["Label quality"]
     calibration = storage.query("SELECT * FROM judge_calibration WHERE batch_id = ?", [batch_id])
@@ -150,20 +146,18 @@ def label_quality_report(storage, batch_id: str, config) -> str:
         "WHERE batch_id = ? AND blocking AND NOT passed ORDER BY check_name",
         [batch_id],
     ).to_dicts()
-    lines.append(f"  pairs made: {pairs.height} ({config.pairing.strategy})")
+    lines.append(f"  pairs: {pairs.height} ({config.pairing.strategy})")
     if held:
         lines.append(f"    held back: all {pairs.height}, because")
         lines += [f"      {c['check_name']}: {c['reason'] or 'failed'}" for c in held]
     else:
-        dropped: set[str] = set()
-        by_check = []
-        for check in load_project().checks:
-            if check.filter:
-                flagged = filtered_pair_ids(storage, [check], batch_id, config.sql_vars())
-                dropped |= flagged
-                by_check.append((check.name, len(flagged)))
-        lines.append(f"    exported: {pairs.height - len(dropped)}")
-        lines += [f"    dropped by {name}: {count}" for name, count in by_check if count]
+        lines.append(f"    exported: {pairs.height}")
+    dropped = storage.query(
+        "SELECT split_part(dropped_because, ':', 1) AS rule, count(*) AS n FROM candidate_pairs "
+        "WHERE batch_id = ? AND dropped_because IS NOT NULL GROUP BY 1 ORDER BY 1",
+        [batch_id],
+    )
+    lines += [f"    dropped ({row['rule']}): {row['n']}" for row in dropped.to_dicts()]
     if held and pairs.height:
         lines.append("  pairs it would have made (first 3):")
         for row in pairs.head(3).iter_rows(named=True):
@@ -204,7 +198,7 @@ def _materialization_metadata(result, asset_name: str) -> dict:
 
 
 def make_tiny_models(base: Path) -> None:
-    from prefgen_dagster.tiny_model import make_tiny_model
+    from prefgen_dagster.local_models.tiny import make_tiny_model
 
     for folder, arch, seed in TINY_MODELS:
         make_tiny_model(base / folder, arch=arch, seed=seed)
@@ -214,8 +208,8 @@ def demo(workdir: Path) -> int:
     """Build the models if missing (the real one is converted once, about 30 s), then run the
     bundled instructions end to end. A batch held back by the label-quality gates is an
     expected outcome here (the judge has 135M parameters), not a failed demo."""
-    from prefgen_dagster.packaged_models import make_smollm2
-    from prefgen_dagster.tiny_model import make_tiny_model
+    from prefgen_dagster.local_models.packaged import make_smollm2
+    from prefgen_dagster.local_models.tiny import make_tiny_model
 
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "prefgen.yaml"
@@ -263,11 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return demo(args.workdir)
     if args.command == "make-smollm2":
-        from prefgen_dagster.packaged_models import make_smollm2
+        from prefgen_dagster.local_models.packaged import make_smollm2
 
         print(make_smollm2(args.dir))
         return 0
-    from prefgen_dagster.tiny_model import make_tiny_model
+    from prefgen_dagster.local_models.tiny import make_tiny_model
 
     print(make_tiny_model(args.dir, arch=args.arch, seed=args.seed))
     return 0

@@ -13,12 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from prefgen_dagster.ids import stable_hash
-
 EVOL_CRITERIA = ("helpfulness", "relevance", "deepening", "creativity", "details")
-# The stages whose settings shape the rows, in pipeline order.
-Stage = Literal["ingest", "generation", "evol_quality", "judge", "pairing"]
-STAGES: tuple[Stage, ...] = ("ingest", "generation", "evol_quality", "judge", "pairing")
 
 
 class _Strict(BaseModel):
@@ -339,7 +334,7 @@ class PipelineConfig(_Strict):
 
     def uses_embeddings(self) -> bool:
         if self.embeddings == "auto":
-            from prefgen_dagster.embeddings import available
+            from prefgen_dagster.text.embeddings import available
 
             return available()
         return self.embeddings == "on"
@@ -376,56 +371,6 @@ class PipelineConfig(_Strict):
             "pairing_seed": self.pairing.seed,
             **self.checks.model_dump(),
         }
-
-    def pipeline_hash(self) -> str:
-        """Changes whenever any setting that shapes the rows changes."""
-        return stable_hash([self.stage_hash(stage) for stage in STAGES])
-
-    def stage_models(self, stage: Stage) -> list[str]:
-        """The models a stage calls (ingest counts tokens with the generation pool's)."""
-        if stage in ("ingest", "generation"):
-            return sorted({member.model for member in self.generation.pool})
-        if stage == "evol_quality":
-            return [self.evol_quality.model]
-        if stage == "judge":
-            return self.judge_models()
-        return []
-
-    def stage_hash(self, stage: Stage) -> str:
-        """Hash of the settings one stage's own output depends on: its part of the config and
-        the models it calls. What it reads from earlier stages is left out (Dagster follows
-        that through data versions; `pipeline_hash` covers every stage)."""
-        if stage == "ingest":
-            # Whether an instruction fits the pool's context (see `context_limits`).
-            settings: Any = {
-                "input": self.input.model_dump(mode="json"),
-                "pool": [
-                    [member.model, member.sampling.max_tokens, member.system_prompts()]
-                    for member in self.generation.pool
-                ],
-            }
-        elif stage == "generation":
-            settings = [
-                self.generation.model_dump(mode="json", exclude={"model_ranking"}),
-                self.uses_embeddings(),
-            ]
-        elif stage == "evol_quality":
-            settings = [self.evol_quality.model_dump(mode="json"), self.uses_embeddings()]
-        elif stage == "judge":
-            # Canaries come from the batch's finished, non-degenerate completions, and the
-            # weaker_model kind reads the ranking.
-            settings = {
-                "judge": self.judge.model_dump(mode="json") if self.judge else None,
-                "max_repetition": self.pairing.max_repetition,
-                "model_ranking": self.ranked_identities(),
-            }
-        else:
-            settings = getattr(self, stage).model_dump(mode="json")
-        models = {
-            name: [self.models[name].path, self.models[name].max_model_len]
-            for name in self.stage_models(stage)
-        }
-        return stable_hash([settings, models])
 
 
 def load_config(path: str | Path) -> PipelineConfig:

@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prefgen_dagster import planning
-from prefgen_dagster.canaries import Canary, canary_sample
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.prompts import ultrafeedback
+from prefgen_dagster.generation.plan import plan_completions
+from prefgen_dagster.judging import prompt as ultrafeedback
+from prefgen_dagster.judging.canaries import Canary, canary_sample
+from prefgen_dagster.judging.plan import judge_groups, plan_judging
+from prefgen_dagster.llm.plan import Planned
+from prefgen_dagster.stages import EVOLUTION, GENERATION, JUDGING
 
 CHARS_PER_TOKEN = 4
 # Template text around a rewrite prompt, in tokens (measured on our template).
@@ -46,8 +49,8 @@ class PromptBounds:
 def prompt_bounds(
     instructions: list[dict[str, Any]],
     config: PipelineConfig,
-    plans: list[planning.Planned],
-    judge_plans: list[planning.Planned],
+    plans: list[Planned],
+    judge_plans: list[Planned],
 ) -> PromptBounds:
     evol = config.evol_quality
     by_id = {row["instruction_id"]: row for row in instructions}
@@ -65,7 +68,7 @@ def prompt_bounds(
     return PromptBounds(evolution, judge, _candidates(config, plans))
 
 
-def _candidates(config: PipelineConfig, plans: list[planning.Planned]) -> dict[str, int]:
+def _candidates(config: PipelineConfig, plans: list[Planned]) -> dict[str, int]:
     """Instruction id -> the number of texts its judge request(s) compare."""
     evol = config.evol_quality
     kept_rounds = 1 if evol.keep == "last" else evol.num_evolutions
@@ -77,13 +80,13 @@ def _candidates(config: PipelineConfig, plans: list[planning.Planned]) -> dict[s
     return candidates
 
 
-def _prompt_tokens(plan: planning.Planned) -> int:
+def _prompt_tokens(plan: Planned) -> int:
     return sum(_tokens(message["content"]) for message in plan.request.messages)
 
 
 def plan_judge_requests(
-    instructions: list[dict[str, Any]], config: PipelineConfig, plans: list[planning.Planned]
-) -> list[planning.Planned]:
+    instructions: list[dict[str, Any]], config: PipelineConfig, plans: list[Planned]
+) -> list[Planned]:
     """The judge requests the batch will make, with stand-in texts of the longest length a
     completion or rewrite may have: every candidate, probe and canary group (canaries for
     every sampled instruction and kind, an upper bound: a kind that does not apply, or an
@@ -114,23 +117,23 @@ def plan_judge_requests(
         for iid in sorted(sampled)
         for kind in settings.kinds
     ]
-    groups = planning.judge_groups(candidates, canaries, config)
+    groups = judge_groups(candidates, canaries, config)
     by_id = {row["instruction_id"]: row for row in instructions}
-    return planning.plan_judging(groups, by_id, config, attempt=0)
+    return plan_judging(groups, by_id, config, attempt=0)
 
 
 def estimate(
     instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str = "estimate"
 ) -> list[StageCost]:
     """The cost of generation, evolution and judging for these accepted instructions."""
-    plans = planning.plan_completions(instructions, config, batch_id)
+    plans = plan_completions(instructions, config, batch_id)
     judge_plans = plan_judge_requests(instructions, config, plans)
     bounds = prompt_bounds(instructions, config, plans, judge_plans)
     gen_prompt = sum(_prompt_tokens(p) for p in plans)
     gen_completion = sum(p.request.sampling.max_tokens for p in plans)
     regenerations = config.generation.diversity.max_regenerations
     generation = StageCost(
-        "pooled_completions",
+        GENERATION.asset,
         len(plans),
         len(plans) * (1 + regenerations),
         gen_prompt * (1 + regenerations),
@@ -140,7 +143,7 @@ def estimate(
     evol = config.evol_quality
     evol_calls = len(plans) * evol.num_evolutions
     evolution = StageCost(
-        "evolved_completions",
+        EVOLUTION.asset,
         evol_calls,
         evol_calls,
         sum(bounds.evolution) * evol.num_evolutions,
@@ -149,7 +152,7 @@ def estimate(
 
     attempts = 1 + (config.judge.max_reasks if config.judge else 0)
     judging = StageCost(
-        "ratings",
+        JUDGING.asset,
         len(judge_plans),
         len(judge_plans) * attempts,
         sum(_prompt_tokens(p) for p in judge_plans),
@@ -166,7 +169,7 @@ def context_warnings(
     `PromptTooLong`, an answer that does not fit is cut (a judge's is then stored as NULL).
     Also a judge `max_tokens` set below what a schema-valid answer can take. Ingest already
     rejects instructions too long for the pool itself."""
-    plans = planning.plan_completions(instructions, config, batch_id)
+    plans = plan_completions(instructions, config, batch_id)
     judge_plans = plan_judge_requests(instructions, config, plans)
     bounds = prompt_bounds(instructions, config, plans, judge_plans)
     checks = [

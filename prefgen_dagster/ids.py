@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import inspect
 import json
+from types import ModuleType
 from typing import Any
 
 ID_LENGTH = 20
@@ -23,3 +26,23 @@ def stable_hash(value: Any, length: int = ID_LENGTH) -> str:
 def seed_from(*parts: Any) -> int:
     """A 31-bit integer seed derived from content (usable by every engine's `seed`)."""
     return int(stable_hash(list(parts), 16), 16) % (2**31 - 1)
+
+
+def source_version(name: str, *modules: ModuleType) -> str:
+    """A version derived from the code of `modules`: their syntax tree without docstrings,
+    so editing a prompt's text, a schema or a parser changes it, and a comment does not."""
+    trees = []
+    for module in modules:
+        tree = ast.parse(inspect.getsource(module))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (
+                isinstance(body, list)
+                and body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+        trees.append(ast.dump(tree))
+    return f"{name}-{stable_hash(trees, 12)}"

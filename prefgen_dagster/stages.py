@@ -1,264 +1,157 @@
-"""Each LLM stage end to end: read its inputs from DuckDB, run the plan, return its rows.
+"""The pipeline's stages: one registry that the assets, the storage, the SQL layer, the code
+versions, the cost estimate and the CLI read, so a stage's name, tables and code are written
+once.
 
-The Dagster assets call these and write the result; the CLI and the benchmark reuse them.
+A stage's rows depend on two things, and its code version holds both: its code (the modules
+in `code`, see `ids.source_version`) and its settings (its section of the config and the
+models it calls, see `settings_hash`).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-import polars as pl
-
-from prefgen_dagster import planning
-from prefgen_dagster.calibration import calibrate
-from prefgen_dagster.canaries import Canary, build_canaries
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.diversity import max_similarity_to_earlier
-from prefgen_dagster.embeddings import embed
-from prefgen_dagster.judge_parsing import parse_verdict
-from prefgen_dagster.llm_runner import EngineFactory, RunStats, open_engine, run_requests
-from prefgen_dagster.prompts.ultrafeedback import ASPECTS
-from prefgen_dagster.storage import Storage
+from prefgen_dagster.ids import source_version, stable_hash
+
+# The config sections whose settings shape rows, in pipeline order (`pairing` shapes the SQL
+# models, whose versions come from their SQL text and the vars it reads).
+Section = Literal["ingest", "generation", "evol_quality", "judge", "pairing"]
+SECTIONS: tuple[Section, ...] = ("ingest", "generation", "evol_quality", "judge", "pairing")
 
 
-def _rows(storage: Storage, table: str, batch_id: str, order_by: str) -> list[dict[str, Any]]:
-    sql = f"SELECT * FROM {table} WHERE batch_id = ? ORDER BY {order_by}"
-    return storage.query(sql, [batch_id]).to_dicts()
+@dataclass(frozen=True)
+class Stage:
+    """A Python stage: the Dagster asset that runs it and the tables it writes."""
+
+    asset: str
+    section: Section
+    # The tables it writes for a batch; the first is its main one.
+    tables: tuple[str, ...]
+    # The modules whose code shapes its rows (prompts, schemas, parsers, planners).
+    code: tuple[str, ...]
+    # Where its key columns come from, for column lineage in the UI (SQL models get theirs
+    # from sqlglot): column -> [(asset, column), ...].
+    column_sources: dict[str, list[tuple[str, str]]]
+
+    @property
+    def table(self) -> str:
+        return self.tables[0]
+
+    def code_version(self, config: PipelineConfig) -> str:
+        modules = [importlib.import_module(f"prefgen_dagster.{name}") for name in self.code]
+        return f"{source_version(self.asset, *modules)}+{settings_hash(config, self.section)}"
 
 
-def _instructions(storage: Storage, batch_id: str) -> dict[str, dict[str, Any]]:
-    rows = _rows(storage, "instructions", batch_id, "source_row")
-    return {row["instruction_id"]: row for row in rows}
+INGEST = Stage(
+    "raw_instructions",
+    "ingest",
+    ("instructions", "batches", "rejected_inputs"),
+    ("ingest.read", "ingest.validate", "ingest.context"),
+    {},
+)
+GENERATION = Stage(
+    "pooled_completions",
+    "generation",
+    ("completions",),
+    ("generation.prompt", "generation.plan", "generation.diversity", "generation.run"),
+    {
+        "instruction_id": [("raw_instructions", "instruction_id")],
+        "system_prompt": [("raw_instructions", "system_prompt")],
+    },
+)
+EVOLUTION = Stage(
+    "evolved_completions",
+    "evol_quality",
+    ("evolved_completions",),
+    ("evolution.prompt", "evolution.plan", "evolution.run"),
+    {
+        "instruction_id": [("pooled_completions", "instruction_id")],
+        "parent_completion_id": [("pooled_completions", "completion_id")],
+        "root_completion_id": [("pooled_completions", "completion_id")],
+    },
+)
+JUDGING = Stage(
+    "ratings",
+    "judge",
+    ("ratings", "canaries", "judge_calibration"),
+    (
+        "judging.prompt",
+        "judging.parse",
+        "judging.plan",
+        "judging.canaries",
+        "judging.calibration",
+        "judging.run",
+    ),
+    {
+        "completion_id": [
+            ("pooled_completions", "completion_id"),
+            ("evolved_completions", "completion_id"),
+        ],
+        "instruction_id": [("pooled_completions", "instruction_id")],
+    },
+)
+STAGES: tuple[Stage, ...] = (INGEST, GENERATION, EVOLUTION, JUDGING)
+BY_ASSET = {stage.asset: stage for stage in STAGES}
+STAGE_TABLES = tuple(table for stage in STAGES for table in stage.tables)
 
 
-def _ask(
-    plans: list[planning.Planned],
-    storage: Storage,
-    config: PipelineConfig,
-    engine_factory: EngineFactory,
-    total: RunStats,
-    run_id: str | None,
-) -> dict[str, dict[str, Any]]:
-    answers, stats = run_requests(
-        [(p.model_name, p.request) for p in plans], storage, config, engine_factory, run_id
-    )
-    total.add(stats)
-    return answers
+def writer_of(table: str) -> str | None:
+    """The asset that writes a table, if a Python stage does."""
+    return next((stage.asset for stage in STAGES if table in stage.tables), None)
 
 
-def generate_completions(
-    config: PipelineConfig,
-    storage: Storage,
-    batch_id: str,
-    engine_factory: EngineFactory = open_engine,
-    run_id: str | None = None,
-) -> tuple[pl.DataFrame, RunStats]:
-    """The pool's completions, with the diversity guard: a completion too close to an
-    earlier one of the same instruction is asked again (new seed, warmer), at most
-    `max_regenerations` times; its final similarity is stored either way (and its
-    embedding, with embeddings on)."""
-    diversity = config.generation.diversity
-    threshold = diversity.max_cosine if config.uses_embeddings() else diversity.max_similarity
-    vectors: dict[str, list[float]] = {}
-    total = RunStats()
-    first_plans = planning.plan_completions(
-        list(_instructions(storage, batch_id).values()), config, batch_id
-    )
-    plans = first_plans
-    rows: list[dict[str, Any]] = []
-    for attempt in range(diversity.max_regenerations + 1):
-        answers = _ask(plans, storage, config, engine_factory, total, run_id)
-        rows = [planning.answered_row(p, answers[p.request.call_id]) for p in plans]
-        _embed(rows, config, vectors)
-        _mark_similarity(rows, threshold)
-        if attempt == diversity.max_regenerations or not any(r["too_similar"] for r in rows):
-            break
-        plans = [
-            planning.regeneration(first, attempt + 1, diversity.temperature_step)
-            if row["too_similar"]
-            else plan
-            for first, plan, row in zip(first_plans, plans, rows, strict=True)
+def section_models(config: PipelineConfig, section: Section) -> list[str]:
+    """The models a section's stage calls (ingest counts tokens with the generation pool's)."""
+    if section in ("ingest", "generation"):
+        return sorted({member.model for member in config.generation.pool})
+    if section == "evol_quality":
+        return [config.evol_quality.model]
+    if section == "judge":
+        return config.judge_models()
+    return []
+
+
+def settings_hash(config: PipelineConfig, section: Section) -> str:
+    """Hash of the settings one stage's own output depends on: its part of the config and
+    the models it calls. What it reads from earlier stages is left out (Dagster follows that
+    through data versions; `pipeline_hash` covers every stage)."""
+    settings: Any
+    if section == "ingest":
+        # Whether an instruction fits the pool's context (see `ingest.context`).
+        settings = {
+            "input": config.input.model_dump(mode="json"),
+            "pool": [
+                [member.model, member.sampling.max_tokens, member.system_prompts()]
+                for member in config.generation.pool
+            ],
+        }
+    elif section == "generation":
+        settings = [
+            config.generation.model_dump(mode="json", exclude={"model_ranking"}),
+            config.uses_embeddings(),
         ]
-    return pl.DataFrame(rows, infer_schema_length=None), total
+    elif section == "evol_quality":
+        settings = [config.evol_quality.model_dump(mode="json"), config.uses_embeddings()]
+    elif section == "judge":
+        # Canaries come from the batch's finished, non-degenerate completions, and the
+        # weaker_model kind reads the ranking.
+        settings = {
+            "judge": config.judge.model_dump(mode="json") if config.judge else None,
+            "max_repetition": config.pairing.max_repetition,
+            "model_ranking": config.ranked_identities(),
+        }
+    else:
+        settings = config.pairing.model_dump(mode="json")
+    models = {
+        name: [config.models[name].path, config.models[name].max_model_len]
+        for name in section_models(config, section)
+    }
+    return stable_hash([settings, models])
 
 
-def _embed(
-    rows: list[dict[str, Any]], config: PipelineConfig, vectors: dict[str, list[float]]
-) -> None:
-    """Give each row the `embedding` of its text, with embeddings on; `vectors` keeps the
-    stage's texts already embedded (a regeneration round embeds only its new texts)."""
-    if not config.uses_embeddings():
-        return
-    new = sorted({row["text"] or "" for row in rows} - vectors.keys())
-    vectors.update(zip(new, embed(new), strict=True))
-    for row in rows:
-        row["embedding"] = vectors[row["text"] or ""]
-
-
-def _mark_similarity(rows: list[dict[str, Any]], threshold: float) -> None:
-    """Set each row's highest similarity to an earlier completion of its instruction: cosine
-    of the embeddings where the rows have them, else character 3-gram Jaccard."""
-    by_instruction: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_instruction.setdefault(row["instruction_id"], []).append(row)
-    for group in by_instruction.values():
-        embedded = all("embedding" in row for row in group)
-        similarities = max_similarity_to_earlier(
-            [row["text"] or "" for row in group],
-            [row["embedding"] for row in group] if embedded else None,
-        )
-        for row, similarity in zip(group, similarities, strict=True):
-            row["similarity"] = similarity
-            row["too_similar"] = similarity is not None and similarity > threshold
-
-
-def evolve_completions(
-    config: PipelineConfig,
-    storage: Storage,
-    batch_id: str,
-    engine_factory: EngineFactory = open_engine,
-    run_id: str | None = None,
-) -> tuple[pl.DataFrame, RunStats]:
-    """`num_evolutions` rounds; each round is one stage-wide batch built on the previous one.
-    With `keep: last` only the final round's rewrites are returned."""
-    instructions = _instructions(storage, batch_id)
-    parents = _rows(storage, "completions", batch_id, "completion_id")
-    total = RunStats()
-    rounds: list[list[dict[str, Any]]] = []
-    for round_index in range(1, config.evol_quality.num_evolutions + 1):
-        plans = planning.plan_evolution_round(parents, instructions, config, round_index, batch_id)
-        answers = _ask(plans, storage, config, engine_factory, total, run_id)
-        parents = [planning.answered_row(p, answers[p.request.call_id]) for p in plans]
-        rounds.append(parents)
-    kept = rounds[-1:] if config.evol_quality.keep == "last" else rounds
-    rows = [row for round_rows in kept for row in round_rows]
-    _embed(rows, config, {})
-    return pl.DataFrame(rows, infer_schema_length=None), total
-
-
-@dataclass
-class Judged:
-    """What the judging stage writes: the ratings (candidates, probes and canaries), the
-    canaries it built, and the judge's calibration on them."""
-
-    ratings: pl.DataFrame
-    canaries: pl.DataFrame
-    calibration: pl.DataFrame
-
-
-def rate_completions(
-    config: PipelineConfig,
-    storage: Storage,
-    batch_id: str,
-    engine_factory: EngineFactory = open_engine,
-    run_id: str | None = None,
-) -> tuple[Judged, RunStats]:
-    """Judge each instruction's completions (evolved ones, and the pooled originals unless
-    `include_original` is off) per judge and aspect, in the configured mode, together with
-    the batch's canaries and (listwise) a reversed look at a sample of instructions.
-
-    An answer that does not parse is asked again (at most `max_reasks` times); after that its
-    ratings are stored as NULL with the raw output and the parse status.
-    """
-    judge = config.judge
-    total = RunStats()
-    canaries = _canaries(config, storage, batch_id)
-    canary_frame = pl.DataFrame([c.row(batch_id) for c in canaries], schema=CANARY_SCHEMA)
-    if judge is None:
-        empty = pl.DataFrame(schema=RATING_SCHEMA)
-        return Judged(empty, canary_frame, calibrate(empty, canary_frame, "none", batch_id)), total
-    originals = "completions" if config.evol_quality.include_original else None
-    sources = [t for t in (originals, "evolved_completions") if t]
-    candidates = storage.query(
-        " UNION ALL ".join(
-            f"SELECT completion_id, instruction_id, text FROM {t} WHERE batch_id = $b"
-            for t in sources
-        ),
-        {"b": batch_id},
-    ).to_dicts()
-    groups = planning.judge_groups(candidates, canaries, config)
-    instructions = _instructions(storage, batch_id)
-    rows: list[dict[str, Any]] = []
-    retry: set[planning.JudgeKey] | None = None
-    for attempt in range(judge.max_reasks + 1):
-        plans = planning.plan_judging(groups, instructions, config, attempt, retry)
-        if not plans:
-            break
-        answers = _ask(plans, storage, config, engine_factory, total, run_id)
-        retry = set()
-        for plan in plans:
-            raw = answers[plan.request.call_id]["response"]
-            verdict = parse_verdict(
-                judge.mode,
-                raw,
-                len(plan.row["completion_ids"]),
-                allow_na=ASPECTS[plan.row["aspect"]].allows_na,
-                with_rationale=judge.with_rationale,
-            )
-            if verdict.ok or attempt == judge.max_reasks:
-                rows.extend(planning.rating_rows(plan, verdict, raw, config, batch_id))
-            else:
-                retry.add(plan.row["key"])
-    ratings = pl.DataFrame(rows, schema=RATING_SCHEMA)
-    calibration = calibrate(ratings, canary_frame, judge.mode, batch_id)
-    return Judged(ratings, canary_frame, calibration), total
-
-
-def _canaries(config: PipelineConfig, storage: Storage, batch_id: str) -> list[Canary]:
-    """The batch's canaries, from its finished pooled completions."""
-    judge = config.judge
-    if judge is None or not judge.canaries.kinds:
-        return []
-    settings = judge.canaries
-    completions = storage.query(
-        "SELECT completion_id, instruction_id, model, text, finish_reason, repetition "
-        "FROM completions WHERE batch_id = ?",
-        [batch_id],
-    ).to_dicts()
-    return build_canaries(
-        completions,
-        settings.kinds,
-        settings.fraction,
-        settings.min_instructions,
-        settings.seed,
-        [planning.model_identity(config, name) for name in settings.source_models],
-        config.ranked_identities(),
-        config.pairing.max_repetition,
-    )
-
-
-CANARY_SCHEMA = {
-    "batch_id": pl.String,
-    "canary_id": pl.String,
-    "instruction_id": pl.String,
-    "kind": pl.String,
-    "intact_id": pl.String,
-    "corrupted_id": pl.String,
-    "source_completion_id": pl.String,
-    "source_model": pl.String,
-    "corrupted_from_id": pl.String,
-    "corrupted_text": pl.String,
-    "corrupted_first": pl.Boolean,
-}
-RATING_SCHEMA = {
-    "batch_id": pl.String,
-    "completion_id": pl.String,
-    "instruction_id": pl.String,
-    "judge": pl.String,
-    "aspect": pl.String,
-    "judge_order": pl.Int64,
-    "order_name": pl.String,
-    "position": pl.Int64,
-    "shown": pl.Int64,
-    "rating": pl.Int64,
-    "not_applicable": pl.Boolean,
-    "rationale": pl.String,
-    "raw_output": pl.String,
-    "parse_status": pl.String,
-    "attempts": pl.Int64,
-    "call_id": pl.String,
-    "judge_settings": pl.String,
-    "purpose": pl.String,
-    "mode": pl.String,
-}
+def pipeline_hash(config: PipelineConfig) -> str:
+    """Changes whenever any setting that shapes the rows changes."""
+    return stable_hash([settings_hash(config, section) for section in SECTIONS])

@@ -1,7 +1,6 @@
 -- asset: dpo_pairs
 -- severity: ERROR
 -- blocking: true
--- filter: false
 -- description: The judge (or panel) whose scores make the pairs is not shown to be better than chance on the batch's canaries: the 95% interval of its canary accuracy does not lie above checks.min_canary_accuracy, or no canary could be scored. Applies when the judge decides the pairs and canaries are on.
 SELECT judge, mode, canaries, canaries_correct, canaries_tied, canaries_wrong,
        canaries_unscored, canary_accuracy, canary_ci_low, canary_ci_high,

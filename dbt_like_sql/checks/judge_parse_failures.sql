@@ -1,7 +1,6 @@
 -- asset: ratings
 -- severity: ERROR
 -- blocking: true
--- filter: false
 -- description: Ratings the judge gave in an unparseable form, when their share exceeds checks.max_parse_failure_rate.
 WITH rate AS (
     SELECT avg(CASE WHEN parse_status <> 'ok' THEN 1.0 ELSE 0.0 END) AS failure_rate

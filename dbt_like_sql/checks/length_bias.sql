@@ -1,19 +1,13 @@
 -- asset: dpo_pairs
 -- severity: WARN
 -- blocking: false
--- filter: false
 -- description: When the batch has at least checks.min_pairs_for_length_bias pairs and the share whose chosen text is longer than the rejected one exceeds checks.max_length_bias, the pairs with the longer chosen text (the judges may be rewarding length).
-WITH texts AS (
-    SELECT completion_id, length(coalesce(text, '')) AS chars FROM {{ ref('completions') }}
-    UNION ALL
-    SELECT completion_id, length(coalesce(text, '')) AS chars FROM {{ ref('evolved_completions') }}
-),
-sized AS (
+WITH sized AS (
     SELECT p.pair_id, p.instruction_id,
            coalesce(c.chars, 0) AS chosen_chars, coalesce(r.chars, 0) AS rejected_chars
     FROM {{ ref('dpo_pairs') }} AS p
-    LEFT JOIN texts AS c ON c.completion_id = p.chosen_completion_id
-    LEFT JOIN texts AS r ON r.completion_id = p.rejected_completion_id
+    LEFT JOIN {{ ref('candidates') }} AS c ON c.completion_id = p.chosen_completion_id
+    LEFT JOIN {{ ref('candidates') }} AS r ON r.completion_id = p.rejected_completion_id
 ),
 bias AS (
     SELECT count(*) AS pairs,

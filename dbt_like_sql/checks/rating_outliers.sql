@@ -1,14 +1,8 @@
 -- asset: ratings
 -- severity: WARN
 -- blocking: false
--- filter: false
 -- description: Suspicious ratings: kind 'high_rated_defect' = a near-empty (< checks.short_completion_chars) or truncated (finish_reason 'length') completion with mean rating >= checks.high_rating; kind 'judge_outlier' = a judge whose mean rating of a completion is >= checks.judge_outlier_gap from the other judges' mean (2+ judges; with exactly 2, both are listed).
-WITH texts AS (
-    SELECT completion_id, text, finish_reason FROM {{ ref('completions') }}
-    UNION ALL
-    SELECT completion_id, text, finish_reason FROM {{ ref('evolved_completions') }}
-),
-usable AS (
+WITH usable AS (
     SELECT completion_id, judge, rating FROM {{ ref('ratings') }}
     WHERE rating IS NOT NULL AND purpose = 'label'
 ),
@@ -29,7 +23,7 @@ panel AS (
 SELECT 'high_rated_defect' AS kind, t.completion_id, NULL::VARCHAR AS judge,
        length(coalesce(t.text, '')) AS chars, t.finish_reason,
        s.mean_rating AS rating, NULL::DOUBLE AS others_mean
-FROM texts AS t
+FROM {{ ref('candidates') }} AS t
 JOIN per_completion AS s USING (completion_id)
 WHERE (length(coalesce(t.text, '')) < {{ var('short_completion_chars') }}
        OR t.finish_reason = 'length')

@@ -1,13 +1,7 @@
 -- asset: dpo_pairs
 -- severity: ERROR
 -- blocking: true
--- filter: false
--- description: Pairs whose chosen text was cut at max_tokens (finish_reason 'length'), is empty, or is degenerate (repetition above pairing.max_repetition). dpo_pairs.sql never picks such a text; this guards the rule.
-WITH texts AS (
-    SELECT completion_id, text, finish_reason, repetition FROM {{ ref('completions') }}
-    UNION ALL
-    SELECT completion_id, text, finish_reason, repetition FROM {{ ref('evolved_completions') }}
-)
+-- description: Pairs whose chosen text was cut at max_tokens (finish_reason 'length'), is empty, or is degenerate (repetition above pairing.max_repetition). candidate_pairs.sql never chooses such a text (see candidates.sql); this guards that rule.
 SELECT p.pair_id, p.instruction_id, p.chosen_completion_id, t.finish_reason, t.repetition,
        left(t.text, 80) AS chosen_start,
        'pair ' || p.pair_id || ': chosen text '
@@ -16,7 +10,7 @@ SELECT p.pair_id, p.instruction_id, p.chosen_completion_id, t.finish_reason, t.r
                    ELSE 'is degenerate (repetition ' || printf('%.2f', t.repetition) || ')'
               END AS reason
 FROM {{ ref('dpo_pairs') }} AS p
-JOIN texts AS t ON t.completion_id = p.chosen_completion_id
+JOIN {{ ref('candidates') }} AS t ON t.completion_id = p.chosen_completion_id
 WHERE coalesce(t.finish_reason, '') = 'length'
    OR length(trim(coalesce(t.text, ''))) = 0
    OR coalesce(t.repetition, 0) > {{ var('max_repetition') }}

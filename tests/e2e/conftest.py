@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from prefgen_dagster.cli import DEMO_CONFIG, TINY_CONFIG, make_tiny_models
-from prefgen_dagster.packaged_models import make_smollm2
+from prefgen_dagster.local_models.packaged import make_smollm2
 
 
 @pytest.fixture(scope="session")

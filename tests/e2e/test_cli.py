@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from prefgen_dagster.tiny_model import make_tiny_model
+from prefgen_dagster.local_models.tiny import make_tiny_model
 from tests.conftest import CLEAN_ENV
 
 from .conftest import write_config

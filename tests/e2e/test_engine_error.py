@@ -13,9 +13,9 @@ import yaml
 
 from prefgen_dagster.cli import TINY_CONFIG, step_error_message
 from prefgen_dagster.config import ModelSpec, SamplingParams
-from prefgen_dagster.engines.base import LLMRequest
-from prefgen_dagster.engines.vllm_offline import VLLMOfflineEngine
-from prefgen_dagster.pipeline_run import materialize_batch
+from prefgen_dagster.defs.pipeline_run import materialize_batch
+from prefgen_dagster.llm.engines.vllm_offline import VLLMOfflineEngine
+from prefgen_dagster.llm.types import LLMRequest
 
 from .conftest import drop_batch, write_config
 from .test_pipeline_vllm import engine_calls, mt_bench_lines

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from prefgen_dagster.config import load_config
-from prefgen_dagster.definitions import build_definitions
-from prefgen_dagster.graph import build_graph
-from prefgen_dagster.pipeline_run import materialize_batch
-from prefgen_dagster.resources import PrefgenResource
+from prefgen_dagster.defs.definitions import build_definitions
+from prefgen_dagster.defs.graph import build_graph
+from prefgen_dagster.defs.pipeline_run import materialize_batch
+from prefgen_dagster.defs.resources import PrefgenResource
 
 from .conftest import drop_batch, write_config
 from .test_pipeline_vllm import LLM_ASSETS, engine_calls, mt_bench_lines

@@ -9,7 +9,7 @@ import duckdb
 import pytest
 import yaml
 
-from prefgen_dagster.pipeline_run import materialize_batch
+from prefgen_dagster.defs.pipeline_run import materialize_batch
 
 from .conftest import drop_batch, write_config
 from .test_pipeline_vllm import mt_bench_lines

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from prefgen_dagster.cli import DEMO_INSTRUCTIONS, EXIT_HELD_BACK
-from prefgen_dagster.pipeline_run import materialize_batch, materialize_export
+from prefgen_dagster.defs.pipeline_run import materialize_batch, materialize_export
 from tests.conftest import CLEAN_ENV
 
 from .conftest import drop_batch, write_demo_config

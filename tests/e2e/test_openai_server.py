@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from prefgen_dagster.pipeline_run import materialize_batch
+from prefgen_dagster.defs.pipeline_run import materialize_batch
 
 from .conftest import drop_batch, write_config
 from .servers import vllm_server

@@ -10,9 +10,9 @@ import duckdb
 import pytest
 from datasets import load_from_disk
 
-from prefgen_dagster.pipeline_run import materialize_batch
-from prefgen_dagster.sql_layer import load_checks
-from prefgen_dagster.storage import PARTITIONED_TABLES
+from prefgen_dagster.defs.pipeline_run import materialize_batch
+from prefgen_dagster.sql.project import load_checks
+from prefgen_dagster.storage.schema import PARTITIONED_TABLES
 
 from .conftest import drop_batch, write_config
 

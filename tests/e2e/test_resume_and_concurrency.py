@@ -13,8 +13,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from prefgen_dagster.pipeline_run import materialize_batch
-from prefgen_dagster.storage import Storage
+from prefgen_dagster.defs.pipeline_run import materialize_batch
+from prefgen_dagster.storage.store import Storage
 from tests.conftest import CLEAN_ENV
 
 from .conftest import drop_batch, write_config

@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 from datasets import load_from_disk
 
-from prefgen_dagster.pipeline_run import materialize_batch, materialize_export
-from prefgen_dagster.sql_layer import SQL_ROOT
+from prefgen_dagster.defs.pipeline_run import materialize_batch, materialize_export
+from prefgen_dagster.sql.project import SQL_ROOT
 from tests.conftest import CLEAN_ENV
 
 from .conftest import drop_batch, write_config

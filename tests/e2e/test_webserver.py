@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from prefgen_dagster.config import load_config
-from prefgen_dagster.graph import build_graph
-from prefgen_dagster.resources import PrefgenResource
-from prefgen_dagster.sql_layer import load_checks
+from prefgen_dagster.defs.graph import build_graph
+from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.sql.project import load_checks
 from tests.conftest import CLEAN_ENV
 
 from .conftest import drop_batch, write_config

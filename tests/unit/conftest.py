@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.storage import Storage
+from prefgen_dagster.storage.store import Storage
 
 BASE_CONFIG: dict[str, Any] = {
     "models": {

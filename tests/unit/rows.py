@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import polars as pl
+
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.sql.project import load_models
+from prefgen_dagster.storage.store import Storage
+
 
 def instruction_row(iid: str, batch: str, text: str | None = None) -> dict[str, Any]:
     return {
@@ -110,3 +116,20 @@ def pair_row(
         "strategy": "best_vs_worst",
         **fields,
     }
+
+
+# The SQL models from the texts to the final pairs, in the order their assets run.
+PAIR_MODELS = ("candidates", "candidate_pairs", "dpo_pairs")
+
+
+def build_models(
+    storage: Storage, config: PipelineConfig, batch: str, names: tuple[str, ...] = PAIR_MODELS
+) -> pl.DataFrame:
+    """Run SQL models for one batch in order, writing each one's rows as its asset would;
+    returns the last one's rows."""
+    models = load_models()
+    frame = pl.DataFrame()
+    for name in names:
+        frame = storage.query(*models[name].render(batch, config.sql_vars()))
+        storage.replace_partition(name, batch, frame.with_columns(batch_id=pl.lit(batch)))
+    return frame

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from prefgen_dagster.agreement import (
+from prefgen_dagster.judging.agreement import (
     best_items,
     kendall_tau_b,
     krippendorff_alpha_interval,

@@ -12,13 +12,14 @@ import dagster as dg
 import pytest
 import yaml
 
-from prefgen_dagster.automation import catch_up_schedule
 from prefgen_dagster.cli import TINY_CONFIG
 from prefgen_dagster.config import load_config
-from prefgen_dagster.definitions import build_definitions
-from prefgen_dagster.partitions import batches
-from prefgen_dagster.pipeline_run import materialize_batch
-from prefgen_dagster.resources import CONFIG_ENV
+from prefgen_dagster.defs.automation import catch_up_schedule
+from prefgen_dagster.defs.definitions import build_definitions
+from prefgen_dagster.defs.partitions import batches
+from prefgen_dagster.defs.pipeline_run import materialize_batch
+from prefgen_dagster.defs.resources import CONFIG_ENV, PrefgenResource
+from prefgen_dagster.stages import pipeline_hash
 
 PAIRS = dg.AssetKey("dpo_pairs")
 
@@ -32,18 +33,18 @@ def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def pairs_made(instance: dg.DagsterInstance, batch_id: str, pipeline_hash: str) -> None:
+def pairs_made(instance: dg.DagsterInstance, batch_id: str, made_with: str) -> None:
     """Record a dpo_pairs materialization for a batch, as a finished run would."""
     instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            PAIRS, partition=batch_id, metadata={"pipeline_hash": pipeline_hash}
-        )
+        dg.AssetMaterialization(PAIRS, partition=batch_id, metadata={"pipeline_hash": made_with})
     )
 
 
 def requested(instance: dg.DagsterInstance) -> list[str]:
     context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(2026, 11, 25, 12, tzinfo=UTC)
+        instance=instance,
+        scheduled_execution_time=datetime(2026, 11, 25, 12, tzinfo=UTC),
+        resources={"prefgen": PrefgenResource(config_path=os.environ[CONFIG_ENV])},
     )
     result = catch_up_schedule(context)
     if isinstance(result, dg.SkipReason):
@@ -54,7 +55,7 @@ def requested(instance: dg.DagsterInstance) -> list[str]:
 def test_schedule_retries_failed_and_outdated_batches_only(config_path: Path) -> None:
     config = load_config(config_path)
     inbox = config_path.parent / "data" / "inbox"
-    current = config.pipeline_hash()
+    current = pipeline_hash(config)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(batches.name, ["done.jsonl", "old.jsonl", "broke.jsonl"])
         for name in ("done.jsonl", "old.jsonl", "broke.jsonl"):
@@ -91,6 +92,7 @@ def test_export_follows_any_batch_even_when_another_never_ran(config_path: Path)
 
 
 BATCH_ASSETS = ["raw_instructions", "pooled_completions", "evolved_completions", "ratings"]
+PAIR_MODELS = ["candidates", "candidate_pairs", "dpo_pairs"]
 
 
 def materialized(instance: dg.DagsterInstance, batch_id: str, assets: list[str]) -> None:
@@ -135,7 +137,7 @@ def test_a_changed_setting_reruns_its_stage_and_what_follows_only(config_path: P
         # A new batch is the sensor's to run: the stage condition does not start it too.
         assert tick(defs) == {}
         for batch in ("a.jsonl", "b.jsonl"):
-            materialized(instance, batch, [*BATCH_ASSETS, "dpo_pairs"])
+            materialized(instance, batch, [*BATCH_ASSETS, *PAIR_MODELS])
         assert tick(defs) == {"preference_dataset": {None}}
         assert tick(defs) == {}
 
@@ -143,16 +145,16 @@ def test_a_changed_setting_reruns_its_stage_and_what_follows_only(config_path: P
         # as the pairs made from them; nothing before the ratings is.
         defs = edited(config_path, lambda c: c["judge"].update(aspects=["honesty"]))
         both = {"a.jsonl", "b.jsonl"}
-        assert tick(defs) == {"ratings": both, "dpo_pairs": both}
+        assert tick(defs) == {"ratings": both, "candidate_pairs": both, "dpo_pairs": both}
         for batch in both:
-            materialized(instance, batch, ["ratings", "dpo_pairs"])
+            materialized(instance, batch, ["ratings", "candidate_pairs", "dpo_pairs"])
         assert tick(defs) == {"preference_dataset": {None}}
 
-        # Another pairing strategy: only the SQL model is re-run.
+        # Another pairing strategy: only the pair models are re-run.
         defs = edited(config_path, lambda c: c["pairing"].update(strategy="all_pairs"))
-        assert tick(defs) == {"dpo_pairs": both}
+        assert tick(defs) == {"candidate_pairs": both, "dpo_pairs": both}
         for batch in both:
-            materialized(instance, batch, ["dpo_pairs"])
+            materialized(instance, batch, ["candidate_pairs", "dpo_pairs"])
         assert tick(defs) == {"preference_dataset": {None}}
         # A setting no stage reads (the chunk size) starts nothing.
         defs = edited(config_path, lambda c: c.setdefault("engine", {}).update(chunk_size=3))

@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from prefgen_dagster.calibration import (
+from prefgen_dagster.judging.calibration import (
     PANEL,
     accuracy,
     calibrate,
@@ -18,7 +18,7 @@ from prefgen_dagster.calibration import (
     position_effect,
     wilson_interval,
 )
-from prefgen_dagster.stages import CANARY_SCHEMA, RATING_SCHEMA
+from prefgen_dagster.judging.run import CANARY_SCHEMA, RATING_SCHEMA
 from tests.unit.rows import rating_row
 
 BATCH = "b.jsonl"

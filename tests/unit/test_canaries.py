@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from prefgen_dagster.canaries import (
+from prefgen_dagster.judging.canaries import (
     Canary,
     build_canaries,
     repetition_loop,
@@ -14,7 +14,7 @@ from prefgen_dagster.canaries import (
     shuffled,
     truncated,
 )
-from prefgen_dagster.text_quality import can_be_chosen, repetition
+from prefgen_dagster.text.quality import can_be_chosen, repetition
 
 ANSWER = (
     "Tides come from the Moon's pull on the oceans. The Sun adds a smaller pull. "

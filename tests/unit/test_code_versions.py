@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -12,7 +15,8 @@ import yaml
 
 from prefgen_dagster.cli import TINY_CONFIG
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.graph import build_graph
+from prefgen_dagster.defs.graph import build_graph
+from prefgen_dagster.ids import source_version
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -44,16 +48,17 @@ EDITS: dict[str, tuple[Edit, set[str]]] = {
     ),
     "pairing strategy": (
         lambda c: c["pairing"].update(strategy="all_pairs"),
-        {"dpo_pairs"},
+        {"candidate_pairs"},
     ),
     "pairing min_margin": (
         lambda c: c["pairing"].update(min_margin=2.0),
-        # dpo_pairs keeps every pair; the low_margin_pairs check drops them at export.
-        {"preference_dataset"},
+        # candidate_pairs marks the pairs it drops; dpo_pairs follows by its data version.
+        {"candidate_pairs"},
     ),
     "a check threshold": (
+        # A check is part of the asset it guards: the asset re-runs, and the check with it.
         lambda c: c.setdefault("checks", {}).update(max_length_bias=0.7),
-        {"preference_dataset"},
+        {"dpo_pairs"},
     ),
     "chunk size and a model's timeout (how, not what)": (
         lambda c: (
@@ -86,8 +91,27 @@ def test_an_edit_changes_the_code_version_of_exactly_the_assets_it_affects(
     assert {asset for asset in before if before[asset] != after[asset]} == affected
 
 
-def test_every_asset_has_a_code_version_naming_its_template() -> None:
+def test_every_asset_has_a_code_version_naming_its_stage() -> None:
     versions = code_versions(yaml.safe_load(TINY_CONFIG.read_text()))
     assert all(versions.values())
-    assert versions["ratings"].startswith("ultrafeedback-v")
-    assert versions["pooled_completions"].startswith("generation-v")
+    assert versions["ratings"].startswith("ratings-")
+    assert versions["pooled_completions"].startswith("pooled_completions-")
+
+
+def _module(path: Path, text: str) -> ModuleType:
+    path.write_text(text, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_versions_follow_the_template_text_not_its_comments(tmp_path: Path) -> None:
+    """Nothing is bumped by hand: a changed prompt gives a new version, a comment or a
+    docstring does not."""
+    template = '"""Doc."""\nPROMPT = "Rate the response {x}."\n'
+    base = source_version("t", _module(tmp_path / "a.py", template))
+    reworded = _module(tmp_path / "b.py", template.replace("Rate", "Score"))
+    commented = _module(tmp_path / "c.py", '"""Other doc."""\n# note\n' + template[10:])
+    assert source_version("t", reworded) != base
+    assert source_version("t", commented) == base

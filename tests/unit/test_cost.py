@@ -8,8 +8,8 @@ import pytest
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.cost import context_warnings, estimate, format_estimate
-from prefgen_dagster.ingest import instruction_id
-from prefgen_dagster.prompts.ultrafeedback import answer_token_bound
+from prefgen_dagster.ingest.validate import instruction_id
+from prefgen_dagster.judging.prompt import answer_token_bound
 
 QUESTIONS = ["Explain tides.", "Name three primes.", "What is a hash table?"]
 ROWS = [

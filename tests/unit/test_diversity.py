@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefgen_dagster.diversity import max_similarity_to_earlier, text_similarity
+from prefgen_dagster.generation.diversity import max_similarity_to_earlier, text_similarity
 
 
 @pytest.mark.parametrize(

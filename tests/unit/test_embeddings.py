@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from prefgen_dagster import embeddings
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.diversity import max_similarity_to_earlier
+from prefgen_dagster.generation.diversity import max_similarity_to_earlier
+from prefgen_dagster.stages import settings_hash
+from prefgen_dagster.text import embeddings
 
 
 def test_the_packaged_model_is_installed() -> None:
@@ -51,5 +52,5 @@ def test_embeddings_setting(make_config: Callable[..., PipelineConfig]) -> None:
     assert not make_config(embeddings="off").uses_embeddings()
     assert make_config(embeddings="on").uses_embeddings()
     off, on = make_config(embeddings="off"), make_config(embeddings="on")
-    assert off.stage_hash("generation") != on.stage_hash("generation")
-    assert off.stage_hash("judge") == on.stage_hash("judge")
+    assert settings_hash(off, "generation") != settings_hash(on, "generation")
+    assert settings_hash(off, "judge") == settings_hash(on, "judge")

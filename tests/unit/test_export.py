@@ -12,16 +12,16 @@ import pytest
 from datasets import load_from_disk
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.export import (
+from prefgen_dagster.export.dataset import (
     collect_pairs,
     dataset_card,
     held_back_pairs,
     to_trl_records,
     write_dataset,
 )
-from prefgen_dagster.sql_layer import SqlCheck, load_checks
-from prefgen_dagster.storage import Storage
-from tests.unit.rows import completion_row, instruction_row
+from prefgen_dagster.sql.project import SqlCheck, load_checks
+from prefgen_dagster.storage.store import Storage
+from tests.unit.rows import build_models, completion_row, instruction_row
 from tests.unit.rows import pair_row as dpo_pair_row
 
 Insert = Callable[[str, list[dict[str, Any]]], None]
@@ -90,8 +90,16 @@ def test_trl_record_shape() -> None:
 # --- collect_pairs on crafted rows ---------------------------------------------------------
 
 
-def add_batch(insert: Insert, batch: str, pairs: list[tuple[str, float]]) -> None:
-    """One instruction per pair, two pooled completions each, and the pair rows.
+def add_batch(
+    storage: Storage,
+    config: PipelineConfig,
+    insert: Insert,
+    batch: str,
+    pairs: list[tuple[str, float]],
+) -> None:
+    """One instruction per pair, two pooled completions each, the `candidates` rows, and the
+    pair rows as the pair models write them: `candidate_pairs` holds every pair, a pair
+    below min_margin (1.0) is dropped there with its reason, `dpo_pairs` holds the rest.
 
     `pairs` is [(pair_id, margin)]: chosen rated 5, rejected 5 - margin.
     """
@@ -117,7 +125,12 @@ def add_batch(insert: Insert, batch: str, pairs: list[tuple[str, float]]) -> Non
         )
     insert("instructions", instructions)
     insert("completions", completions)
-    insert("dpo_pairs", pair_rows)
+    build_models(storage, config, batch, ("candidates",))
+    candidate_pairs = pl.DataFrame(pair_rows).with_columns(
+        dropped_because=pl.when(pl.col("margin") < 1.0).then(pl.lit("low_margin: test"))
+    )
+    storage.replace_partition("candidate_pairs", batch, candidate_pairs)
+    insert("dpo_pairs", [row for row in pair_rows if row["margin"] >= 1.0])
 
 
 def check_result(batch: str, check: SqlCheck, passed: bool) -> dict[str, Any]:
@@ -140,10 +153,10 @@ def checks_run(insert: Insert, batch: str, failing: tuple[str, ...] = ()) -> Non
 
 
 @pytest.fixture
-def three_batches(storage: Storage, insert_rows: Insert) -> Storage:
-    add_batch(insert_rows, "a.jsonl", [("a1", 3.0), ("a2", 0.5), ("a3", 1.0)])
-    add_batch(insert_rows, "b.jsonl", [("b1", 4.0)])
-    add_batch(insert_rows, "c.jsonl", [("c1", 4.0)])
+def three_batches(storage: Storage, config: PipelineConfig, insert_rows: Insert) -> Storage:
+    add_batch(storage, config, insert_rows, "a.jsonl", [("a1", 3.0), ("a2", 0.5), ("a3", 1.0)])
+    add_batch(storage, config, insert_rows, "b.jsonl", [("b1", 4.0)])
+    add_batch(storage, config, insert_rows, "c.jsonl", [("c1", 4.0)])
     checks_run(insert_rows, "a.jsonl", failing=("length_outliers",))  # WARN only
     checks_run(insert_rows, "b.jsonl", failing=("pair_integrity",))  # blocking
     # c.jsonl: no check results yet
@@ -161,10 +174,10 @@ def test_blocking_checks_are_the_expected_ones() -> None:
     ]
 
 
-def test_collect_pairs_holds_back_and_filters(
+def test_collect_pairs_holds_back_and_reads_the_final_pairs(
     three_batches: Storage, config: PipelineConfig
 ) -> None:
-    pairs, summary = collect_pairs(three_batches, CHECKS, config.sql_vars())
+    pairs, summary = collect_pairs(three_batches, BLOCKING)
     assert summary == {
         "batches_exported": ["a.jsonl"],
         "batches_held_back": ["b.jsonl", "c.jsonl"],
@@ -173,7 +186,7 @@ def test_collect_pairs_holds_back_and_filters(
             "b.jsonl": ["pair_integrity: failed"],
             "c.jsonl": [f"{name}: not run yet" for name in sorted(BLOCKING)],
         },
-        "pairs_filtered": 1,  # a2: margin 0.5 < min_margin 1.0
+        "pairs_dropped": 1,  # a2: margin 0.5 < min_margin 1.0, dropped by candidate_pairs
     }
     assert sorted(pairs["pair_id"].to_list()) == ["a1", "a3"]
     records = {r["pair_id"]: r for r in to_trl_records(pairs)}
@@ -181,13 +194,6 @@ def test_collect_pairs_holds_back_and_filters(
     assert records["a1"]["rejected"] == [{"role": "assistant", "content": "text of a1-r"}]
     assert records["a1"]["prompt"] == [{"role": "user", "content": "question a1"}]
     assert records["a1"]["margin"] == 3.0
-
-
-def test_a_stricter_margin_filters_more(three_batches: Storage, config: PipelineConfig) -> None:
-    values = {**config.sql_vars(), "min_margin": 2.0}
-    pairs, summary = collect_pairs(three_batches, CHECKS, values)
-    assert pairs["pair_id"].to_list() == ["a1"]
-    assert summary["pairs_filtered"] == 2
 
 
 def test_batch_goes_out_once_its_blocking_checks_pass(
@@ -198,20 +204,20 @@ def test_batch_goes_out_once_its_blocking_checks_pass(
         for check in CHECKS:
             if check.blocking:
                 three_batches.record_check(check_result(batch, check, passed=True))
-    pairs, summary = collect_pairs(three_batches, CHECKS, config.sql_vars())
+    pairs, summary = collect_pairs(three_batches, BLOCKING)
     assert summary["batches_exported"] == ["a.jsonl", "b.jsonl", "c.jsonl"]
     assert summary["batches_held_back"] == []
     assert sorted(pairs["pair_id"].to_list()) == ["a1", "a3", "b1", "c1"]
 
 
 def test_nothing_to_export(storage: Storage, config: PipelineConfig) -> None:
-    pairs, summary = collect_pairs(storage, CHECKS, config.sql_vars())
+    pairs, summary = collect_pairs(storage, BLOCKING)
     assert pairs.height == 0
     assert summary == {
         "batches_exported": [],
         "batches_held_back": [],
         "held_back_reasons": {},
-        "pairs_filtered": 0,
+        "pairs_dropped": 0,
     }
     assert to_trl_records(pairs) == []
 
@@ -224,7 +230,7 @@ def test_held_back_batches_keep_their_pairs_and_reasons_apart(
     three_batches.record_check(
         check_result("b.jsonl", integrity, passed=False) | {"reason": "pair b1: chosen not above"}
     )
-    pairs, summary = collect_pairs(three_batches, CHECKS, config.sql_vars())
+    pairs, summary = collect_pairs(three_batches, BLOCKING)
     assert summary["held_back_reasons"]["b.jsonl"] == ["pair_integrity: pair b1: chosen not above"]
     held = held_back_pairs(three_batches, summary["held_back_reasons"])
     assert sorted(held["pair_id"]) == ["b1", "c1"]  # never in the dataset itself

@@ -13,10 +13,17 @@ import polars as pl
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.export import collect_pairs
-from prefgen_dagster.sql_layer import SqlCheck, load_project
-from prefgen_dagster.storage import Storage
-from tests.unit.rows import completion_row, evolved_row, instruction_row, pair_row, rating_row
+from prefgen_dagster.export.dataset import collect_pairs
+from prefgen_dagster.sql.project import load_project
+from prefgen_dagster.storage.store import Storage
+from tests.unit.rows import (
+    build_models,
+    completion_row,
+    evolved_row,
+    instruction_row,
+    pair_row,
+    rating_row,
+)
 
 BATCH = "b1.jsonl"
 OTHER = "b2.jsonl"
@@ -30,6 +37,7 @@ GATES = {check.name: check for check in CHECKS}
 def run_gate(
     storage: Storage, config: PipelineConfig, name: str, batch: str = BATCH, **values: Any
 ) -> pl.DataFrame:
+    build_models(storage, config, batch, ("candidates",))
     return storage.query(*GATES[name].render(batch, {**config.sql_vars(), **values}))
 
 
@@ -82,6 +90,13 @@ def add_pair(
         insert("completions", [completion(chosen, iid, chosen_text, batch=batch)])
     insert("completions", [completion(rejected, iid, rejected_text, batch=batch)])
     insert(
+        "ratings",
+        [
+            rating_row(cid, iid, round(value), batch, "j1", "overall", 0)
+            for cid, value in ((chosen, chosen_rating), (rejected, rejected_rating))
+        ],
+    )
+    insert(
         "dpo_pairs", [pair_row(pid, iid, chosen, rejected, chosen_rating, rejected_rating, batch)]
     )
 
@@ -108,84 +123,26 @@ def blocking_checks_pass(storage: Storage, batch: str, failing: tuple[str, ...] 
             )
 
 
-def exported_ids(storage: Storage, checks: list[SqlCheck], values: dict) -> tuple[set, dict]:
-    pairs, summary = collect_pairs(storage, checks, values)
-    return set(pairs["pair_id"].to_list()) if pairs.height else set(), summary
-
-
-def assert_export_drops(
-    storage: Storage, config: PipelineConfig, gate: str, expected: set[str]
-) -> None:
-    """collect_pairs drops exactly `expected`: with the gate alone, and when the gate is
-    added to all the real checks (other filters may already drop some of them)."""
-    blocking_checks_pass(storage, BATCH)
-    values = config.sql_vars()
-    everything = set(
-        storage.query("SELECT pair_id FROM dpo_pairs WHERE batch_id = ?", [BATCH])["pair_id"]
-    )
-    assert expected < everything
-
-    alone, summary = exported_ids(storage, [GATES[gate]], values)
-    assert alone == everything - expected
-    assert summary["pairs_filtered"] == len(expected)
-
-    with_gate, with_summary = exported_ids(storage, CHECKS, values)
-    without_gate, without_summary = exported_ids(
-        storage, [c for c in CHECKS if c.name != gate], values
-    )
-    assert with_gate == without_gate - expected
-    newly_dropped = len(without_gate & expected)
-    assert with_summary["pairs_filtered"] - without_summary["pairs_filtered"] == newly_dropped
-
-
 # --- loading -------------------------------------------------------------------------------
 
 
 GATE_HEADERS = {
-    "tied_pairs": ("dpo_pairs", "WARN", False, True),
-    "near_duplicate_pairs": ("dpo_pairs", "WARN", False, True),
-    "rating_outliers": ("ratings", "WARN", False, False),
-    "length_bias": ("dpo_pairs", "WARN", False, False),
-    "input_reconciliation": ("raw_instructions", "ERROR", True, False),
+    "rating_outliers": ("ratings", "WARN", False),
+    "length_bias": ("dpo_pairs", "WARN", False),
+    "input_reconciliation": ("raw_instructions", "ERROR", True),
 }
 
 
 def test_gate_files_load_with_their_headers(config: PipelineConfig) -> None:
     project = load_project()
-    headers = {c.name: (c.asset, c.severity, c.blocking, c.filter) for c in project.checks}
+    headers = {c.name: (c.asset, c.severity, c.blocking) for c in project.checks}
     assert {name: headers.get(name) for name in GATE_HEADERS} == GATE_HEADERS
     refs = {c.name: set(c.refs) for c in project.checks}
     assert refs["input_reconciliation"] == {"batches", "instructions", "rejected_inputs"}
-    assert refs["rating_outliers"] == {"completions", "evolved_completions", "ratings"}
-    assert refs["tied_pairs"] == {"dpo_pairs"}
+    assert refs["rating_outliers"] == {"candidates", "ratings"}
     for check in project.checks:
         assert check.description
         check.render(BATCH, config.sql_vars())  # every var it reads is a config value
-
-
-# --- tied_pairs ----------------------------------------------------------------------------
-
-
-def tied_batch(insert: Insert, batch: str = BATCH, fail: bool = False) -> None:
-    add_pair(insert, "wide", *distinct_texts("wide"), 5, 2, batch=batch)
-    add_pair(insert, "narrow", *distinct_texts("narrow"), 4, 3.75, batch=batch)
-    if fail:
-        add_pair(insert, "tie", *distinct_texts("tie"), 3, 3, batch=batch)
-        add_pair(insert, "reversed", *distinct_texts("reversed"), 2, 4, batch=batch)
-
-
-def test_tied_pairs_pass(storage: Storage, insert_rows: Insert, config: PipelineConfig) -> None:
-    tied_batch(insert_rows)
-    tied_batch(insert_rows, OTHER, fail=True)
-    assert run_gate(storage, config, "tied_pairs").height == 0
-
-
-def test_tied_pairs_fail(storage: Storage, insert_rows: Insert, config: PipelineConfig) -> None:
-    tied_batch(insert_rows, fail=True)
-    rows = run_gate(storage, config, "tied_pairs").sort("pair_id")
-    assert rows.height == 2
-    assert list(rows.select("pair_id", "margin").iter_rows()) == [("reversed", -2.0), ("tie", 0.0)]
-    assert_export_drops(storage, config, "tied_pairs", {"tie", "reversed"})
 
 
 # --- near_duplicate_pairs ------------------------------------------------------------------
@@ -206,6 +163,20 @@ def near_duplicate_batch(insert: Insert, batch: str = BATCH, fail: bool = False)
         add_pair(insert, "empty", None, "", batch=batch)  # two empty texts are identical
 
 
+def near_duplicates(
+    storage: Storage, config: PipelineConfig, batch: str = BATCH, **values: Any
+) -> pl.DataFrame:
+    """The pairs the pair rule drops as near duplicates, named by their `add_pair` id."""
+    build_models(storage, config, batch, ("candidates",))
+    model = load_project().models["candidate_pairs"]
+    frame = storage.query(*model.render(batch, {**config.sql_vars(), **values}))
+    return (
+        frame.filter(pl.col("dropped_because").str.starts_with("near_duplicate"))
+        .with_columns(pair_id=pl.col("instruction_id").str.strip_suffix("-i"))
+        .sort("pair_id")
+    )
+
+
 def test_near_duplicate_pairs_pass(
     storage: Storage, insert_rows: Insert, config: PipelineConfig
 ) -> None:
@@ -214,27 +185,29 @@ def test_near_duplicate_pairs_pass(
     # Another batch reuses this batch's completion id for a copy of the chosen text: a join
     # that is not scoped to the batch would see a duplicate.
     insert_rows("completions", [completion("far-r", "far-i", distinct_texts("far")[0], batch="b3")])
-    assert run_gate(storage, config, "near_duplicate_pairs").height == 0
+    assert near_duplicates(storage, config).height == 0
+    assert near_duplicates(storage, config, OTHER).height == 2
 
 
-def test_near_duplicate_pairs_fail(
+def test_near_duplicate_pairs_are_dropped(
     storage: Storage, insert_rows: Insert, config: PipelineConfig
 ) -> None:
     near_duplicate_batch(insert_rows, fail=True)
-    rows = run_gate(storage, config, "near_duplicate_pairs").sort("pair_id")
-    assert rows.height == 3
-    assert rows["pair_id"].to_list() == ["edge", "empty", "same"]
-    assert rows["similarity"].to_list() == pytest.approx([0.9, 1.0, 1.0])
-    assert_export_drops(storage, config, "near_duplicate_pairs", {"edge", "empty", "same"})
+    rows = near_duplicates(storage, config)
+    # The pair of two empty texts is never made: an empty text is never chosen.
+    assert rows["pair_id"].to_list() == ["edge", "same"]
+    assert rows["word_similarity"].to_list() == pytest.approx([0.9, 1.0])
+    final = build_models(storage, config, BATCH)
+    assert sorted(final["instruction_id"].str.strip_suffix("-i").to_list()) == ["close", "far"]
 
 
 def test_near_duplicate_threshold_is_the_config_value(
     storage: Storage, insert_rows: Insert, config: PipelineConfig
 ) -> None:
     near_duplicate_batch(insert_rows)
-    rows = run_gate(storage, config, "near_duplicate_pairs", near_duplicate_similarity=0.8)
+    rows = near_duplicates(storage, config, near_duplicate_similarity=0.8)
     assert rows["pair_id"].to_list() == ["close"]
-    assert rows["similarity"].to_list() == pytest.approx([9 / 11])
+    assert rows["word_similarity"].to_list() == pytest.approx([9 / 11])
 
 
 def test_near_duplicate_pairs_use_embeddings_where_stored(
@@ -250,10 +223,10 @@ def test_near_duplicate_pairs_use_embeddings_where_stored(
             con.execute(
                 "UPDATE completions SET embedding = ? WHERE completion_id = ?", [vector, cid]
             )
-    rows = run_gate(storage, config, "near_duplicate_pairs", near_duplicate_similarity=0.8)
+    rows = near_duplicates(storage, config, near_duplicate_similarity=0.8)
     assert rows["pair_id"].to_list() == ["far"]
     assert rows["cosine"].to_list() == pytest.approx([0.98], abs=1e-3)
-    assert run_gate(storage, config, "near_duplicate_pairs", near_duplicate_cosine=0.99).height == 0
+    assert near_duplicates(storage, config, near_duplicate_cosine=0.99).height == 0
 
 
 # --- rating_outliers -----------------------------------------------------------------------
@@ -441,19 +414,19 @@ def test_input_reconciliation_holds_the_batch_back(
     storage: Storage, insert_rows: Insert, config: PipelineConfig
 ) -> None:
     add_pair(insert_rows, "p1", *distinct_texts("p1"))
+    build_models(storage, config, BATCH)
+    blocking = [check.name for check in CHECKS if check.blocking]
     blocking_checks_pass(storage, BATCH, failing=("input_reconciliation",))
-    pairs, summary = collect_pairs(storage, CHECKS, config.sql_vars())
+    pairs, summary = collect_pairs(storage, blocking)
     assert (pairs.height, summary["batches_held_back"]) == (0, [BATCH])
     blocking_checks_pass(storage, BATCH)
-    pairs, summary = collect_pairs(storage, CHECKS, config.sql_vars())
-    assert (pairs["pair_id"].to_list(), summary["batches_exported"]) == (["p1"], [BATCH])
+    pairs, summary = collect_pairs(storage, blocking)
+    assert (pairs["instruction_id"].to_list(), summary["batches_exported"]) == (["p1-i"], [BATCH])
 
 
 # --- batches stay apart --------------------------------------------------------------------
 
 FAILING = {
-    "tied_pairs": (lambda insert, batch: tied_batch(insert, batch, fail=True), 2),
-    "near_duplicate_pairs": (lambda insert, batch: near_duplicate_batch(insert, batch, True), 3),
     "rating_outliers": (lambda insert, batch: rating_outlier_batch(insert, batch, True), 5),
     "length_bias": (lambda insert, batch: length_batch(insert, 9, 10, batch), 9),
     "input_reconciliation": (

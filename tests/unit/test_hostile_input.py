@@ -14,13 +14,15 @@ import dagster as dg
 import pytest
 import yaml
 
-from prefgen_dagster.assets import raw_instructions
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.context_limits import ContextLimits
-from prefgen_dagster.ingest import IngestResult, PromptCheck, ingest, read_rows
-from prefgen_dagster.partitions import batch_file, batches
-from prefgen_dagster.resources import PrefgenResource
-from prefgen_dagster.storage import Storage
+from prefgen_dagster.defs.assets import raw_instructions
+from prefgen_dagster.defs.partitions import batches
+from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.ingest.batches import batch_file
+from prefgen_dagster.ingest.context import ContextLimits
+from prefgen_dagster.ingest.read import read_rows
+from prefgen_dagster.ingest.validate import IngestResult, PromptCheck, ingest
+from prefgen_dagster.storage.store import Storage
 
 
 def line(value: object) -> bytes:

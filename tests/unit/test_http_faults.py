@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from prefgen_dagster.config import PipelineConfig, SamplingParams
-from prefgen_dagster.engines import openai_http
-from prefgen_dagster.engines.base import LLMRequest
-from prefgen_dagster.llm_runner import LLMCallsFailed, run_requests
-from prefgen_dagster.storage import Storage
+from prefgen_dagster.llm.engines import openai_http
+from prefgen_dagster.llm.runner import LLMCallsFailed, run_requests
+from prefgen_dagster.llm.types import LLMRequest
+from prefgen_dagster.storage.store import Storage
 from tests.unit.fault_server import FaultServer
 
 TIMEOUT_S = 0.5  # the client's timeout; a hanging server answers after 3 s
@@ -103,7 +103,6 @@ def test_a_passing_fault_is_retried_until_it_succeeds(
     assert server.attempts("plain") == 1
     assert answers[req(flaky).call_id]["response"] == f"echo: {flaky}"
     assert answers[req(flaky).call_id]["completion_tokens"] == 3
-    assert stats.failed == 0
     assert failed_calls(storage) == []
 
 
@@ -157,7 +156,7 @@ def test_a_lasting_fault_fails_its_request_and_a_rerun_asks_only_it(
     seen = len(server.hits)
     answers, stats = ask(prompts, storage, config)
     assert [hit.content for hit in server.hits[seen:]] == [broken]
-    assert (stats.cache_hits, stats.engine_calls, stats.failed) == (2, 1, 0)
+    assert (stats.cache_hits, stats.engine_calls) == (2, 1)
     assert [answers[req(p).call_id]["response"] for p in prompts] == [f"echo: {p}" for p in prompts]
     assert failed_calls(storage) == []
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from prefgen_dagster.ingest import IngestResult, ingest, instruction_id, read_rows
+from prefgen_dagster.ingest.read import read_rows
+from prefgen_dagster.ingest.validate import IngestResult, ingest, instruction_id
 
 BATCH = "batch-1.jsonl"
 

@@ -9,16 +9,16 @@ from collections.abc import Callable
 
 import pytest
 
-from prefgen_dagster.canaries import Canary
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.judge_parsing import (
+from prefgen_dagster.judging import prompt as ultrafeedback
+from prefgen_dagster.judging.canaries import Canary
+from prefgen_dagster.judging.parse import (
     parse_pairwise_output,
     parse_pointwise_output,
     parse_verdict,
 )
-from prefgen_dagster.planning import judge_groups, plan_judging, rating_rows
-from prefgen_dagster.prompts import ultrafeedback
-from prefgen_dagster.prompts.ultrafeedback import answer_token_bound
+from prefgen_dagster.judging.plan import judge_groups, plan_judging, rating_rows
+from prefgen_dagster.judging.prompt import answer_token_bound
 
 MakeConfig = Callable[..., PipelineConfig]
 INSTRUCTIONS = {

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from prefgen_dagster.judge_parsing import JudgeVerdict, parse_judge_output
+from prefgen_dagster.judging.parse import JudgeVerdict, parse_judge_output
 
 
 def judge_json(*entries: tuple[object, object]) -> str:

@@ -11,16 +11,12 @@ from typing import Any
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.judge_parsing import parse_judge_output
-from prefgen_dagster.planning import (
-    Planned,
-    judge_groups,
-    ordered,
-    plan_completions,
-    plan_judging,
-    rating_rows,
-)
-from prefgen_dagster.prompts.ultrafeedback import ASPECTS, NOT_APPLICABLE
+from prefgen_dagster.generation.plan import plan_completions
+from prefgen_dagster.judging.parse import parse_judge_output
+from prefgen_dagster.judging.plan import judge_groups, ordered, plan_judging, rating_rows
+from prefgen_dagster.judging.prompt import ASPECTS, NOT_APPLICABLE
+from prefgen_dagster.llm.plan import Planned
+from prefgen_dagster.stages import settings_hash
 
 BATCH = "b1.jsonl"
 MakeConfig = Callable[..., PipelineConfig]
@@ -306,7 +302,7 @@ def test_changing_only_the_judge_keeps_completion_calls(make_config: MakeConfig)
         after = plan_completions(INSTRUCTIONS, changed, BATCH)
         assert [p.request.call_id for p in after] == [p.request.call_id for p in before]
         assert [p.row for p in after] == [p.row for p in before]
-        assert changed.stage_hash("generation") == single.stage_hash("generation")
-        assert changed.stage_hash("judge") != single.stage_hash("judge")
+        assert settings_hash(changed, "generation") == settings_hash(single, "generation")
+        assert settings_hash(changed, "judge") != settings_hash(single, "judge")
         # ...while the judge's own requests are new.
         assert judge_calls.isdisjoint(p.request.call_id for p in label_plans(changed))

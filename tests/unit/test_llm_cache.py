@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from prefgen_dagster.config import PipelineConfig, SamplingParams
-from prefgen_dagster.engines.base import LLMRequest, LLMResult
-from prefgen_dagster.llm_runner import (
+from prefgen_dagster.llm.runner import (
     EngineFailed,
     LLMCallsFailed,
     TokenBudgetReached,
     run_requests,
 )
-from prefgen_dagster.storage import Storage
+from prefgen_dagster.llm.types import LLMRequest, LLMResult
+from prefgen_dagster.storage.store import Storage
 
 
 @dataclass

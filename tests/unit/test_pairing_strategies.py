@@ -14,13 +14,11 @@ import polars as pl
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.sql_layer import load_models
-from prefgen_dagster.storage import Storage
-from tests.unit.rows import completion_row, rating_row
+from prefgen_dagster.storage.store import Storage
+from tests.unit.rows import build_models, completion_row, rating_row
 
 BATCH = "batch-1.jsonl"
 OTHER = "batch-2.jsonl"
-DPO_PAIRS = load_models()["dpo_pairs"]
 
 Insert = Callable[[str, list[dict[str, Any]]], None]
 MakeConfig = Callable[..., PipelineConfig]
@@ -99,7 +97,7 @@ class Buffered:
 
 
 def pairs(storage: Storage, config: PipelineConfig, batch: str = BATCH) -> pl.DataFrame:
-    frame = storage.query(*DPO_PAIRS.render(batch, config.sql_vars()))
+    frame = build_models(storage, config, batch)
     return frame.sort("instruction_id", "chosen_completion_id", "rejected_completion_id")
 
 
@@ -337,7 +335,8 @@ def test_scores_average_orders_then_judges_and_aspects(
     insert_rows("ratings", [rating("q", "i1", 5, judge="J1", aspect="helpfulness", order=1,
                                    batch=OTHER)])  # fmt: skip
 
-    frame = pairs(storage, strategy(make_config, "best_vs_worst"))
+    # A margin of 0.875 is kept only under a lower min_margin than the default 1.0.
+    frame = pairs(storage, make_config(pairing={"strategy": "best_vs_worst", "min_margin": 0.5}))
     rows = {row["instruction_id"]: row for row in frame.iter_rows(named=True)}
     disagreed = rows["i1"]
     assert (disagreed["chosen_completion_id"], disagreed["rejected_completion_id"]) == ("p", "q")

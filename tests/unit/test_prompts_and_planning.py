@@ -7,16 +7,13 @@ from collections import Counter
 from typing import Any
 
 from prefgen_dagster.config import EVOL_CRITERIA, PipelineConfig
-from prefgen_dagster.judge_parsing import parse_judge_output
-from prefgen_dagster.planning import (
-    Planned,
-    judge_groups,
-    plan_completions,
-    plan_judging,
-    rating_rows,
-)
-from prefgen_dagster.prompts import generation, ultrafeedback
-from prefgen_dagster.prompts.evol_quality import choose_criterion
+from prefgen_dagster.evolution.prompt import choose_criterion
+from prefgen_dagster.generation import prompt as generation
+from prefgen_dagster.generation.plan import plan_completions
+from prefgen_dagster.judging import prompt as ultrafeedback
+from prefgen_dagster.judging.parse import parse_judge_output
+from prefgen_dagster.judging.plan import judge_groups, plan_judging, rating_rows
+from prefgen_dagster.llm.plan import Planned
 
 BATCH = "b1.jsonl"
 

@@ -10,10 +10,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from prefgen_dagster.automation import inbox_sensor, stale_batches
 from prefgen_dagster.config import PipelineConfig, load_config
-from prefgen_dagster.partitions import batch_file, batches
-from prefgen_dagster.resources import CONFIG_ENV
+from prefgen_dagster.defs.automation import inbox_sensor, stale_batches
+from prefgen_dagster.defs.partitions import batches
+from prefgen_dagster.defs.resources import CONFIG_ENV, PrefgenResource
+from prefgen_dagster.ingest.batches import batch_file
 
 
 @pytest.fixture
@@ -48,7 +49,11 @@ def drop(inbox: Path, name: str, text: str = '{"instruction": "hi"}\n', age: flo
 
 
 def evaluate(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
-    result = inbox_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+    prefgen = PrefgenResource(config_path=os.environ[CONFIG_ENV])
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"prefgen": prefgen}
+    )
+    result = inbox_sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
 
@@ -169,3 +174,20 @@ def test_stale_batches_follows_settings_and_file_changes(
     assert stale_batches(instance, "hash-2", inbox) == ["a.jsonl", "b.jsonl"]
     drop(inbox, "b.jsonl", text='{"instruction": "new"}\n', age=-60)  # rewritten after the run
     assert stale_batches(instance, "hash-1", inbox) == ["b.jsonl"]
+
+
+def test_the_sensor_watches_the_inbox_of_the_config_the_definitions_were_built_with(
+    inbox: Path, instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One entry point: `build_definitions(config_path=X)` runs assets on X and its sensor
+    watches X's inbox, whatever $PREFGEN_CONFIG says."""
+    from prefgen_dagster.defs.definitions import build_definitions
+
+    config_path = os.environ[CONFIG_ENV]
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "elsewhere.yaml"))
+    drop(inbox, "a.jsonl")
+    defs = build_definitions(config_path=config_path)
+    sensor = defs.resolve_sensor_def("inbox_sensor")
+    context = dg.build_sensor_context(instance=instance, resources=defs.resources)
+    result = sensor(context)
+    assert added_partitions(result) == ["a.jsonl"]

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.sql_layer import (
+from prefgen_dagster.sql.project import (
     SQL_ROOT,
     SqlCheck,
     SqlFileError,
@@ -21,8 +21,8 @@ from prefgen_dagster.sql_layer import (
     load_models,
     load_project,
 )
-from prefgen_dagster.storage import Storage
-from tests.unit.rows import completion_row, evolved_row, pair_row, rating_row
+from prefgen_dagster.storage.store import Storage
+from tests.unit.rows import build_models, completion_row, evolved_row, pair_row, rating_row
 
 BATCH = "b1.jsonl"
 OTHER = "b2.jsonl"
@@ -30,18 +30,18 @@ OTHER = "b2.jsonl"
 Insert = Callable[[str, list[dict[str, Any]]], None]
 
 CHECKS = {check.name: check for check in load_checks()}
-DPO_PAIRS = load_models()["dpo_pairs"]
+CANDIDATE_PAIRS = load_models()["candidate_pairs"]
 
 
 # --- crafting rows ---------------------------------------------------------------------------
 
 
-def completion(cid: str, iid: str, text: str = "some answer", batch: str = BATCH) -> dict:
-    return completion_row(cid, iid, batch, text=text)
+def completion(cid: str, iid: str, text: str | None = None, batch: str = BATCH) -> dict:
+    return completion_row(cid, iid, batch, text=text or f"some answer, {cid}")
 
 
-def evolved(cid: str, iid: str, text: str = "better answer", batch: str = BATCH) -> dict:
-    return evolved_row(cid, iid, batch, text=text)
+def evolved(cid: str, iid: str, text: str | None = None, batch: str = BATCH) -> dict:
+    return evolved_row(cid, iid, batch, text=text or f"better answer, {cid}")
 
 
 def rating(
@@ -75,7 +75,7 @@ def rated(insert: Insert, iid: str, scores: dict[str, int | None], batch: str = 
 
 
 def run_pairs(storage: Storage, config: PipelineConfig, batch: str = BATCH) -> pl.DataFrame:
-    return storage.query(*DPO_PAIRS.render(batch, config.sql_vars())).sort("instruction_id")
+    return build_models(storage, config, batch).sort("instruction_id")
 
 
 def pair_summary(frame: pl.DataFrame) -> list[tuple]:
@@ -87,6 +87,7 @@ def pair_summary(frame: pl.DataFrame) -> list[tuple]:
 
 
 def offending(storage: Storage, config: PipelineConfig, name: str) -> pl.DataFrame:
+    build_models(storage, config, BATCH, ("candidates",))
     return storage.query(*CHECKS[name].render(BATCH, config.sql_vars()))
 
 
@@ -95,41 +96,42 @@ def offending(storage: Storage, config: PipelineConfig, name: str) -> pl.DataFra
 
 def test_real_files_load() -> None:
     models = load_models()
-    assert list(models) == ["dpo_pairs"]
-    assert set(models["dpo_pairs"].refs) == {"completions", "evolved_completions", "ratings"}
-    assert set(models["dpo_pairs"].variables) == {
+    assert list(models) == ["candidate_pairs", "candidates", "dpo_pairs"]
+    assert set(models["candidates"].refs) == {"completions", "evolved_completions"}
+    assert set(models["candidate_pairs"].refs) == {"candidates", "ratings"}
+    assert set(models["dpo_pairs"].refs) == {"candidate_pairs"}
+    assert set(models["candidate_pairs"].variables) == {
         "judge_decides",
-        "max_repetition",
+        "min_margin",
         "model_ranking",
+        "near_duplicate_cosine",
+        "near_duplicate_similarity",
         "pairing_seed",
         "strategy",
     }
-    summary = {c.name: (c.asset, c.severity, c.blocking, c.filter) for c in CHECKS.values()}
+    summary = {c.name: (c.asset, c.severity, c.blocking) for c in CHECKS.values()}
     assert summary == {
-        "input_reconciliation": ("raw_instructions", "ERROR", True, False),
-        "judge_canary_accuracy": ("dpo_pairs", "ERROR", True, False),
-        "judge_parse_failures": ("ratings", "ERROR", True, False),
-        "judge_position_bias": ("dpo_pairs", "ERROR", True, False),
-        "length_bias": ("dpo_pairs", "WARN", False, False),
-        "length_outliers": ("dpo_pairs", "WARN", False, False),
-        "low_margin_pairs": ("dpo_pairs", "WARN", False, True),
-        "near_duplicate_pairs": ("dpo_pairs", "WARN", False, True),
-        "pair_integrity": ("dpo_pairs", "ERROR", True, False),
-        "rating_outliers": ("ratings", "WARN", False, False),
-        "tied_pairs": ("dpo_pairs", "WARN", False, True),
-        "unfinished_chosen": ("dpo_pairs", "ERROR", True, False),
+        "input_reconciliation": ("raw_instructions", "ERROR", True),
+        "judge_canary_accuracy": ("dpo_pairs", "ERROR", True),
+        "judge_parse_failures": ("ratings", "ERROR", True),
+        "judge_position_bias": ("dpo_pairs", "ERROR", True),
+        "length_bias": ("dpo_pairs", "WARN", False),
+        "length_outliers": ("dpo_pairs", "WARN", False),
+        "pair_integrity": ("dpo_pairs", "ERROR", True),
+        "rating_outliers": ("ratings", "WARN", False),
+        "unfinished_chosen": ("dpo_pairs", "ERROR", True),
     }
     assert all(c.description for c in CHECKS.values())
 
 
 def test_values_are_bound_not_pasted(config: PipelineConfig) -> None:
-    values = {"min_margin": 1.75, "judge_decides": True}
-    sql, params = CHECKS["low_margin_pairs"].render("b'1", values)
-    assert params == {**values, "batch_id": "b'1"}
+    values = {**config.sql_vars(), "min_margin": 1.75}
+    sql, params = CANDIDATE_PAIRS.render("b'1", values)
+    assert params["min_margin"] == 1.75 and params["batch_id"] == "b'1"
     assert "$min_margin" in sql and "$batch_id" in sql
     assert "1.75" not in sql and "b'1" not in sql
-    with pytest.raises(SqlFileError, match="low_margin_pairs.sql: no value for var"):
-        CHECKS["low_margin_pairs"].render(BATCH, {})
+    with pytest.raises(SqlFileError, match="candidate_pairs.sql: no value for var"):
+        CANDIDATE_PAIRS.render(BATCH, {})
 
 
 HEADER = {
@@ -194,7 +196,7 @@ def test_a_new_model_file_is_a_model_and_may_be_reffed(tmp_path: Path) -> None:
     path = tmp_path / "models" / "top_pairs.sql"
     path.write_text("SELECT * FROM {{ ref('dpo_pairs') }} WHERE margin >= 2\n", encoding="utf-8")
     project = load_project(tmp_path)
-    assert set(project.models) == {"dpo_pairs", "top_pairs"}
+    assert set(project.models) == {"candidate_pairs", "candidates", "dpo_pairs", "top_pairs"}
     assert project.table_asset("top_pairs") == "top_pairs"
     assert project.table_asset("completions") == "pooled_completions"
     assert [c.asset for c in project.checks] == ["top_pairs"]
@@ -209,15 +211,12 @@ def test_a_model_may_not_replace_a_source_table(tmp_path: Path) -> None:
     assert str(path) in str(error.value)
 
 
-def test_column_lineage_of_dpo_pairs(storage: Storage) -> None:
-    lineage = column_lineage(DPO_PAIRS, storage.column_types())
+def test_column_lineage_of_the_pair_rule(storage: Storage, config: PipelineConfig) -> None:
+    build_models(storage, config, BATCH, ("candidates",))
+    lineage = column_lineage(CANDIDATE_PAIRS, storage.column_types())
     assert lineage["chosen_rating"] == [("ratings", "rating")]
-    assert lineage["instruction_id"] == [
-        ("completions", "instruction_id"),
-        ("evolved_completions", "instruction_id"),
-    ]
-    assert ("completions", "model") in lineage["chosen_model"]
-    assert ("evolved_completions", "model") in lineage["chosen_model"]
+    assert lineage["instruction_id"] == [("candidates", "instruction_id")]
+    assert lineage["chosen_model"] == [("candidates", "model")]
 
 
 # --- the dpo_pairs model -------------------------------------------------------------------
@@ -300,16 +299,21 @@ def test_other_batches_never_leak_in(
 # --- the checks ----------------------------------------------------------------------------
 
 
-def test_low_margin_pairs(storage: Storage, insert_rows: Insert, config: PipelineConfig) -> None:
-    insert_rows("dpo_pairs", [pair("p1", "i1", "a", "b", 5, 3), pair("p2", "i2", "c", "d", 3, 2)])
-    assert offending(storage, config, "low_margin_pairs").height == 0  # 1.0 is not below 1.0
-    insert_rows(
-        "dpo_pairs",
-        [pair("p3", "i3", "e", "f", 3.5, 3.0), pair("p4", "i4", "g", "h", 4, 4, batch=OTHER)],
+def test_low_margin_pairs_are_dropped_with_their_reason(
+    storage: Storage, insert_rows: Insert, make_config: Callable[..., PipelineConfig]
+) -> None:
+    config = make_config(pairing={"min_margin": 2.0})
+    rated(insert_rows, "i1", {"c1": 5, "c2": 3})  # margin 2.0: not below min_margin 2.0
+    rated(insert_rows, "i2", {"d1": 4, "d2": 3})
+    final = run_pairs(storage, config)
+    assert final["instruction_id"].to_list() == ["i1"]
+    dropped = storage.query(
+        "SELECT instruction_id, dropped_because FROM candidate_pairs "
+        "WHERE dropped_because IS NOT NULL"
     )
-    rows = offending(storage, config, "low_margin_pairs")
-    assert rows["pair_id"].to_list() == ["p3"]
-    assert rows["margin"].to_list() == [0.5]
+    assert dropped.to_dicts() == [
+        {"instruction_id": "i2", "dropped_because": "low_margin: 1.00 < pairing.min_margin 2.0"}
+    ]
 
 
 def length_outlier_batch(insert: Insert) -> None:

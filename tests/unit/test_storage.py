@@ -8,7 +8,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from prefgen_dagster.storage import SCHEMA_VERSION, Storage
+from prefgen_dagster.storage.schema import SCHEMA_VERSION
+from prefgen_dagster.storage.store import Storage
 
 # The tables whose columns changed after schema version 1, as version 1 wrote them (`git show
 # 170a457~1:prefgen_dagster/storage.py`).

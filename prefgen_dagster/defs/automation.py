@@ -1,0 +1,139 @@
+"""What starts runs: the inbox sensor, the assets' automation conditions, the catch-up
+schedule.
+
+* The sensor only lists the inbox (sensors time out after 60 s): each new or changed file
+  that has stopped changing becomes a partition and a run of every stage.
+* `STAGE_CONDITION` re-runs a batch's asset when its code version (its own settings, see
+  `versions`) changes or an input it reads is updated, so a changed config re-runs only the
+  stages it affects and those after them.
+* The schedule asks the Dagster instance, not DuckDB, which batches are behind: failed runs,
+  missing pairs, files newer than their pairs, pairs made with other settings.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from prefgen_dagster.defs.assets import GROUP
+from prefgen_dagster.defs.partitions import batches
+from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.ingest.batches import is_valid_batch_name
+from prefgen_dagster.stages import pipeline_hash
+
+PAIRS_KEY = dg.AssetKey("dpo_pairs")
+PARTITION_TAG = "dagster/partition"
+
+STAGE_CONDITION = (
+    (
+        dg.AutomationCondition.code_version_changed() | dg.AutomationCondition.any_deps_updated()
+    ).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("re-run when its settings or its inputs change")
+# Not `eager()`: that waits while any batch's pairs are missing, and one failed batch would
+# then hold every other batch's export back.
+EXPORT_CONDITION = (
+    dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress()
+).with_label("export after any batch's pairs change")
+
+# A file modified within this many seconds may still be being written.
+SETTLE_SECONDS = 2.0
+
+batch_job = dg.define_asset_job(
+    "prefgen_batch",
+    selection=dg.AssetSelection.groups(GROUP),
+    partitions_def=batches,
+    description="All stages for one instruction batch, with its SQL checks.",
+)
+
+
+def settled_inbox_files(inbox: Path, now: float) -> dict[str, list[int]]:
+    """{file name: [mtime_ns, size]} for batch files that have stopped changing."""
+    if not inbox.is_dir():
+        return {}
+    found = {}
+    for path in sorted(inbox.iterdir()):
+        if not path.is_file() or not is_valid_batch_name(path.name):
+            continue
+        stat = path.stat()
+        if now - stat.st_mtime >= SETTLE_SECONDS and stat.st_size > 0:
+            found[path.name] = [stat.st_mtime_ns, stat.st_size]
+    return found
+
+
+# Evaluates STAGE_CONDITION and EXPORT_CONDITION; on by default, like the other two, so
+# batches flow as soon as `dagster dev` (webserver and daemon) runs.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "prefgen_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)
+
+
+@dg.sensor(
+    job=batch_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING
+)
+def inbox_sensor(context: dg.SensorEvaluationContext, prefgen: PrefgenResource) -> dg.SensorResult:
+    """A partition and a run for each new or rewritten file in the inbox."""
+    config = prefgen.config()
+    seen: dict[str, list[int]] = json.loads(context.cursor) if context.cursor else {}
+    current = settled_inbox_files(config.resolve(config.paths.inbox_dir), time.time())
+    changed = [name for name, stamp in current.items() if seen.get(name) != stamp]
+    known = set(context.instance.get_dynamic_partitions(batches.name))
+    new_keys = [name for name in changed if name not in known]
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(partition_key=name, run_key=f"{name}@{current[name][0]}")
+            for name in changed
+        ],
+        dynamic_partitions_requests=[batches.build_add_request(new_keys)] if new_keys else [],
+        cursor=json.dumps({**seen, **current}, sort_keys=True),
+    )
+
+
+def last_run_failed(instance: dg.DagsterInstance, batch_id: str) -> bool:
+    """Whether the newest run for this batch failed (engine error, blocking check, crash)."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={PARTITION_TAG: batch_id}), limit=1)
+    return bool(runs) and runs[0].status == dg.DagsterRunStatus.FAILURE
+
+
+def stale_batches(instance: dg.DagsterInstance, current_hash: str, inbox: Path) -> list[str]:
+    """Batches whose last run failed, or whose pairs are missing, made with other settings,
+    or older than their file. Re-running them is cheap: finished LLM calls are cached."""
+    stale = []
+    for key in instance.get_dynamic_partitions(batches.name):
+        if last_run_failed(instance, key):
+            stale.append(key)
+            continue
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=PAIRS_KEY, asset_partitions=[key]), limit=1
+        ).records
+        if not records:
+            stale.append(key)
+            continue
+        materialization = records[0].asset_materialization
+        made_with = materialization.metadata.get("pipeline_hash") if materialization else None
+        source = inbox / key
+        newer_file = source.exists() and source.stat().st_mtime > records[0].timestamp
+        if made_with is None or made_with.value != current_hash or newer_file:
+            stale.append(key)
+    return stale
+
+
+@dg.schedule(
+    job=batch_job, cron_schedule="0 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
+)
+def catch_up_schedule(context: dg.ScheduleEvaluationContext, prefgen: PrefgenResource):
+    """Every hour: re-run each batch whose last run failed or that is not up to date with
+    its file and the settings."""
+    config = prefgen.config()
+    inbox = config.resolve(config.paths.inbox_dir)
+    keys = stale_batches(context.instance, pipeline_hash(config), inbox)
+    if not keys:
+        return dg.SkipReason("every batch is up to date")
+    stamp = context.scheduled_execution_time.isoformat()
+    return [dg.RunRequest(partition_key=key, run_key=f"catch-up:{key}:{stamp}") for key in keys]

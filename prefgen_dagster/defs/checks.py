@@ -1,0 +1,78 @@
+"""Asset checks made from `dbt_like_sql/checks/*.sql`: one file, one check, no Python."""
+
+import warnings
+
+import dagster as dg
+import polars as pl
+
+from prefgen_dagster.defs import metadata
+from prefgen_dagster.defs.partitions import batches
+from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.sql.project import SqlCheck, SqlProject
+
+
+def build_sql_check(check: SqlCheck, project: SqlProject) -> dg.AssetChecksDefinition:
+    """An asset check that runs the file's SQL for the batch: zero rows means it passed."""
+    other_assets = sorted({project.table_asset(ref) for ref in check.refs} - {check.asset})
+    severity = dg.AssetCheckSeverity[check.severity]
+
+    @dg.asset_check(
+        asset=check.asset,
+        name=check.name,
+        description=f"[{check.severity}{', blocking' if check.blocking else ''}] "
+        f"{check.description}",
+        blocking=check.blocking,
+        additional_deps=other_assets,
+        partitions_def=batches,
+        metadata={"sql_file": str(check.path), "severity": check.severity},
+    )
+    def _check(context: dg.AssetCheckExecutionContext, prefgen: PrefgenResource):
+        config, storage = prefgen.open()
+        batch_id = context.partition_key
+        offending = storage.query(*check.render(batch_id, config.sql_vars()))
+        table = project.asset_table(check.asset)
+        total = storage.query(f"SELECT count(*) AS n FROM {table} WHERE batch_id = ?", [batch_id])
+        checked = int(total["n"][0])
+        reason = failure_reason(offending)
+        storage.record_check(
+            {
+                "batch_id": batch_id,
+                "check_name": check.name,
+                "asset": check.asset,
+                "severity": check.severity,
+                "blocking": check.blocking,
+                "passed": offending.is_empty(),
+                "failing_rows": offending.height,
+                "reason": reason,
+            }
+        )
+        return dg.AssetCheckResult(
+            passed=offending.is_empty(),
+            severity=severity,
+            metadata={
+                "failing_rows": offending.height,
+                "checked_rows": checked,
+                "failure_rate": round(offending.height / checked, 4) if checked else 0.0,
+                **({"reason": reason} if reason else {}),
+                "sample_rows": dg.MetadataValue.md(metadata.markdown_table(offending, 10)),
+            },
+        )
+
+    return _check
+
+
+def failure_reason(offending: pl.DataFrame) -> str | None:
+    """The one-line reason a check gives for its first offending row (a `reason` column),
+    with a count of the others."""
+    if offending.is_empty() or "reason" not in offending.columns:
+        return None
+    first = offending["reason"][0]
+    more = offending.height - 1
+    return f"{first} (and {more} more)" if more else first
+
+
+def build_sql_checks(project: SqlProject) -> list[dg.AssetChecksDefinition]:
+    # Partitioned asset checks are a Dagster preview feature; the warning is known and noisy.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return [build_sql_check(check, project) for check in project.checks]

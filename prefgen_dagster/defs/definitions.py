@@ -1,0 +1,44 @@
+"""The Dagster code location: `dagster dev -w workspace.yaml` loads `defs` from here.
+
+Loading reads the pipeline config ($PREFGEN_CONFIG, else `prefgen.yaml` in the working
+directory): the assets' code versions come from it. After editing the config, reload the
+code location so the UI and the automation conditions see the change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from prefgen_dagster.config import load_config
+from prefgen_dagster.defs.automation import (
+    automation_sensor,
+    batch_job,
+    catch_up_schedule,
+    inbox_sensor,
+)
+from prefgen_dagster.defs.graph import build_graph
+from prefgen_dagster.defs.resources import PrefgenResource, default_config_path
+
+
+def build_definitions(
+    config_path: str | None = None, sql_dir: Path | None = None
+) -> dg.Definitions:
+    """Everything Dagster loads; the SQL folder is $PREFGEN_SQL_DIR or `dbt_like_sql/`."""
+    config_path = config_path or default_config_path()
+    graph = build_graph(load_config(config_path), sql_dir)
+    return dg.Definitions(
+        assets=[*graph.batch_assets, graph.export_asset],
+        asset_checks=graph.checks,
+        jobs=[batch_job],
+        sensors=[inbox_sensor, automation_sensor],
+        schedules=[catch_up_schedule],
+        resources={"prefgen": PrefgenResource(config_path=config_path)},
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Built when Dagster loads the code location, not when this module is imported."""
+    return build_definitions()

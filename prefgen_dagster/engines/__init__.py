@@ -1,1 +1,0 @@
-"""LLM engines behind one interface: `generate(requests) -> results`, in request order."""

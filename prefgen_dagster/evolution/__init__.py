@@ -1,0 +1,1 @@
+"""EvolQuality: rewrites of the pooled completions (prompt, plan, run)."""

@@ -1,0 +1,38 @@
+"""The EvolQuality stage end to end: rewrite round after round, return the kept rewrites."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.evolution.plan import plan_evolution_round
+from prefgen_dagster.llm.plan import answered_row
+from prefgen_dagster.llm.runner import EngineFactory, RunStats, ask, open_engine
+from prefgen_dagster.storage.store import Storage, batch_instructions, batch_rows
+from prefgen_dagster.text.embeddings import embed_rows
+
+
+def evolve_completions(
+    config: PipelineConfig,
+    storage: Storage,
+    batch_id: str,
+    engine_factory: EngineFactory = open_engine,
+    run_id: str | None = None,
+) -> tuple[pl.DataFrame, RunStats]:
+    """`num_evolutions` rounds; each round is one stage-wide batch built on the previous one.
+    With `keep: last` only the final round's rewrites are returned."""
+    instructions = batch_instructions(storage, batch_id)
+    parents = batch_rows(storage, "completions", batch_id, "completion_id")
+    total = RunStats()
+    rounds: list[list[dict[str, Any]]] = []
+    for round_index in range(1, config.evol_quality.num_evolutions + 1):
+        plans = plan_evolution_round(parents, instructions, config, round_index, batch_id)
+        answers = ask(plans, storage, config, engine_factory, total, run_id)
+        parents = [answered_row(p, answers[p.request.call_id]) for p in plans]
+        rounds.append(parents)
+    kept = rounds[-1:] if config.evol_quality.keep == "last" else rounds
+    rows = [row for round_rows in kept for row in round_rows]
+    embed_rows(rows, config.uses_embeddings(), {})
+    return pl.DataFrame(rows, infer_schema_length=None), total

@@ -1,0 +1,1 @@
+"""The final dataset: exportable batches, TRL records, the card."""

@@ -1,0 +1,1 @@
+"""Generation: the pool's completions (prompt, plan, diversity guard, run)."""

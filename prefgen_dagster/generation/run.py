@@ -1,0 +1,71 @@
+"""The generation stage end to end: plan, ask the pool, guard diversity, return the rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.generation.diversity import max_similarity_to_earlier
+from prefgen_dagster.generation.plan import plan_completions, regeneration
+from prefgen_dagster.llm.plan import answered_row
+from prefgen_dagster.llm.runner import EngineFactory, RunStats, ask, open_engine
+from prefgen_dagster.storage.store import Storage, batch_instructions
+from prefgen_dagster.text.embeddings import embed_rows
+
+
+def generate_completions(
+    config: PipelineConfig,
+    storage: Storage,
+    batch_id: str,
+    engine_factory: EngineFactory = open_engine,
+    run_id: str | None = None,
+) -> tuple[pl.DataFrame, RunStats]:
+    """The pool's completions, with the diversity guard: a completion too close to an
+    earlier one of the same instruction is asked again (new seed, warmer), at most
+    `max_regenerations` times; its final similarity is stored either way (and its
+    embedding, with embeddings on)."""
+    diversity = config.generation.diversity
+    threshold = diversity.max_cosine if config.uses_embeddings() else diversity.max_similarity
+    vectors: dict[str, list[float]] = {}
+    total = RunStats()
+    first_plans = plan_completions(
+        list(batch_instructions(storage, batch_id).values()), config, batch_id
+    )
+    plans = first_plans
+    pending = first_plans  # what this round asks: every slot first, then the regenerated ones
+    answers: dict[str, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+    for attempt in range(diversity.max_regenerations + 1):
+        answers |= ask(pending, storage, config, engine_factory, total, run_id)
+        rows = [answered_row(p, answers[p.request.call_id]) for p in plans]
+        embed_rows(rows, config.uses_embeddings(), vectors)
+        _mark_similarity(rows, threshold)
+        if attempt == diversity.max_regenerations or not any(r["too_similar"] for r in rows):
+            break
+        pending = [
+            regeneration(first, attempt + 1, diversity.temperature_step)
+            for first, row in zip(first_plans, rows, strict=True)
+            if row["too_similar"]
+        ]
+        regenerated = {p.row["completion_id"]: p for p in pending}
+        plans = [regenerated.get(p.row["completion_id"], p) for p in plans]
+    return pl.DataFrame(rows, infer_schema_length=None), total
+
+
+def _mark_similarity(rows: list[dict[str, Any]], threshold: float) -> None:
+    """Set each row's highest similarity to an earlier completion of its instruction: cosine
+    of the embeddings where the rows have them, else character 3-gram Jaccard."""
+    by_instruction: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_instruction.setdefault(row["instruction_id"], []).append(row)
+    for group in by_instruction.values():
+        embedded = all("embedding" in row for row in group)
+        similarities = max_similarity_to_earlier(
+            [row["text"] or "" for row in group],
+            [row["embedding"] for row in group] if embedded else None,
+        )
+        for row, similarity in zip(group, similarities, strict=True):
+            row["similarity"] = similarity
+            row["too_similar"] = similarity is not None and similarity > threshold

@@ -1,0 +1,238 @@
+"""Pure planning of the judging: the groups a judge compares, their requests in each mode,
+and the rating rows an answer gives. `run.py` runs the plans."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prefgen_dagster.config import JUDGE_ORDERS, JudgeConfig, PipelineConfig, SamplingParams
+from prefgen_dagster.ids import seed_from, stable_hash
+from prefgen_dagster.judging import prompt
+from prefgen_dagster.judging.canaries import Canary, sample_ids
+from prefgen_dagster.judging.parse import JudgeVerdict
+from prefgen_dagster.llm.plan import Planned, model_identity
+from prefgen_dagster.llm.types import LLMRequest
+
+
+def judge_settings(config: PipelineConfig) -> str:
+    identities = [model_identity(config, name) for name in config.judge_models()]
+    judge = config.judge.model_dump(mode="json") if config.judge else None
+    return stable_hash([judge, identities])
+
+
+def ordered(items: list[Any], order: str) -> list[Any]:
+    """The items in one of the judge orders: as given, reversed, or rotated by half."""
+    if order == "reversed":
+        return items[::-1]
+    if order == "rotated" and items:
+        shift = max(1, len(items) // 2)
+        return items[shift:] + items[:shift]
+    return list(items)
+
+
+@dataclass(frozen=True)
+class JudgeGroup:
+    """Texts a judge compares with each other: an instruction's candidates (`label`), the
+    same candidates shown again in reversed order (`position_probe`), or one canary's intact
+    and corrupted texts (`canary`). `items` are (id, text) in the base order."""
+
+    group_id: str  # the instruction id, or the canary id
+    instruction_id: str
+    purpose: str
+    items: tuple[tuple[str, str], ...]
+    orders: tuple[str, ...]  # listwise: the orders to show the items in
+
+
+def judge_groups(
+    candidates: list[dict[str, Any]],
+    canaries: list[Canary],
+    config: PipelineConfig,
+) -> list[JudgeGroup]:
+    """Every group the judges see: the candidates of each instruction (base order: by
+    completion id), a reversed second look at a sample of them when the listwise orders
+    do not already reverse, and each canary."""
+    judge = config.judge
+    if judge is None:
+        return []
+    orders = tuple(judge.orders) if judge.mode == "listwise" else ("original",)
+    by_instruction: dict[str, list[tuple[str, str]]] = {}
+    for candidate in sorted(candidates, key=lambda c: c["completion_id"]):
+        by_instruction.setdefault(candidate["instruction_id"], []).append(
+            (candidate["completion_id"], candidate["text"] or "")
+        )
+    groups = [
+        JudgeGroup(iid, iid, "label", tuple(items), orders)
+        for iid, items in sorted(by_instruction.items())
+    ]
+    if judge.probes_position():
+        probed = sample_ids(sorted(by_instruction), judge.position_probe, 1, judge.seed, "probe")
+        groups += [
+            JudgeGroup(g.group_id, g.instruction_id, "position_probe", g.items, ("reversed",))
+            for g in groups
+            if g.instruction_id in probed and len(g.items) > 1
+        ]
+    groups += [
+        JudgeGroup(c.canary_id, c.instruction_id, "canary", tuple(c.items()), orders)
+        for c in canaries
+    ]
+    return groups
+
+
+# purpose, group id, judge model name, aspect, and the request's place in the group (the
+# order's name, or the ids of the texts it shows)
+JudgeKey = tuple[str, ...]
+
+
+def plan_judging(
+    groups: list[JudgeGroup],
+    instructions: dict[str, dict[str, Any]],
+    config: PipelineConfig,
+    attempt: int,
+    only: set[JudgeKey] | None = None,
+) -> list[Planned]:
+    """The judge requests for every group, judge and aspect, by mode:
+
+    * listwise: one request per order, showing all the group's texts;
+    * pointwise: one request per text;
+    * pairwise: one request per two texts and order (A, B) and (B, A).
+
+    Pointwise and pairwise requests are seeded by the texts they show, so the same text of
+    the same instruction (a candidate that is also a canary's intact side) is asked once.
+    Re-asks (`attempt` > 0, limited to the keys in `only`) use a new seed and some
+    temperature, or they would repeat the answer that failed to parse.
+    """
+    judge = config.judge
+    if judge is None:
+        return []
+    plans = []
+    for group in groups:
+        instruction = instructions[group.instruction_id]["instruction"]
+        for judge_name in judge.models:
+            identity = model_identity(config, judge_name)
+            for aspect in judge.aspects:
+                for slot, shown, order in _requests(group, judge.mode):
+                    key = (group.purpose, group.group_id, judge_name, aspect, slot)
+                    if only is not None and key not in only:
+                        continue
+                    texts = [text for _, text in shown]
+                    seed_basis: list[Any] = (
+                        [group.group_id, order]
+                        if judge.mode == "listwise"
+                        else [group.instruction_id, *(stable_hash(t) for t in texts)]
+                    )
+                    seed = seed_from(
+                        "judge", judge.seed, judge.mode, *seed_basis, aspect, identity, attempt
+                    )
+                    request = LLMRequest(
+                        identity,
+                        _judge_messages(judge, instruction, texts, aspect),
+                        _judge_sampling(judge, len(texts), attempt),
+                        seed,
+                        json_schema=_judge_schema(judge, len(texts), aspect),
+                    )
+                    plans.append(
+                        Planned(
+                            judge_name,
+                            request,
+                            {
+                                "key": key,
+                                "instruction_id": group.instruction_id,
+                                "purpose": group.purpose,
+                                "mode": judge.mode,
+                                "completion_ids": [item_id for item_id, _ in shown],
+                                "aspect": aspect,
+                                "order_name": order,
+                                "attempt": attempt,
+                            },
+                        )
+                    )
+    return plans
+
+
+def _requests(group: JudgeGroup, mode: str) -> list[tuple[str, list[tuple[str, str]], str]]:
+    """(slot, texts shown in order, order name) for each request a group gets."""
+    items = list(group.items)
+    if mode == "pointwise":
+        return [(item_id, [(item_id, text)], "original") for item_id, text in items]
+    if mode == "pairwise":
+        requests = []
+        for i, first in enumerate(items):
+            for second in items[i + 1 :]:
+                requests.append((f"{first[0]}>{second[0]}", [first, second], "original"))
+                requests.append((f"{second[0]}>{first[0]}", [second, first], "reversed"))
+        return requests
+    return [(order, ordered(items, order), order) for order in group.orders]
+
+
+def _judge_messages(
+    judge: JudgeConfig, instruction: str, texts: list[str], aspect: str
+) -> list[dict[str, str]]:
+    if judge.mode == "pointwise":
+        return prompt.pointwise_messages(instruction, texts[0], aspect, judge.with_rationale)
+    if judge.mode == "pairwise":
+        return prompt.pairwise_messages(
+            instruction, texts[0], texts[1], aspect, judge.with_rationale
+        )
+    return prompt.judge_messages(instruction, texts, aspect, judge.with_rationale)
+
+
+def _judge_schema(judge: JudgeConfig, count: int, aspect: str) -> dict[str, Any]:
+    if judge.mode == "pointwise":
+        return prompt.pointwise_schema(judge.rationale_max_chars, aspect, judge.with_rationale)
+    if judge.mode == "pairwise":
+        return prompt.pairwise_schema(judge.rationale_max_chars, judge.with_rationale)
+    return prompt.judge_schema(count, judge.rationale_max_chars, aspect, judge.with_rationale)
+
+
+def _judge_sampling(judge: JudgeConfig, count: int, attempt: int) -> SamplingParams:
+    """The configured sampling; `max_tokens` unset: enough for any schema-valid answer about
+    `count` texts (see `prompt.answer_token_bound`)."""
+    temperature = judge.sampling.temperature
+    if attempt > 0:
+        temperature = max(temperature, 0.7)
+    return SamplingParams(
+        temperature=temperature,
+        top_p=judge.sampling.top_p,
+        max_tokens=judge.sampling.max_tokens
+        or prompt.answer_token_bound(
+            judge.mode, count, judge.rationale_max_chars, judge.with_rationale
+        ),
+    )
+
+
+def rating_rows(
+    plan: Planned,
+    verdict: JudgeVerdict,
+    raw_output: str | None,
+    config: PipelineConfig,
+    batch_id: str,
+) -> list[dict[str, Any]]:
+    """One `ratings` row per text the request showed; a failed parse gives NULL ratings."""
+    settings = judge_settings(config)
+    shown = plan.row["completion_ids"]
+    order = plan.row["order_name"]
+    return [
+        {
+            "batch_id": batch_id,
+            "completion_id": completion_id,
+            "instruction_id": plan.row["instruction_id"],
+            "judge": plan.request.model,
+            "aspect": plan.row["aspect"],
+            "judge_order": JUDGE_ORDERS.index(order),
+            "order_name": order,
+            "position": position,
+            "shown": len(shown),
+            "rating": verdict.ratings[position - 1],
+            "not_applicable": verdict.is_na(position - 1),
+            "rationale": verdict.rationales[position - 1],
+            "raw_output": raw_output,
+            "parse_status": verdict.status,
+            "attempts": plan.row["attempt"] + 1,
+            "call_id": plan.request.call_id,
+            "judge_settings": settings,
+            "purpose": plan.row["purpose"],
+            "mode": plan.row["mode"],
+        }
+        for position, completion_id in enumerate(shown, start=1)
+    ]

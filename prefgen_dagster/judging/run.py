@@ -1,0 +1,146 @@
+"""The judging stage end to end: build the canaries, plan every group's requests, ask (and
+re-ask what does not parse), turn answers into rating rows, measure the judge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.judging.calibration import calibrate
+from prefgen_dagster.judging.canaries import Canary, build_canaries
+from prefgen_dagster.judging.parse import parse_verdict
+from prefgen_dagster.judging.plan import JudgeKey, judge_groups, plan_judging, rating_rows
+from prefgen_dagster.judging.prompt import ASPECTS
+from prefgen_dagster.llm.plan import model_identity
+from prefgen_dagster.llm.runner import EngineFactory, RunStats, ask, open_engine
+from prefgen_dagster.storage.store import Storage, batch_instructions
+
+
+@dataclass
+class Judged:
+    """What the judging stage writes: the ratings (candidates, probes and canaries), the
+    canaries it built, and the judge's calibration on them."""
+
+    ratings: pl.DataFrame
+    canaries: pl.DataFrame
+    calibration: pl.DataFrame
+
+
+def rate_completions(
+    config: PipelineConfig,
+    storage: Storage,
+    batch_id: str,
+    engine_factory: EngineFactory = open_engine,
+    run_id: str | None = None,
+) -> tuple[Judged, RunStats]:
+    """Judge each instruction's completions (evolved ones, and the pooled originals unless
+    `include_original` is off) per judge and aspect, in the configured mode, together with
+    the batch's canaries and (listwise) a reversed look at a sample of instructions.
+
+    An answer that does not parse is asked again (at most `max_reasks` times); after that its
+    ratings are stored as NULL with the raw output and the parse status.
+    """
+    judge = config.judge
+    total = RunStats()
+    canaries = _canaries(config, storage, batch_id)
+    canary_frame = pl.DataFrame([c.row(batch_id) for c in canaries], schema=CANARY_SCHEMA)
+    if judge is None:
+        empty = pl.DataFrame(schema=RATING_SCHEMA)
+        return Judged(empty, canary_frame, calibrate(empty, canary_frame, "none", batch_id)), total
+    originals = "completions" if config.evol_quality.include_original else None
+    sources = [t for t in (originals, "evolved_completions") if t]
+    candidates = storage.query(
+        " UNION ALL ".join(
+            f"SELECT completion_id, instruction_id, text FROM {t} WHERE batch_id = $b"
+            for t in sources
+        ),
+        {"b": batch_id},
+    ).to_dicts()
+    groups = judge_groups(candidates, canaries, config)
+    instructions = batch_instructions(storage, batch_id)
+    rows: list[dict[str, Any]] = []
+    retry: set[JudgeKey] | None = None
+    for attempt in range(judge.max_reasks + 1):
+        plans = plan_judging(groups, instructions, config, attempt, retry)
+        if not plans:
+            break
+        answers = ask(plans, storage, config, engine_factory, total, run_id)
+        retry = set()
+        for plan in plans:
+            raw = answers[plan.request.call_id]["response"]
+            verdict = parse_verdict(
+                judge.mode,
+                raw,
+                len(plan.row["completion_ids"]),
+                allow_na=ASPECTS[plan.row["aspect"]].allows_na,
+                with_rationale=judge.with_rationale,
+            )
+            if verdict.ok or attempt == judge.max_reasks:
+                rows.extend(rating_rows(plan, verdict, raw, config, batch_id))
+            else:
+                retry.add(plan.row["key"])
+    ratings = pl.DataFrame(rows, schema=RATING_SCHEMA)
+    calibration = calibrate(ratings, canary_frame, judge.mode, batch_id)
+    return Judged(ratings, canary_frame, calibration), total
+
+
+def _canaries(config: PipelineConfig, storage: Storage, batch_id: str) -> list[Canary]:
+    """The batch's canaries, from its finished pooled completions."""
+    judge = config.judge
+    if judge is None or not judge.canaries.kinds:
+        return []
+    settings = judge.canaries
+    completions = storage.query(
+        "SELECT completion_id, instruction_id, model, text, finish_reason, repetition "
+        "FROM completions WHERE batch_id = ?",
+        [batch_id],
+    ).to_dicts()
+    return build_canaries(
+        completions,
+        settings.kinds,
+        settings.fraction,
+        settings.min_instructions,
+        settings.seed,
+        [model_identity(config, name) for name in settings.source_models],
+        config.ranked_identities(),
+        config.pairing.max_repetition,
+    )
+
+
+CANARY_SCHEMA = {
+    "batch_id": pl.String,
+    "canary_id": pl.String,
+    "instruction_id": pl.String,
+    "kind": pl.String,
+    "intact_id": pl.String,
+    "corrupted_id": pl.String,
+    "source_completion_id": pl.String,
+    "source_model": pl.String,
+    "corrupted_from_id": pl.String,
+    "corrupted_text": pl.String,
+    "corrupted_first": pl.Boolean,
+}
+RATING_SCHEMA = {
+    "batch_id": pl.String,
+    "completion_id": pl.String,
+    "instruction_id": pl.String,
+    "judge": pl.String,
+    "aspect": pl.String,
+    "judge_order": pl.Int64,
+    "order_name": pl.String,
+    "position": pl.Int64,
+    "shown": pl.Int64,
+    "rating": pl.Int64,
+    "not_applicable": pl.Boolean,
+    "rationale": pl.String,
+    "raw_output": pl.String,
+    "parse_status": pl.String,
+    "attempts": pl.Int64,
+    "call_id": pl.String,
+    "judge_settings": pl.String,
+    "purpose": pl.String,
+    "mode": pl.String,
+}

@@ -1,0 +1,1 @@
+"""The engines behind `llm.types.Engine`: vLLM in-process and any OpenAI-compatible server."""

@@ -1,0 +1,112 @@
+"""vLLM in-process: the whole list of requests goes to `LLM.chat` in one call.
+
+vLLM refuses the whole call when one prompt fills the model's context, so prompts are
+measured first, with the model's own tokenizer and chat template, and those that cannot fit
+come back as `PromptTooLong` errors without being sent: they fail alone, the rest is
+answered (and cached), and no prompt is ever cut short.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Sequence
+
+from prefgen_dagster.config import ModelSpec
+from prefgen_dagster.llm.types import LLMRequest, LLMResult
+
+
+class VLLMOfflineEngine:
+    """One `vllm.LLM` kept for as long as a stage needs it."""
+
+    def __init__(self, location: str, spec: ModelSpec):
+        # In-process engine core: fast to start and no worker processes to clean up.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        self._llm = LLM(
+            model=location,
+            dtype=spec.dtype,
+            max_model_len=spec.max_model_len,
+            seed=0,
+            **spec.engine_kwargs,
+        )
+        self._max_model_len = spec.max_model_len
+
+    def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
+        if not requests:
+            return []
+        too_long = self._prompts_too_long(requests)
+        sendable = [request for index, request in enumerate(requests) if index not in too_long]
+        started = time.perf_counter()
+        outputs = (
+            self._llm.chat(
+                [request.messages for request in sendable],
+                sampling_params=[_sampling_params(request) for request in sendable],
+                use_tqdm=False,
+            )
+            if sendable
+            else []
+        )
+        per_request = (time.perf_counter() - started) / max(len(sendable), 1)
+        answered = iter(
+            LLMResult(
+                text=output.outputs[0].text,
+                finish_reason=output.outputs[0].finish_reason,
+                prompt_tokens=len(output.prompt_token_ids or []),
+                completion_tokens=len(output.outputs[0].token_ids),
+                latency_s=per_request,
+            )
+            for output in outputs
+        )
+        return [
+            LLMResult(None, error=too_long[index]) if index in too_long else next(answered)
+            for index in range(len(requests))
+        ]
+
+    def prompt_tokens(self, requests: Sequence[LLMRequest]) -> list[int]:
+        """Each request's prompt length as vLLM counts it: the model's chat template, then
+        its tokenizer (no special tokens added: the template has them)."""
+        tokenizer = self._llm.get_tokenizer()
+        texts = [
+            tokenizer.apply_chat_template(
+                request.messages, tokenize=False, add_generation_prompt=True
+            )
+            for request in requests
+        ]
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def _prompts_too_long(self, requests: Sequence[LLMRequest]) -> dict[int, str]:
+        """{index: error} for prompts that leave no room for an answer (vLLM's own rule:
+        prompt tokens >= max_model_len)."""
+        return {
+            index: (
+                f"PromptTooLong: the prompt has {count} tokens, the model's max_model_len is "
+                f"{self._max_model_len}; raise max_model_len or shorten what goes into it"
+            )
+            for index, count in enumerate(self.prompt_tokens(requests))
+            if count >= self._max_model_len
+        }
+
+    def close(self) -> None:
+        del self._llm
+        gc.collect()
+
+
+def _sampling_params(request: LLMRequest):
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    structured = None
+    if request.json_schema is not None:
+        # Whitespace control is an engine setting (`structured_outputs_config` in the model's
+        # engine_kwargs); the per-request flag is ignored by vLLM 0.32.
+        structured = StructuredOutputsParams(json=request.json_schema)
+    return SamplingParams(
+        temperature=request.sampling.temperature,
+        top_p=request.sampling.top_p,
+        max_tokens=request.sampling.max_tokens,
+        seed=request.seed,
+        structured_outputs=structured,
+    )

@@ -1,1 +1,0 @@
-"""Pure prompt builders: text in, chat messages out. No engine, no Dagster."""

@@ -1,0 +1,1 @@
+"""The `dbt_like_sql/` folder: models and checks, loaded, validated, rendered."""

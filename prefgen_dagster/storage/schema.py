@@ -1,0 +1,129 @@
+"""The DuckDB file's tables, its schema version, and the steps from each older version."""
+
+from __future__ import annotations
+
+from prefgen_dagster.stages import STAGE_TABLES
+
+SCHEMA_VERSION = 4
+
+
+# One row per text shown in one judge request (`shown` texts, this one at `position`):
+# `purpose` says whether it is a candidate (`label`), one side of a canary (`canary`), or a
+# candidate shown again in reversed order to measure position bias (`position_probe`); only
+# `label` rows make pairs.
+RATINGS_TABLE = """CREATE TABLE IF NOT EXISTS ratings (
+    batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    judge VARCHAR NOT NULL, aspect VARCHAR NOT NULL, judge_order INTEGER NOT NULL,
+    order_name VARCHAR NOT NULL DEFAULT 'original', position INTEGER NOT NULL, rating INTEGER,
+    not_applicable BOOLEAN NOT NULL DEFAULT false, rationale VARCHAR, raw_output VARCHAR,
+    parse_status VARCHAR NOT NULL, attempts INTEGER NOT NULL, call_id VARCHAR NOT NULL,
+    judge_settings VARCHAR NOT NULL, purpose VARCHAR NOT NULL DEFAULT 'label',
+    mode VARCHAR NOT NULL DEFAULT 'listwise', shown INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (batch_id, call_id, completion_id));"""
+
+
+SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, input_rows INTEGER NOT NULL,
+    accepted_rows INTEGER NOT NULL, rejected_rows INTEGER NOT NULL,
+    ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS instructions (
+    batch_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL, instruction VARCHAR NOT NULL,
+    system_prompt VARCHAR, source VARCHAR NOT NULL, source_row INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, instruction_id));
+CREATE TABLE IF NOT EXISTS rejected_inputs (
+    batch_id VARCHAR NOT NULL, source VARCHAR NOT NULL, source_row INTEGER NOT NULL,
+    raw VARCHAR, reason VARCHAR NOT NULL, PRIMARY KEY (batch_id, source, source_row));
+CREATE TABLE IF NOT EXISTS completions (
+    batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL, backend VARCHAR NOT NULL, pool_member INTEGER NOT NULL DEFAULT 0,
+    system_prompt VARCHAR, system_variant INTEGER,
+    sampling VARCHAR NOT NULL, sample_index INTEGER NOT NULL, template_version VARCHAR NOT NULL,
+    text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+    call_id VARCHAR NOT NULL, regenerations INTEGER NOT NULL DEFAULT 0, similarity DOUBLE,
+    too_similar BOOLEAN NOT NULL DEFAULT false, repetition DOUBLE, embedding FLOAT[],
+    PRIMARY KEY (batch_id, completion_id));
+CREATE TABLE IF NOT EXISTS evolved_completions (
+    batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    parent_completion_id VARCHAR NOT NULL, root_completion_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL, mutation VARCHAR NOT NULL, round INTEGER NOT NULL,
+    sampling VARCHAR NOT NULL, template_version VARCHAR NOT NULL,
+    text VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+    call_id VARCHAR NOT NULL, repetition DOUBLE, embedding FLOAT[],
+    PRIMARY KEY (batch_id, completion_id));
+"""
+    + RATINGS_TABLE
+    + """
+CREATE TABLE IF NOT EXISTS canaries (
+    batch_id VARCHAR NOT NULL, canary_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL, intact_id VARCHAR NOT NULL, corrupted_id VARCHAR NOT NULL,
+    source_completion_id VARCHAR NOT NULL, source_model VARCHAR NOT NULL,
+    corrupted_from_id VARCHAR, corrupted_text VARCHAR NOT NULL,
+    corrupted_first BOOLEAN NOT NULL, PRIMARY KEY (batch_id, canary_id));
+CREATE TABLE IF NOT EXISTS judge_calibration (
+    batch_id VARCHAR NOT NULL, judge VARCHAR NOT NULL, mode VARCHAR NOT NULL,
+    sets_labels BOOLEAN NOT NULL, canaries INTEGER NOT NULL, canaries_correct INTEGER NOT NULL,
+    canaries_tied INTEGER NOT NULL, canaries_wrong INTEGER NOT NULL,
+    canaries_unscored INTEGER NOT NULL, canary_accuracy DOUBLE, canary_ci_low DOUBLE,
+    canary_ci_high DOUBLE, position_effect DOUBLE, position_items INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, judge));
+CREATE TABLE IF NOT EXISTS dpo_pairs (
+    batch_id VARCHAR NOT NULL, pair_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
+    chosen_completion_id VARCHAR NOT NULL, rejected_completion_id VARCHAR NOT NULL,
+    chosen_model VARCHAR, rejected_model VARCHAR, chosen_origin VARCHAR, rejected_origin VARCHAR,
+    chosen_rating DOUBLE, rejected_rating DOUBLE, margin DOUBLE, strategy VARCHAR,
+    judge_agreement DOUBLE, PRIMARY KEY (batch_id, pair_id));
+CREATE TABLE IF NOT EXISTS check_results (
+    batch_id VARCHAR NOT NULL, check_name VARCHAR NOT NULL, asset VARCHAR NOT NULL,
+    severity VARCHAR NOT NULL, blocking BOOLEAN NOT NULL, passed BOOLEAN NOT NULL,
+    failing_rows INTEGER NOT NULL, evaluated_at TIMESTAMP NOT NULL, reason VARCHAR,
+    PRIMARY KEY (batch_id, check_name));
+CREATE TABLE IF NOT EXISTS llm_calls (
+    call_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, request VARCHAR NOT NULL,
+    response VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+    latency_s DOUBLE, run_id VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS failed_calls (
+    call_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, error VARCHAR NOT NULL,
+    attempts INTEGER, failed_at TIMESTAMP NOT NULL DEFAULT current_timestamp);
+"""
+)
+
+
+# Statements that take a file from schema version n to n + 1. They keep every row, above all
+# the paid-for `llm_calls`; rows written before get the new columns' defaults, and re-running
+# a batch rewrites its rows from the cache for free.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE completions ADD COLUMN pool_member INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE completions ADD COLUMN system_variant INTEGER",
+        "ALTER TABLE completions ADD COLUMN regenerations INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE completions ADD COLUMN similarity DOUBLE",
+        "ALTER TABLE completions ADD COLUMN too_similar BOOLEAN NOT NULL DEFAULT false",
+        "ALTER TABLE ratings ADD COLUMN order_name VARCHAR NOT NULL DEFAULT 'original'",
+        "ALTER TABLE ratings ADD COLUMN not_applicable BOOLEAN NOT NULL DEFAULT false",
+        "ALTER TABLE dpo_pairs ADD COLUMN judge_agreement DOUBLE",
+    ),
+    # Some version-2 files were written before the token budget added `run_id`.
+    2: ("ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS run_id VARCHAR",),
+    # Judge modes, canaries and position probes: a text may now be in several requests of
+    # one judge and aspect (pairwise), so a rating row is keyed by its request.
+    3: (
+        "ALTER TABLE completions ADD COLUMN repetition DOUBLE",
+        "ALTER TABLE completions ADD COLUMN embedding FLOAT[]",
+        "ALTER TABLE evolved_completions ADD COLUMN repetition DOUBLE",
+        "ALTER TABLE evolved_completions ADD COLUMN embedding FLOAT[]",
+        "ALTER TABLE check_results ADD COLUMN reason VARCHAR",
+        "ALTER TABLE ratings RENAME TO ratings_v3",
+        RATINGS_TABLE,
+        "INSERT INTO ratings BY NAME SELECT *, "
+        "count(*) OVER (PARTITION BY batch_id, call_id) AS shown FROM ratings_v3",
+        "DROP TABLE ratings_v3",
+    ),
+}
+
+
+# Every table that holds rows per batch: the stages' tables and the final pairs (the other
+# SQL models' tables are created from their first rows).
+PARTITIONED_TABLES = (*STAGE_TABLES, "dpo_pairs")

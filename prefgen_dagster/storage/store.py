@@ -1,0 +1,213 @@
+"""The DuckDB file: short-lived connections, whole-frame writes, the LLM-call cache (its
+tables: `schema.py`).
+
+DuckDB allows one writing process per file, so every connection is opened under a file lock,
+held only for the statement(s) at hand (never while an engine generates) and always closed.
+A partition's rows are replaced in one transaction, so a crash never leaves half a batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+from filelock import FileLock
+
+from prefgen_dagster.storage.schema import MIGRATIONS, PARTITIONED_TABLES, SCHEMA, SCHEMA_VERSION
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class Storage:
+    """All access to the DuckDB file goes through here."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(self.path) + ".lock")
+        self._initialized = False
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection held under the file lock, closed on exit whatever happens."""
+        with self._lock:
+            con = duckdb.connect(str(self.path))
+            try:
+                if not self._initialized:
+                    self._ensure_schema(con)
+                    self._initialized = True
+                yield con
+            finally:
+                con.close()
+
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Create the tables of a new file, migrate an older one, refuse a newer one."""
+        con.execute("CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)")
+        found = con.execute("SELECT max(version) FROM schema_info").fetchall()[0][0]
+        if found is not None and found > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: schema version {found} was written by a newer prefgen; this one "
+                f"knows versions up to {SCHEMA_VERSION}. Upgrade prefgen to use this file."
+            )
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for version in range(found or SCHEMA_VERSION, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version]:
+                    con.execute(statement)
+            con.execute(SCHEMA)
+            if found != SCHEMA_VERSION:
+                con.execute("DELETE FROM schema_info")
+                con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
+            con.execute("COMMIT")
+        except Exception as err:
+            con.execute("ROLLBACK")
+            raise RuntimeError(
+                f"{self.path}: could not bring schema version {found} to {SCHEMA_VERSION}; "
+                f"the file is unchanged: {err}"
+            ) from err
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
+        with self.connect() as con:
+            return _frame(con, sql, params)
+
+    def replace_partition(self, table: str, batch_id: str, frame: pl.DataFrame) -> None:
+        """Swap a batch's rows for `frame` in one transaction."""
+        self.replace_partitions(batch_id, {table: frame})
+
+    def replace_partitions(self, batch_id: str, frames: dict[str, pl.DataFrame]) -> None:
+        """Swap a batch's rows in several tables in ONE transaction: all or nothing. A table
+        that is not in the schema (a new SQL model's) is created from its frame's columns."""
+        for table in frames:
+            if table not in PARTITIONED_TABLES and not _IDENTIFIER.fullmatch(table):
+                raise ValueError(f"{table!r} is not a table name")
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table, frame in frames.items():
+                    con.register("incoming", frame.to_arrow())
+                    if table not in PARTITIONED_TABLES:
+                        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS FROM incoming LIMIT 0")
+                    con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [batch_id])
+                    if frame.height:
+                        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                    con.unregister("incoming")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    def column_types(self) -> dict[str, dict[str, str]]:
+        """{table: {column: type}} for every table in the file (used for SQL lineage)."""
+        rows = self.query(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "ORDER BY table_name, ordinal_position"
+        )
+        schema: dict[str, dict[str, str]] = {}
+        for table, column, kind in rows.iter_rows():
+            schema.setdefault(table, {})[column] = kind
+        return schema
+
+    def record_check(self, row: dict[str, Any]) -> None:
+        with self.connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO check_results BY NAME "
+                "SELECT ? AS batch_id, ? AS check_name, ? AS asset, ? AS severity, "
+                "? AS blocking, ? AS passed, ? AS failing_rows, current_timestamp AS evaluated_at,"
+                " ? AS reason",
+                [
+                    row["batch_id"],
+                    row["check_name"],
+                    row["asset"],
+                    row["severity"],
+                    row["blocking"],
+                    row["passed"],
+                    row["failing_rows"],
+                    row.get("reason"),
+                ],
+            )
+
+    def cached_calls(self, call_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Cached responses for the given call ids (missing ids are simply absent)."""
+        if not call_ids:
+            return {}
+        with self.connect() as con:
+            con.register("wanted", pl.DataFrame({"call_id": list(call_ids)}).to_arrow())
+            frame = _frame(con, "SELECT c.* FROM llm_calls c JOIN wanted USING (call_id)")
+        return {row["call_id"]: row for row in frame.iter_rows(named=True)}
+
+    def store_calls(self, rows: list[dict[str, Any]]) -> None:
+        """Add finished calls to the cache; a call already there is kept as it was."""
+        if not rows:
+            return
+        frame = pl.DataFrame(rows, infer_schema_length=None)
+        with self.connect() as con:
+            con.register("finished", frame.to_arrow())
+            con.execute("INSERT OR IGNORE INTO llm_calls BY NAME SELECT * FROM finished")
+            con.unregister("finished")
+
+    def tokens_spent(self, run_id: str) -> int:
+        """Prompt + completion tokens of the calls an engine answered for this run."""
+        frame = self.query(
+            "SELECT coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)"
+            " AS n FROM llm_calls WHERE run_id = ?",
+            [run_id],
+        )
+        return int(frame["n"][0])
+
+    def record_failures(self, rows: list[dict[str, Any]]) -> None:
+        """Note LLM calls that still failed after retries (call_id, model, error, attempts);
+        a call that failed before is replaced by its latest failure."""
+        if not rows:
+            return
+        columns = {"call_id": pl.String, "model": pl.String, "error": pl.String}
+        frame = pl.DataFrame(rows, schema={**columns, "attempts": pl.Int32})
+        with self.connect() as con:
+            con.register("failed", frame.to_arrow())
+            con.execute("INSERT OR REPLACE INTO failed_calls BY NAME SELECT * FROM failed")
+            con.unregister("failed")
+
+    def clear_failures(self, call_ids: Sequence[str]) -> None:
+        """Forget the failures of calls that have since been answered."""
+        if not call_ids:
+            return
+        with self.connect() as con:
+            con.register("answered", pl.DataFrame({"call_id": list(call_ids)}).to_arrow())
+            con.execute("DELETE FROM failed_calls WHERE call_id IN (SELECT call_id FROM answered)")
+            con.unregister("answered")
+
+    def table_counts(self, batch_id: str | None = None) -> dict[str, int]:
+        counts = {}
+        with self.connect() as con:
+            for table in PARTITIONED_TABLES:
+                where = " WHERE batch_id = ?" if batch_id else ""
+                counts[table] = con.execute(
+                    f"SELECT count(*) FROM {table}{where}", [batch_id] if batch_id else []
+                ).fetchall()[0][0]
+            counts["llm_calls"] = con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0]
+        return counts
+
+
+def _frame(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Sequence[Any] | dict[str, Any] | None = None,
+) -> pl.DataFrame:
+    """A query's rows as a polars frame (through a relation: no extra copy of the rows)."""
+    return con.sql(sql, params=params or None).pl()
+
+
+def batch_rows(storage: Storage, table: str, batch_id: str, order_by: str) -> list[dict[str, Any]]:
+    """A batch's rows of one table, in a fixed order."""
+    sql = f"SELECT * FROM {table} WHERE batch_id = ? ORDER BY {order_by}"
+    return storage.query(sql, [batch_id]).to_dicts()
+
+
+def batch_instructions(storage: Storage, batch_id: str) -> dict[str, dict[str, Any]]:
+    """A batch's instructions by id, in source order."""
+    rows = batch_rows(storage, "instructions", batch_id, "source_row")
+    return {row["instruction_id"]: row for row in rows}

@@ -1,0 +1,1 @@
+"""Measures of text: repetition and usability (`quality.py`), embeddings (`embeddings.py`)."""
