@@ -21,7 +21,7 @@ import dagster as dg
 import polars as pl
 import yaml
 
-from prefgen_dagster.cli import DEMO_CONFIG, SMOLLM2_FOLDER, TINY_MODELS
+from prefgen_dagster.cli import DEMO_CONFIG, SMOLLM2_FOLDER
 from prefgen_dagster.config import load_config
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.defs.partitions import batches
@@ -29,12 +29,12 @@ from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.judging.calibration import accuracy_by_kind
 from prefgen_dagster.judging.run import rate_completions
 from prefgen_dagster.local_models.packaged import make_smollm2
-from prefgen_dagster.local_models.tiny import make_tiny_model
+from prefgen_dagster.local_models.tiny import TINY_MODELS, make_tiny_model
 from prefgen_dagster.storage.store import Storage
 
 MT_BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt-bench-80.jsonl"
 BATCH = "mt-bench.jsonl"
-UP_TO_JUDGING = ("raw_instructions", "pooled_completions", "evolved_completions")
+UP_TO_JUDGING = ("raw_instructions", "pooled_completions", "evolved_completions", "candidates")
 
 
 def spread(limit: int) -> list[str]:

@@ -99,7 +99,7 @@ def prepare_workdir(
     The config is copied so that its relative paths (DuckDB file, inbox, ./models) resolve
     inside `workdir`.
     """
-    from prefgen_dagster.cli import make_tiny_models
+    from prefgen_dagster.local_models.tiny import make_tiny_models
 
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "prefgen.yaml"

@@ -16,8 +16,6 @@ DEMO_INSTRUCTIONS = HERE / "demo_instructions.jsonl"
 SMOLLM2_FOLDER = "models/smollm2-135m-instruct"
 # Fast engine tests and benchmarks: two tiny random-weight models.
 TINY_CONFIG = HERE / "tiny.yaml"
-# (folder under the config's folder, architecture, seed)
-TINY_MODELS = (("models/tiny-qwen2", "qwen2", 1), ("models/tiny-llama", "llama", 2))
 # `prefgen run` exit codes: the batch ran but its blocking checks held it back.
 EXIT_HELD_BACK = 3
 
@@ -87,14 +85,14 @@ def estimate_file(file: Path, config_path: Path) -> str:
     """The cost table for one instruction file, from its accepted rows and the config, and
     a warning for each model whose context the prompts may outgrow."""
     from prefgen_dagster.config import load_config
-    from prefgen_dagster.cost import context_warnings, estimate, format_estimate
+    from prefgen_dagster.cost import context_warnings, estimate, format_estimate, plan_batch
     from prefgen_dagster.ingest.read import read_rows
     from prefgen_dagster.ingest.validate import ingest
 
     config = load_config(config_path)
     accepted = ingest(read_rows(file), str(file), file.name).accepted
-    table = format_estimate(estimate(accepted, config, file.name))
-    return "\n".join([table, *context_warnings(accepted, config, file.name)])
+    batch = plan_batch(accepted, config, file.name)
+    return "\n".join([format_estimate(estimate(batch)), *context_warnings(batch)])
 
 
 def _print_summary(batch, export, storage, batch_id: str, elapsed: float) -> None:
@@ -197,19 +195,12 @@ def _materialization_metadata(result, asset_name: str) -> dict:
     return {key: getattr(value, "value", value) for key, value in events[-1].metadata.items()}
 
 
-def make_tiny_models(base: Path) -> None:
-    from prefgen_dagster.local_models.tiny import make_tiny_model
-
-    for folder, arch, seed in TINY_MODELS:
-        make_tiny_model(base / folder, arch=arch, seed=seed)
-
-
 def demo(workdir: Path) -> int:
     """Build the models if missing (the real one is converted once, about 30 s), then run the
     bundled instructions end to end. A batch held back by the label-quality gates is an
     expected outcome here (the judge has 135M parameters), not a failed demo."""
     from prefgen_dagster.local_models.packaged import make_smollm2
-    from prefgen_dagster.local_models.tiny import make_tiny_model
+    from prefgen_dagster.local_models.tiny import TINY_MODELS, make_tiny_model
 
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "prefgen.yaml"

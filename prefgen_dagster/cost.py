@@ -1,8 +1,9 @@
 """What a batch will cost before it runs: LLM calls and tokens per stage (pure).
 
-Request counts come from the real plans (the same pool draw and ids the run will use);
-tokens are estimated at about four characters per token for text we have, and at
-`max_tokens` for text not written yet, so completion figures are upper bounds.
+Request counts come from the real plans (the same pool draw and ids the run will use), made
+once per batch (`plan_batch`) and read by both the estimate and the context warnings. Tokens
+are counted with each model's counter (`llm.tokens`, the one ingest uses) for text we have,
+and at `max_tokens` for text not written yet, so completion figures are upper bounds.
 """
 
 from __future__ import annotations
@@ -11,16 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.evolution.prompt import evol_messages
 from prefgen_dagster.generation.plan import plan_completions
 from prefgen_dagster.judging import prompt as ultrafeedback
 from prefgen_dagster.judging.canaries import Canary, canary_sample
 from prefgen_dagster.judging.plan import judge_groups, plan_judging
 from prefgen_dagster.llm.plan import Planned
+from prefgen_dagster.llm.tokens import TokenCounter, TokenCounters
 from prefgen_dagster.stages import EVOLUTION, GENERATION, JUDGING
-
-CHARS_PER_TOKEN = 4
-# Template text around a rewrite prompt, in tokens (measured on our template).
-EVOL_TEMPLATE_TOKENS = 150
 
 
 @dataclass(frozen=True)
@@ -32,18 +31,48 @@ class StageCost:
     max_completion_tokens: int
 
 
-def _tokens(text: str | None) -> int:
-    return len(text or "") // CHARS_PER_TOKEN + 1
+def longest_text(config: PipelineConfig) -> int:
+    """The most tokens a completion or a rewrite may have: what a text not written yet is
+    counted as."""
+    return max(
+        [m.sampling.max_tokens for m in config.generation.pool]
+        + [config.evol_quality.sampling.max_tokens]
+    )
 
 
 @dataclass(frozen=True)
 class PromptBounds:
-    """The longest request each rewrite and each judge request can get (every answer at its
-    `max_tokens`), in estimated tokens."""
+    """Prompts in tokens, each text not written yet counted at its `max_tokens`: each rewrite's
+    prompt, each judge request's prompt, and each instruction's longest judge request with
+    its answer."""
 
-    evolution: list[int]  # one per pooled completion (the first round's rewrite)
+    generation: list[int]  # one per completion request
+    evolution: list[int]  # one per pooled completion: its rewrite's prompt
+    judge_prompts: list[int]  # one per judge request
     judge: dict[str, int]  # instruction id -> its longest judge request, prompt + answer
     candidates: dict[str, int]  # instruction id -> completions the judge sees
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A batch's planned requests, made once: what the estimate and the warnings read."""
+
+    config: PipelineConfig
+    instructions: list[dict[str, Any]]
+    generation: list[Planned]
+    judging: list[Planned]
+    bounds: PromptBounds
+
+
+def plan_batch(
+    instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str = "estimate"
+) -> BatchPlan:
+    """Plan the batch's generation and judging (with stand-in texts) and size its prompts."""
+    counters = TokenCounters(config)
+    plans = plan_completions(instructions, config, batch_id)
+    judge_plans = plan_judge_requests(instructions, config, plans)
+    bounds = prompt_bounds(instructions, config, plans, judge_plans, counters)
+    return BatchPlan(config, instructions, plans, judge_plans, bounds)
 
 
 def prompt_bounds(
@@ -51,21 +80,47 @@ def prompt_bounds(
     config: PipelineConfig,
     plans: list[Planned],
     judge_plans: list[Planned],
+    counters: TokenCounters,
 ) -> PromptBounds:
     evol = config.evol_quality
     by_id = {row["instruction_id"]: row for row in instructions}
+    criterion = evol.criteria[0]
+    generation = [
+        prompt_tokens(p.request.messages, counters.for_model(p.model_name), config) for p in plans
+    ]
+    # The rewrite prompt around an empty response, plus the response at its longest (the
+    # first round rewrites a completion, later rounds a rewrite).
     evolution = [
-        EVOL_TEMPLATE_TOKENS
-        + _tokens(by_id[p.row["instruction_id"]]["instruction"])
+        prompt_tokens(
+            evol_messages(
+                by_id[p.row["instruction_id"]]["instruction"], "", criterion, evol.custom_criteria
+            ),
+            counters.for_model(evol.model),
+            config,
+        )
         + max(p.request.sampling.max_tokens, evol.sampling.max_tokens)
         for p in plans
     ]
+    # Judge requests hold short stand-ins for the texts: each counts as the longest text.
+    longest = longest_text(config)
+    judge_prompts = [
+        prompt_tokens(plan.request.messages, counters.for_model(plan.model_name), config)
+        + longest * len(plan.row.completion_ids)
+        for plan in judge_plans
+    ]
     judge: dict[str, int] = {}
-    for plan in judge_plans:
-        size = _prompt_tokens(plan) + plan.request.sampling.max_tokens
-        iid = plan.row["instruction_id"]
-        judge[iid] = max(judge.get(iid, 0), size)
-    return PromptBounds(evolution, judge, _candidates(config, plans))
+    for plan, size in zip(judge_plans, judge_prompts, strict=True):
+        iid = plan.row.instruction_id
+        judge[iid] = max(judge.get(iid, 0), size + plan.request.sampling.max_tokens)
+    return PromptBounds(generation, evolution, judge_prompts, judge, _candidates(config, plans))
+
+
+def prompt_tokens(
+    messages: list[dict[str, str]], counter: TokenCounter, config: PipelineConfig
+) -> int:
+    """A prompt's tokens: its messages, plus the chat template's markup (the margin ingest
+    keeps for it too)."""
+    return counter.total([m["content"] for m in messages]) + config.input.context_margin_tokens
 
 
 def _candidates(config: PipelineConfig, plans: list[Planned]) -> dict[str, int]:
@@ -80,40 +135,25 @@ def _candidates(config: PipelineConfig, plans: list[Planned]) -> dict[str, int]:
     return candidates
 
 
-def _prompt_tokens(plan: Planned) -> int:
-    return sum(_tokens(message["content"]) for message in plan.request.messages)
-
-
 def plan_judge_requests(
     instructions: list[dict[str, Any]], config: PipelineConfig, plans: list[Planned]
 ) -> list[Planned]:
-    """The judge requests the batch will make, with stand-in texts of the longest length a
-    completion or rewrite may have: every candidate, probe and canary group (canaries for
-    every sampled instruction and kind, an upper bound: a kind that does not apply, or an
-    instruction without a finished completion, gets none)."""
+    """The judge requests the batch will make, each text a short stand-in (`prompt_bounds`
+    counts it at the longest a text may be): every candidate, probe and canary group
+    (canaries for every sampled instruction and kind, an upper bound: a kind that does not
+    apply, or an instruction without a finished completion, gets none)."""
     judge = config.judge
     if judge is None:
         return []
-    evol = config.evol_quality
-    longest = max(
-        [m.sampling.max_tokens for m in config.generation.pool] + [evol.sampling.max_tokens]
-    )
-
-    def stand_in(name: str) -> str:
-        return f"{name} " + "x" * (longest * CHARS_PER_TOKEN)
-
     counts = _candidates(config, plans)
-    candidates = [
-        {"completion_id": f"{iid}:{k}", "instruction_id": iid, "text": stand_in(f"{iid}:{k}")}
-        for iid, count in counts.items()
-        for k in range(count)
-    ]
+    names = [(iid, f"{iid}:{k}") for iid, count in counts.items() for k in range(count)]
+    candidates = [{"completion_id": cid, "instruction_id": iid, "text": cid} for iid, cid in names]
     settings = judge.canaries
     sampled = canary_sample(
         sorted(counts), settings.fraction, settings.min_instructions, settings.seed
     )
     canaries = [
-        Canary(f"{iid}:{kind}", iid, kind, "", "", stand_in("intact"), stand_in(kind), None, False)
+        Canary(f"{iid}:{kind}", iid, kind, "", "", "intact", kind, None, False)
         for iid in sorted(sampled)
         for kind in settings.kinds
     ]
@@ -122,14 +162,10 @@ def plan_judge_requests(
     return plan_judging(groups, by_id, config, attempt=0)
 
 
-def estimate(
-    instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str = "estimate"
-) -> list[StageCost]:
-    """The cost of generation, evolution and judging for these accepted instructions."""
-    plans = plan_completions(instructions, config, batch_id)
-    judge_plans = plan_judge_requests(instructions, config, plans)
-    bounds = prompt_bounds(instructions, config, plans, judge_plans)
-    gen_prompt = sum(_prompt_tokens(p) for p in plans)
+def estimate(batch: BatchPlan) -> list[StageCost]:
+    """The cost of generation, evolution and judging for a planned batch."""
+    config, plans, judge_plans, bounds = batch.config, batch.generation, batch.judging, batch.bounds
+    gen_prompt = sum(bounds.generation)
     gen_completion = sum(p.request.sampling.max_tokens for p in plans)
     regenerations = config.generation.diversity.max_regenerations
     generation = StageCost(
@@ -155,25 +191,22 @@ def estimate(
         JUDGING.asset,
         len(judge_plans),
         len(judge_plans) * attempts,
-        sum(_prompt_tokens(p) for p in judge_plans),
+        sum(bounds.judge_prompts),
         attempts * sum(p.request.sampling.max_tokens for p in judge_plans),
     )
     return [generation, evolution, judging]
 
 
-def context_warnings(
-    instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str = "estimate"
-) -> list[str]:
+def context_warnings(batch: BatchPlan) -> list[str]:
     """Rewrite and judge requests that may not fit their model's context once the answers
     are written (each at its `max_tokens`): a prompt that does not fit fails as
     `PromptTooLong`, an answer that does not fit is cut (a judge's is then stored as NULL).
     Also a judge `max_tokens` set below what a schema-valid answer can take. Ingest already
     rejects instructions too long for the pool itself."""
-    plans = plan_completions(instructions, config, batch_id)
-    judge_plans = plan_judge_requests(instructions, config, plans)
-    bounds = prompt_bounds(instructions, config, plans, judge_plans)
+    config, bounds = batch.config, batch.bounds
+    rewrites = [size + config.evol_quality.sampling.max_tokens for size in bounds.evolution]
     checks = [
-        ("rewrite", "completions", [config.evol_quality.model], bounds.evolution),
+        ("rewrite", "completions", [config.evol_quality.model], rewrites),
         ("judge", "instructions", config.judge_models(), list(bounds.judge.values())),
     ]
     warnings = []

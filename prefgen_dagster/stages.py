@@ -30,7 +30,8 @@ class Stage:
     section: Section
     # The tables it writes for a batch; the first is its main one.
     tables: tuple[str, ...]
-    # The modules whose code shapes its rows (prompts, schemas, parsers, planners).
+    # The modules whose code shapes its rows (prompts, schemas, parsers, planners, the row
+    # builders they share), under prefgen_dagster.
     code: tuple[str, ...]
     # Where its key columns come from, for column lineage in the UI (SQL models get theirs
     # from sqlglot): column -> [(asset, column), ...].
@@ -49,14 +50,22 @@ INGEST = Stage(
     "raw_instructions",
     "ingest",
     ("instructions", "batches", "rejected_inputs"),
-    ("ingest.read", "ingest.validate", "ingest.context"),
+    ("ingest.read", "ingest.validate", "ingest.context", "llm.tokens"),
     {},
 )
 GENERATION = Stage(
     "pooled_completions",
     "generation",
     ("completions",),
-    ("generation.prompt", "generation.plan", "generation.diversity", "generation.run"),
+    (
+        "generation.prompt",
+        "generation.plan",
+        "generation.diversity",
+        "generation.run",
+        "llm.plan",
+        "text.quality",
+        "text.embeddings",
+    ),
     {
         "instruction_id": [("raw_instructions", "instruction_id")],
         "system_prompt": [("raw_instructions", "system_prompt")],
@@ -66,7 +75,14 @@ EVOLUTION = Stage(
     "evolved_completions",
     "evol_quality",
     ("evolved_completions",),
-    ("evolution.prompt", "evolution.plan", "evolution.run"),
+    (
+        "evolution.prompt",
+        "evolution.plan",
+        "evolution.run",
+        "llm.plan",
+        "text.quality",
+        "text.embeddings",
+    ),
     {
         "instruction_id": [("pooled_completions", "instruction_id")],
         "parent_completion_id": [("pooled_completions", "completion_id")],
@@ -84,13 +100,11 @@ JUDGING = Stage(
         "judging.canaries",
         "judging.calibration",
         "judging.run",
+        "text.quality",
     ),
     {
-        "completion_id": [
-            ("pooled_completions", "completion_id"),
-            ("evolved_completions", "completion_id"),
-        ],
-        "instruction_id": [("pooled_completions", "instruction_id")],
+        "completion_id": [("candidates", "completion_id")],
+        "instruction_id": [("candidates", "instruction_id")],
     },
 )
 STAGES: tuple[Stage, ...] = (INGEST, GENERATION, EVOLUTION, JUDGING)

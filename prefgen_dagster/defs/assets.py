@@ -2,8 +2,8 @@
 Their code versions (from the config) and automation conditions are added in
 `graph.build_graph`.
 
-raw_instructions -> pooled_completions -> evolved_completions -> ratings -> (SQL models, see
-`sql_assets.py`: dpo_pairs) -> preference_dataset
+raw_instructions -> pooled_completions -> evolved_completions -> candidates (SQL) -> ratings
+-> candidate_pairs -> dpo_pairs (SQL, see `sql_assets.py`) -> preference_dataset
 """
 
 from pathlib import Path
@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.cost import context_warnings
+from prefgen_dagster.cost import context_warnings, plan_batch
 from prefgen_dagster.defs import metadata
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import PrefgenResource
@@ -32,6 +32,7 @@ from prefgen_dagster.judging.run import Judged, rate_completions
 from prefgen_dagster.judging.summary import histogram, summarize_ratings
 from prefgen_dagster.llm.runner import RunStats
 from prefgen_dagster.stages import BY_ASSET, pipeline_hash
+from prefgen_dagster.storage.schema import TABLES
 
 GROUP = "prefgen"
 
@@ -68,9 +69,9 @@ def raw_instructions(
         system_prompt_field=config.input.system_prompt_field,
         fits_context=limits.check,
     )
-    accepted = pl.DataFrame(result.accepted, schema=_INSTRUCTION_SCHEMA)
-    rejected = pl.DataFrame(result.rejected, schema=_REJECTED_SCHEMA)
-    batch_row = pl.DataFrame(
+    accepted = TABLES["instructions"].frame(result.accepted)
+    rejected = TABLES["rejected_inputs"].frame(result.rejected)
+    batch_row = TABLES["batches"].frame(
         [
             {
                 "batch_id": batch_id,
@@ -93,7 +94,7 @@ def raw_instructions(
             f"{source}: {len(result.rejected) - logged} more rejected rows in rejected_inputs"
         )
     # Later stages' prompts that may not fit their model (the pool's are checked above).
-    warnings = context_warnings(result.accepted, config, batch_id)
+    warnings = context_warnings(plan_batch(result.accepted, config, batch_id))
     for warning in warnings:
         context.log.warning(f"{source}: {warning}")
     return dg.MaterializeResult(
@@ -111,23 +112,6 @@ def raw_instructions(
             "context_warnings": dg.MetadataValue.json(warnings),
         },
     )
-
-
-_INSTRUCTION_SCHEMA = {
-    "batch_id": pl.String,
-    "instruction_id": pl.String,
-    "instruction": pl.String,
-    "system_prompt": pl.String,
-    "source": pl.String,
-    "source_row": pl.Int64,
-}
-_REJECTED_SCHEMA = {
-    "batch_id": pl.String,
-    "source": pl.String,
-    "source_row": pl.Int64,
-    "raw": pl.String,
-    "reason": pl.String,
-}
 
 
 def _display_path(path: Path, config: PipelineConfig) -> str:
@@ -192,7 +176,8 @@ def evolved_completions(
     partitions_def=batches,
     group_name=GROUP,
     kinds={"duckdb", "vllm"},
-    deps=[evolved_completions],
+    # The texts it rates: the `candidates` SQL model (pooled and evolved completions).
+    deps=["candidates"],
 )
 def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
     """UltraFeedback 1-5 ratings with rationales; unparseable answers stay NULL with raw text.

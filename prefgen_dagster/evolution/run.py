@@ -10,6 +10,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.evolution.plan import plan_evolution_round
 from prefgen_dagster.llm.plan import answered_row
 from prefgen_dagster.llm.runner import EngineFactory, RunStats, ask, open_engine
+from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage, batch_instructions, batch_rows
 from prefgen_dagster.text.embeddings import embed_rows
 
@@ -35,4 +36,4 @@ def evolve_completions(
     kept = rounds[-1:] if config.evol_quality.keep == "last" else rounds
     rows = [row for round_rows in kept for row in round_rows]
     embed_rows(rows, config.uses_embeddings(), {})
-    return pl.DataFrame(rows, infer_schema_length=None), total
+    return TABLES["evolved_completions"].frame(rows), total

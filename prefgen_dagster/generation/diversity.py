@@ -25,11 +25,6 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def text_similarity(a: str, b: str) -> float:
-    """Jaccard similarity in [0, 1] of character 3-gram sets; two empty texts count as equal."""
-    return _jaccard(_grams(a), _grams(b))
-
-
 def max_similarity_to_earlier(
     texts: Sequence[str], vectors: Sequence[Sequence[float]] | None = None
 ) -> list[float | None]:

@@ -11,6 +11,7 @@ from prefgen_dagster.generation.diversity import max_similarity_to_earlier
 from prefgen_dagster.generation.plan import plan_completions, regeneration
 from prefgen_dagster.llm.plan import answered_row
 from prefgen_dagster.llm.runner import EngineFactory, RunStats, ask, open_engine
+from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage, batch_instructions
 from prefgen_dagster.text.embeddings import embed_rows
 
@@ -51,7 +52,7 @@ def generate_completions(
         ]
         regenerated = {p.row["completion_id"]: p for p in pending}
         plans = [regenerated.get(p.row["completion_id"], p) for p in plans]
-    return pl.DataFrame(rows, infer_schema_length=None), total
+    return TABLES["completions"].frame(rows), total
 
 
 def _mark_similarity(rows: list[dict[str, Any]], threshold: float) -> None:

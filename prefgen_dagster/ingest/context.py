@@ -5,62 +5,20 @@ failing inside an engine later or being cut short without anyone knowing.
 Room for a prompt on a pool member = the model's `max_model_len`, minus the member's
 `max_tokens` (the answer), minus `input.context_margin_tokens` (the chat template's markup),
 minus the member's longest system prompt unless the row brings its own (the row's replaces
-the pool's, see `prompts.generation`, so it is counted as part of the row's prompt instead).
+the pool's, see `generation.prompt`, so it is counted as part of the row's prompt instead).
 
-Counting: a model whose path is a local folder with a `tokenizer.json` is counted exactly with
-the `tokenizers` library, a whole chunk of texts per call. Any other model (a hub name, a
-server we have no tokenizer for) or a machine without `tokenizers` gets an estimate of UTF-8
-bytes / 2, rounded up: about twice what BPE tokenizers give for English and close to their
-count for CJK text, so it errs towards rejecting, and it gives the same answer on every
-machine, so a file is split into the same accepted and rejected rows everywhere.
+Tokens are counted with `llm.tokens` (the model's own tokenizer where its folder has one,
+else an estimate that errs towards rejecting), the counter the cost estimate uses too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prefgen_dagster.config import PipelineConfig
-
-BYTES_PER_TOKEN_ESTIMATE = 2
-
-
-@dataclass(frozen=True)
-class TokenCounter:
-    """Counts the tokens of many texts in one call; `method` says how (shown in reasons)."""
-
-    method: str
-    count: Callable[[list[str]], list[int]]
-    exact: bool = True
-
-
-def estimate_tokens(texts: list[str]) -> list[int]:
-    return [-(-len(text.encode("utf-8")) // BYTES_PER_TOKEN_ESTIMATE) for text in texts]
-
-
-BYTE_ESTIMATE = TokenCounter(
-    f"estimate: UTF-8 bytes / {BYTES_PER_TOKEN_ESTIMATE}", estimate_tokens, exact=False
-)
-
-
-def tokenizer_counter(tokenizer_file: Path) -> TokenCounter | None:
-    """An exact counter from a `tokenizer.json`, or None where `tokenizers` cannot load."""
-    try:
-        from tokenizers import Tokenizer
-    except Exception:  # a broken install can fail with more than ImportError
-        return None
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    # Some tokenizer.json files switch truncation on, which would cap every count.
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-
-    def count(texts: list[str]) -> list[int]:
-        encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [len(encoding.ids) for encoding in encodings]
-
-    return TokenCounter(f"tokenizer {tokenizer_file}", count)
+from prefgen_dagster.llm.tokens import TokenCounter, TokenCounters
 
 
 @dataclass(frozen=True)
@@ -104,11 +62,11 @@ class ContextLimits:
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> ContextLimits:
-        counters: dict[str, TokenCounter] = {}
+        counters = TokenCounters(config)
         members = []
         for member in config.generation.pool:
             spec = config.models[member.model]
-            counter = _counter_for(Path(config.model_location(member.model)), counters)
+            counter = counters.for_model(member.model)
             system_prompts = [text for text in member.system_prompts() if text]
             room = MemberRoom(
                 model=member.model,
@@ -162,14 +120,3 @@ class ContextLimits:
             }
             for member in self.members
         ]
-
-
-def _counter_for(location: Path, known: dict[str, TokenCounter]) -> TokenCounter:
-    """The model folder's tokenizer if it has one (loaded once per file), else the estimate."""
-    tokenizer_file = location / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        return BYTE_ESTIMATE
-    key = str(tokenizer_file.resolve())
-    if key not in known:
-        known[key] = tokenizer_counter(tokenizer_file) or BYTE_ESTIMATE
-    return known[key]

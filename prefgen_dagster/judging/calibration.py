@@ -22,6 +22,8 @@ from typing import Any
 
 import polars as pl
 
+from prefgen_dagster.storage.schema import TABLES
+
 Z_95 = 1.959964
 PANEL = "panel"
 
@@ -179,7 +181,7 @@ def calibrate(
     the panel); the gates read that row."""
     judges = sorted(set(ratings["judge"].to_list())) if ratings.height else []
     if not judges:
-        return pl.DataFrame(schema=CALIBRATION_SCHEMA)
+        return TABLES["judge_calibration"].frame([])
     outcomes = canary_outcomes(ratings, canaries)
     effects = position_effect(ratings)
     rows = []
@@ -202,25 +204,7 @@ def calibrate(
                 "position_items": moved,
             }
         )
-    return pl.DataFrame(rows, schema=CALIBRATION_SCHEMA)
-
-
-CALIBRATION_SCHEMA = {
-    "batch_id": pl.String,
-    "judge": pl.String,
-    "mode": pl.String,
-    "sets_labels": pl.Boolean,
-    "canaries": pl.Int64,
-    "canaries_correct": pl.Int64,
-    "canaries_tied": pl.Int64,
-    "canaries_wrong": pl.Int64,
-    "canaries_unscored": pl.Int64,
-    "canary_accuracy": pl.Float64,
-    "canary_ci_low": pl.Float64,
-    "canary_ci_high": pl.Float64,
-    "position_effect": pl.Float64,
-    "position_items": pl.Int64,
-}
+    return TABLES["judge_calibration"].frame(rows)
 
 
 def calibration_lines(calibration: pl.DataFrame, names: dict[str, str] | None = None) -> list[str]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prefgen_dagster.config import JUDGE_ORDERS, JudgeConfig, PipelineConfig, SamplingParams
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.config.base import SamplingParams
+from prefgen_dagster.config.judging import JUDGE_ORDERS, JudgeConfig
 from prefgen_dagster.ids import seed_from, stable_hash
 from prefgen_dagster.judging import prompt
 from prefgen_dagster.judging.canaries import Canary, sample_ids
@@ -84,6 +86,20 @@ def judge_groups(
 JudgeKey = tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class JudgeSlot:
+    """What one judge request is for: the texts it shows, in order, and why it is asked."""
+
+    key: JudgeKey  # the same for a request and its re-asks
+    instruction_id: str
+    purpose: str  # label, position_probe or canary
+    mode: str
+    completion_ids: list[str]  # in the order shown
+    aspect: str
+    order_name: str
+    attempt: int
+
+
 def plan_judging(
     groups: list[JudgeGroup],
     instructions: dict[str, dict[str, Any]],
@@ -135,16 +151,16 @@ def plan_judging(
                         Planned(
                             judge_name,
                             request,
-                            {
-                                "key": key,
-                                "instruction_id": group.instruction_id,
-                                "purpose": group.purpose,
-                                "mode": judge.mode,
-                                "completion_ids": [item_id for item_id, _ in shown],
-                                "aspect": aspect,
-                                "order_name": order,
-                                "attempt": attempt,
-                            },
+                            JudgeSlot(
+                                key=key,
+                                instruction_id=group.instruction_id,
+                                purpose=group.purpose,
+                                mode=judge.mode,
+                                completion_ids=[item_id for item_id, _ in shown],
+                                aspect=aspect,
+                                order_name=order,
+                                attempt=attempt,
+                            ),
                         )
                     )
     return plans
@@ -210,15 +226,15 @@ def rating_rows(
 ) -> list[dict[str, Any]]:
     """One `ratings` row per text the request showed; a failed parse gives NULL ratings."""
     settings = judge_settings(config)
-    shown = plan.row["completion_ids"]
-    order = plan.row["order_name"]
+    shown = plan.row.completion_ids
+    order = plan.row.order_name
     return [
         {
             "batch_id": batch_id,
             "completion_id": completion_id,
-            "instruction_id": plan.row["instruction_id"],
+            "instruction_id": plan.row.instruction_id,
             "judge": plan.request.model,
-            "aspect": plan.row["aspect"],
+            "aspect": plan.row.aspect,
             "judge_order": JUDGE_ORDERS.index(order),
             "order_name": order,
             "position": position,
@@ -228,11 +244,11 @@ def rating_rows(
             "rationale": verdict.rationales[position - 1],
             "raw_output": raw_output,
             "parse_status": verdict.status,
-            "attempts": plan.row["attempt"] + 1,
+            "attempts": plan.row.attempt + 1,
             "call_id": plan.request.call_id,
             "judge_settings": settings,
-            "purpose": plan.row["purpose"],
-            "mode": plan.row["mode"],
+            "purpose": plan.row.purpose,
+            "mode": plan.row.mode,
         }
         for position, completion_id in enumerate(shown, start=1)
     ]

@@ -16,6 +16,7 @@ from prefgen_dagster.judging.plan import JudgeKey, judge_groups, plan_judging, r
 from prefgen_dagster.judging.prompt import ASPECTS
 from prefgen_dagster.llm.plan import model_identity
 from prefgen_dagster.llm.runner import EngineFactory, RunStats, ask, open_engine
+from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage, batch_instructions
 
 
@@ -46,18 +47,16 @@ def rate_completions(
     judge = config.judge
     total = RunStats()
     canaries = _canaries(config, storage, batch_id)
-    canary_frame = pl.DataFrame([c.row(batch_id) for c in canaries], schema=CANARY_SCHEMA)
+    canary_frame = TABLES["canaries"].frame(c.row(batch_id) for c in canaries)
     if judge is None:
-        empty = pl.DataFrame(schema=RATING_SCHEMA)
+        empty = TABLES["ratings"].frame([])
         return Judged(empty, canary_frame, calibrate(empty, canary_frame, "none", batch_id)), total
-    originals = "completions" if config.evol_quality.include_original else None
-    sources = [t for t in (originals, "evolved_completions") if t]
+    # The texts that can be paired (the `candidates` SQL model); the pooled originals only
+    # when they are paired too.
+    originals = "" if config.evol_quality.include_original else " AND origin = 'evolved'"
     candidates = storage.query(
-        " UNION ALL ".join(
-            f"SELECT completion_id, instruction_id, text FROM {t} WHERE batch_id = $b"
-            for t in sources
-        ),
-        {"b": batch_id},
+        "SELECT completion_id, instruction_id, text FROM candidates WHERE batch_id = ?" + originals,
+        [batch_id],
     ).to_dicts()
     groups = judge_groups(candidates, canaries, config)
     instructions = batch_instructions(storage, batch_id)
@@ -74,15 +73,15 @@ def rate_completions(
             verdict = parse_verdict(
                 judge.mode,
                 raw,
-                len(plan.row["completion_ids"]),
-                allow_na=ASPECTS[plan.row["aspect"]].allows_na,
+                len(plan.row.completion_ids),
+                allow_na=ASPECTS[plan.row.aspect].allows_na,
                 with_rationale=judge.with_rationale,
             )
             if verdict.ok or attempt == judge.max_reasks:
                 rows.extend(rating_rows(plan, verdict, raw, config, batch_id))
             else:
-                retry.add(plan.row["key"])
-    ratings = pl.DataFrame(rows, schema=RATING_SCHEMA)
+                retry.add(plan.row.key)
+    ratings = TABLES["ratings"].frame(rows)
     calibration = calibrate(ratings, canary_frame, judge.mode, batch_id)
     return Judged(ratings, canary_frame, calibration), total
 
@@ -108,39 +107,3 @@ def _canaries(config: PipelineConfig, storage: Storage, batch_id: str) -> list[C
         config.ranked_identities(),
         config.pairing.max_repetition,
     )
-
-
-CANARY_SCHEMA = {
-    "batch_id": pl.String,
-    "canary_id": pl.String,
-    "instruction_id": pl.String,
-    "kind": pl.String,
-    "intact_id": pl.String,
-    "corrupted_id": pl.String,
-    "source_completion_id": pl.String,
-    "source_model": pl.String,
-    "corrupted_from_id": pl.String,
-    "corrupted_text": pl.String,
-    "corrupted_first": pl.Boolean,
-}
-RATING_SCHEMA = {
-    "batch_id": pl.String,
-    "completion_id": pl.String,
-    "instruction_id": pl.String,
-    "judge": pl.String,
-    "aspect": pl.String,
-    "judge_order": pl.Int64,
-    "order_name": pl.String,
-    "position": pl.Int64,
-    "shown": pl.Int64,
-    "rating": pl.Int64,
-    "not_applicable": pl.Boolean,
-    "rationale": pl.String,
-    "raw_output": pl.String,
-    "parse_status": pl.String,
-    "attempts": pl.Int64,
-    "call_id": pl.String,
-    "judge_settings": pl.String,
-    "purpose": pl.String,
-    "mode": pl.String,
-}

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.llm.types import LLMRequest
 from prefgen_dagster.text.quality import repetition
 
+Row = TypeVar("Row")
+
 
 @dataclass(frozen=True)
-class Planned:
-    """One request and the row fields known before it is answered."""
+class Planned(Generic[Row]):
+    """One request and what its stage knows of it before it is answered: the output row's
+    fields (generation, evolution) or what the request is for (judging, `JudgeSlot`)."""
 
     model_name: str
     request: LLMRequest
-    row: dict[str, Any]
+    row: Row
 
 
 def model_identity(config: PipelineConfig, name: str) -> str:
@@ -24,7 +27,7 @@ def model_identity(config: PipelineConfig, name: str) -> str:
     return config.models[name].path
 
 
-def answered_row(plan: Planned, answer: dict[str, Any]) -> dict[str, Any]:
+def answered_row(plan: Planned[dict[str, Any]], answer: dict[str, Any]) -> dict[str, Any]:
     """The planned row completed with the engine's answer."""
     return {
         **plan.row,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prefgen_dagster.config import SamplingParams
+from prefgen_dagster.config.base import SamplingParams
 from prefgen_dagster.ids import stable_hash
 
 

@@ -36,6 +36,8 @@ PRETOKENIZE_REGEX = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CONFIGS = {"qwen2": Qwen2Config, "llama": LlamaConfig}
+# The two models of `tiny.yaml`: (folder under the config's folder, architecture, seed).
+TINY_MODELS = (("models/tiny-qwen2", "qwen2", 1), ("models/tiny-llama", "llama", 2))
 CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -162,3 +164,9 @@ def make_tiny_model(out_dir: Path | str, arch: str = "qwen2", seed: int = 0) -> 
     _build_model(out, arch, seed, ids)
     _write_json(marker_path, marker)  # written last: marks a complete build
     return out
+
+
+def make_tiny_models(base: Path) -> None:
+    """Both models of `tiny.yaml` under `base` (fast engine tests and benchmarks)."""
+    for folder, arch, seed in TINY_MODELS:
+        make_tiny_model(base / folder, arch=arch, seed=seed)

@@ -121,14 +121,6 @@ def load_project(root: Path | None = None) -> SqlProject:
     return project
 
 
-def load_models(root: Path | None = None) -> dict[str, SqlFile]:
-    return load_project(root).models
-
-
-def load_checks(root: Path | None = None) -> list[SqlCheck]:
-    return load_project(root).checks
-
-
 def _check_refs(sql_file: SqlFile, known: set[str]) -> None:
     unknown = [ref for ref in sql_file.refs if ref not in known]
     if unknown:

@@ -18,7 +18,13 @@ import duckdb
 import polars as pl
 from filelock import FileLock
 
-from prefgen_dagster.storage.schema import MIGRATIONS, PARTITIONED_TABLES, SCHEMA, SCHEMA_VERSION
+from prefgen_dagster.storage.schema import (
+    MIGRATIONS,
+    PARTITIONED_TABLES,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TABLES,
+)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -60,6 +66,7 @@ class Storage:
                 for statement in MIGRATIONS[version]:
                     con.execute(statement)
             con.execute(SCHEMA)
+            _add_new_columns(con)
             if found != SCHEMA_VERSION:
                 con.execute("DELETE FROM schema_info")
                 con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
@@ -142,13 +149,17 @@ class Storage:
 
     def store_calls(self, rows: list[dict[str, Any]]) -> None:
         """Add finished calls to the cache; a call already there is kept as it was."""
+        self._insert("llm_calls", rows, keep="old")
+
+    def _insert(self, table: str, rows: list[dict[str, Any]], keep: str) -> None:
+        """Add rows to a keyed table; on a key already there, keep the `old` or the `new` row."""
         if not rows:
             return
-        frame = pl.DataFrame(rows, infer_schema_length=None)
+        conflict = {"old": "IGNORE", "new": "REPLACE"}[keep]
         with self.connect() as con:
-            con.register("finished", frame.to_arrow())
-            con.execute("INSERT OR IGNORE INTO llm_calls BY NAME SELECT * FROM finished")
-            con.unregister("finished")
+            con.register("incoming", TABLES[table].frame(rows).to_arrow())
+            con.execute(f"INSERT OR {conflict} INTO {table} BY NAME SELECT * FROM incoming")
+            con.unregister("incoming")
 
     def tokens_spent(self, run_id: str) -> int:
         """Prompt + completion tokens of the calls an engine answered for this run."""
@@ -162,14 +173,7 @@ class Storage:
     def record_failures(self, rows: list[dict[str, Any]]) -> None:
         """Note LLM calls that still failed after retries (call_id, model, error, attempts);
         a call that failed before is replaced by its latest failure."""
-        if not rows:
-            return
-        columns = {"call_id": pl.String, "model": pl.String, "error": pl.String}
-        frame = pl.DataFrame(rows, schema={**columns, "attempts": pl.Int32})
-        with self.connect() as con:
-            con.register("failed", frame.to_arrow())
-            con.execute("INSERT OR REPLACE INTO failed_calls BY NAME SELECT * FROM failed")
-            con.unregister("failed")
+        self._insert("failed_calls", rows, keep="new")
 
     def clear_failures(self, call_ids: Sequence[str]) -> None:
         """Forget the failures of calls that have since been answered."""
@@ -190,6 +194,18 @@ class Storage:
                 ).fetchall()[0][0]
             counts["llm_calls"] = con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0]
         return counts
+
+
+def _add_new_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Give an existing file the columns added to `schema.TABLES` since it was written (with
+    their defaults), so a new column needs no migration step."""
+    present = set(
+        con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall()
+    )
+    for table in TABLES.values():
+        for column in table.columns:
+            if (table.name, column.split()[0]) not in present:
+                con.execute(f"ALTER TABLE {table.name} ADD COLUMN {column}")
 
 
 def _frame(

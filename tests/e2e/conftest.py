@@ -9,14 +9,21 @@ from typing import Any
 import pytest
 import yaml
 
-from prefgen_dagster.cli import DEMO_CONFIG, TINY_CONFIG, make_tiny_models
+from prefgen_dagster.cli import DEMO_CONFIG, TINY_CONFIG
 from prefgen_dagster.local_models.packaged import make_smollm2
+
+
+@pytest.fixture(autouse=True)
+def _dagster_state(fresh_dagster_state: None) -> None:
+    """Every end-to-end test runs Dagster."""
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The two tiny models, built once per test session."""
     base = tmp_path_factory.mktemp("tiny")
+    from prefgen_dagster.local_models.tiny import make_tiny_models
+
     make_tiny_models(base)
     return base / "models"
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from prefgen_dagster.cli import TINY_CONFIG, step_error_message
-from prefgen_dagster.config import ModelSpec, SamplingParams
+from prefgen_dagster.config.base import ModelSpec, SamplingParams
 from prefgen_dagster.defs.pipeline_run import materialize_batch
 from prefgen_dagster.llm.engines.vllm_offline import VLLMOfflineEngine
 from prefgen_dagster.llm.types import LLMRequest

@@ -53,11 +53,15 @@ def test_added_instruction_and_changed_judge_cost_only_their_calls(
             if tick.get_num_requested(key)
         }
         # (The export follows on the tick after the pairs change.)
-        assert requested == {"ratings": {"grow.jsonl"}, "dpo_pairs": {"grow.jsonl"}}
+        assert requested == {
+            "ratings": {"grow.jsonl"},
+            "candidate_pairs": {"grow.jsonl"},
+            "dpo_pairs": {"grow.jsonl"},
+        }
         # Running what was requested asks the judge once more per instruction.
         rejudged = dg.materialize(
             build_graph(load_config(config_path)).definitions,
-            selection=["ratings", "dpo_pairs"],
+            selection=["ratings", "candidate_pairs", "dpo_pairs"],
             partition_key="grow.jsonl",
             instance=instance,
             resources={"prefgen": PrefgenResource(config_path=str(config_path))},

@@ -11,7 +11,7 @@ import pytest
 from datasets import load_from_disk
 
 from prefgen_dagster.defs.pipeline_run import materialize_batch
-from prefgen_dagster.sql.project import load_checks
+from prefgen_dagster.sql.project import load_project
 from prefgen_dagster.storage.schema import PARTITIONED_TABLES
 
 from .conftest import drop_batch, write_config
@@ -103,17 +103,21 @@ def test_full_graph_on_vllm_then_rerun_is_free(workdir: Path, tiny_models: Path)
         assert all(c > r and abs(m - (c - r)) < 1e-9 for c, r, m, *_ in pairs)
 
         checks = {e.check_name: e for e in batch.get_asset_check_evaluations()}
-        assert set(checks) == {check.name for check in load_checks()}
-        assert len(checks) == 12
+        assert set(checks) == {check.name for check in load_project().checks}
+        assert len(checks) == 9
         assert checks["pair_integrity"].passed
         assert checks["input_reconciliation"].passed
 
         dataset = load_from_disk(str(workdir / "data" / "export" / "dataset"))
         [export_event] = export.asset_materializations_for_node("preference_dataset")
-        filtered = export_event.metadata["pairs_filtered"].value
-        assert len(dataset) == len(pairs) - filtered
-        if not filtered:
-            assert checks["low_margin_pairs"].passed and checks["tied_pairs"].passed
+        # dpo_pairs holds the final pairs: the export writes them as they are, and what the
+        # pair rule dropped is counted from candidate_pairs.
+        assert len(dataset) == len(pairs)
+        with duckdb.connect(str(db), read_only=True) as con:
+            [(dropped,)] = con.execute(
+                "SELECT count(*) FROM candidate_pairs WHERE dropped_because IS NOT NULL"
+            ).fetchall()
+        assert export_event.metadata["pairs_dropped"].value == dropped
         if len(dataset):
             row = dataset[0]
             assert [m["role"] for m in row["prompt"]] == ["user"]

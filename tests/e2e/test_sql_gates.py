@@ -22,7 +22,6 @@ from .test_pipeline_vllm import mt_bench_lines
 POLICY_CHECK = """-- asset: dpo_pairs
 -- severity: ERROR
 -- blocking: true
--- filter: false
 -- description: Pairs for instructions that mention a topic we do not train on.
 SELECT p.pair_id, i.instruction
 FROM {{ ref('dpo_pairs') }} AS p
@@ -111,8 +110,14 @@ def test_sql_only_check_blocks_a_batch_and_shows_in_the_ui(
         }
 
     pairs = lineage("dpo_pairs")
-    assert pairs["chosen_rating"] == {("ratings", "rating")}
-    assert ("pooled_completions", "instruction_id") in pairs["instruction_id"]
+    assert pairs["chosen_rating"] == {("candidate_pairs", "chosen_rating")}
+    assert lineage("candidate_pairs")["chosen_rating"] == {("ratings", "rating")}
+    assert pairs["instruction_id"] == {("candidate_pairs", "instruction_id")}
+    assert lineage("candidate_pairs")["chosen_model"] == {("candidates", "model")}
+    assert lineage("candidates")["instruction_id"] == {
+        ("pooled_completions", "instruction_id"),
+        ("evolved_completions", "instruction_id"),
+    }
     assert lineage("pooled_completions")["instruction_id"] == {
         ("raw_instructions", "instruction_id")
     }

@@ -13,7 +13,7 @@ import yaml
 from prefgen_dagster.config import load_config
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.defs.resources import PrefgenResource
-from prefgen_dagster.sql.project import load_checks
+from prefgen_dagster.sql.project import load_project
 from tests.conftest import CLEAN_ENV
 
 from .conftest import drop_batch, write_config
@@ -54,24 +54,26 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
         "raw_instructions",
         "pooled_completions",
         "evolved_completions",
+        "candidates",
         "ratings",
+        "candidate_pairs",
         "dpo_pairs",
         "preference_dataset",
     }
     assert nodes["dpo_pairs"]["isPartitioned"] and not nodes["preference_dataset"]["isPartitioned"]
     # A SQL model's dependencies are read off its refs.
-    assert {k["path"][0] for k in nodes["dpo_pairs"]["dependencyKeys"]} == {
-        "pooled_completions",
-        "evolved_completions",
+    assert {k["path"][0] for k in nodes["candidate_pairs"]["dependencyKeys"]} == {
+        "candidates",
         "ratings",
     }
+    assert {k["path"][0] for k in nodes["dpo_pairs"]["dependencyKeys"]} == {"candidate_pairs"}
     checks = {
         c["name"]: c for n in nodes.values() for c in n["assetChecksOrError"].get("checks", [])
     }
-    assert set(checks) == {check.name for check in load_checks()}
-    assert checks["pair_integrity"]["blocking"] and not checks["low_margin_pairs"]["blocking"]
+    assert set(checks) == {check.name for check in load_project().checks}
+    assert checks["pair_integrity"]["blocking"] and not checks["length_bias"]["blocking"]
     assert checks["pair_integrity"]["description"].startswith("[ERROR, blocking]")
-    assert checks["low_margin_pairs"]["description"].startswith("[WARN, filters pairs]")
+    assert checks["length_bias"]["description"].startswith("[WARN] ")
     [repository] = data["repositoriesOrError"]["nodes"]
     # On from the start: new batches flow without anyone switching anything on.
     assert {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]} == {
@@ -85,12 +87,19 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
     )
 
 
-BATCH_ASSETS = ("raw_instructions", "pooled_completions", "evolved_completions", "ratings")
+BATCH_ASSETS = (
+    "raw_instructions",
+    "pooled_completions",
+    "evolved_completions",
+    "candidates",
+    "ratings",
+)
+PAIR_ASSETS = ("candidate_pairs", "dpo_pairs")
 
 
 def stale_view(url: str, batch: str) -> dict[str, tuple[str, set[str]]]:
     """What the UI shows for one batch: {asset: (status, {cause category})}."""
-    keys = ", ".join(f'{{path: ["{name}"]}}' for name in (*BATCH_ASSETS, "dpo_pairs"))
+    keys = ", ".join(f'{{path: ["{name}"]}}' for name in (*BATCH_ASSETS, *PAIR_ASSETS))
     data = graphql(
         url,
         f"""{{ assetNodes(assetKeys: [{keys}]) {{
@@ -126,7 +135,7 @@ def test_ui_stale_view_follows_the_config(tmp_path: Path, tiny_models: Path) -> 
 
     with dagster_webserver(env, tmp_path / "webserver.log") as url:
         assert stale_view(url, "three.jsonl") == {
-            name: ("FRESH", set()) for name in (*BATCH_ASSETS, "dpo_pairs")
+            name: ("FRESH", set()) for name in (*BATCH_ASSETS, *PAIR_ASSETS)
         }
         # Another judge aspect: after a reload, the ratings show a changed code version;
         # the stages before them are still fresh.
@@ -138,11 +147,12 @@ def test_ui_stale_view_follows_the_config(tmp_path: Path, tiny_models: Path) -> 
         assert stale_view(url, "three.jsonl") == {
             **{name: ("FRESH", set()) for name in BATCH_ASSETS},
             "ratings": ("STALE", {"CODE"}),
-            "dpo_pairs": ("FRESH", set()),  # Dagster does not mark descendants in advance
+            # Dagster does not mark descendants in advance.
+            **{name: ("FRESH", set()) for name in PAIR_ASSETS},
         }
 
         # Re-running the ratings (what "materialize unsynced" picks) makes them fresh, and
-        # the pairs, whose input has new data now, stale.
+        # the pair rule, whose input has new data now, stale.
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
             rerun = dg.materialize(
                 build_graph(load_config(config_path)).definitions,
@@ -154,5 +164,6 @@ def test_ui_stale_view_follows_the_config(tmp_path: Path, tiny_models: Path) -> 
         assert rerun.success
         assert stale_view(url, "three.jsonl") == {
             **{name: ("FRESH", set()) for name in BATCH_ASSETS},
-            "dpo_pairs": ("STALE", {"DATA"}),
+            "candidate_pairs": ("STALE", {"DATA"}),
+            "dpo_pairs": ("FRESH", set()),
         }

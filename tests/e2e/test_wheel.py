@@ -3,6 +3,7 @@ and the definitions load."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# What the wheel is built from.
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "prefgen_dagster", "dbt_like_sql")
 
 LOAD = """
 import dagster as dg
@@ -30,21 +33,17 @@ print(",".join(keys))
 
 @pytest.mark.slow
 def test_the_wheel_installs_in_a_fresh_venv_and_loads_its_definitions(tmp_path: Path) -> None:
+    # Built from a copy: setuptools writes build/ into the tree it builds, and would reuse a
+    # stale one.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in SOURCES:
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, source / name)
     dist = tmp_path / "dist"
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--wheel-dir",
-            str(dist),
-            str(ROOT),
-        ],
-        check=True,
+        [*pip_wheel, "--no-build-isolation", "--wheel-dir", str(dist), str(source)], check=True
     )
     [wheel] = dist.glob("prefgen-*.whl")
     venv = tmp_path / "venv"

@@ -7,7 +7,7 @@ from typing import Any
 import polars as pl
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.sql.project import load_models
+from prefgen_dagster.sql.project import load_project
 from prefgen_dagster.storage.store import Storage
 
 
@@ -127,7 +127,7 @@ def build_models(
 ) -> pl.DataFrame:
     """Run SQL models for one batch in order, writing each one's rows as its asset would;
     returns the last one's rows."""
-    models = load_models()
+    models = load_project().models
     frame = pl.DataFrame()
     for name in names:
         frame = storage.query(*models[name].render(batch, config.sql_vars()))

@@ -21,6 +21,8 @@ from prefgen_dagster.defs.pipeline_run import materialize_batch
 from prefgen_dagster.defs.resources import CONFIG_ENV, PrefgenResource
 from prefgen_dagster.stages import pipeline_hash
 
+pytestmark = pytest.mark.usefixtures("fresh_dagster_state")
+
 PAIRS = dg.AssetKey("dpo_pairs")
 
 
@@ -91,8 +93,14 @@ def test_export_follows_any_batch_even_when_another_never_ran(config_path: Path)
     assert third.get_num_requested(export) == 0
 
 
-BATCH_ASSETS = ["raw_instructions", "pooled_completions", "evolved_completions", "ratings"]
-PAIR_MODELS = ["candidates", "candidate_pairs", "dpo_pairs"]
+BATCH_ASSETS = [
+    "raw_instructions",
+    "pooled_completions",
+    "evolved_completions",
+    "candidates",
+    "ratings",
+]
+PAIR_MODELS = ["candidate_pairs", "dpo_pairs"]
 
 
 def materialized(instance: dg.DagsterInstance, batch_id: str, assets: list[str]) -> None:

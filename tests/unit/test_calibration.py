@@ -18,7 +18,7 @@ from prefgen_dagster.judging.calibration import (
     position_effect,
     wilson_interval,
 )
-from prefgen_dagster.judging.run import CANARY_SCHEMA, RATING_SCHEMA
+from prefgen_dagster.storage.schema import TABLES
 from tests.unit.rows import rating_row
 
 BATCH = "b.jsonl"
@@ -79,7 +79,7 @@ def row(
 
 
 def frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=RATING_SCHEMA)
+    return pl.DataFrame(rows, schema=TABLES["ratings"].frame_schema)
 
 
 def listwise_orders(scores: dict[str, float], by_position: list[int], judge: str = "j") -> list:
@@ -152,7 +152,7 @@ def test_canary_outcomes_and_calibration_rows() -> None:
     ratings, canaries = canary_rows(
         {"t1": (5, 1), "t2": (4, 4), "s1": (2, 3), "s2": (5, 2), "s3": (None, 2)}
     )
-    table = pl.DataFrame(canaries, schema=CANARY_SCHEMA)
+    table = pl.DataFrame(canaries, schema=TABLES["canaries"].frame_schema)
     outcomes = canary_outcomes(frame(ratings), table)
     assert dict(outcomes.select("canary_id", "outcome").iter_rows()) == {
         "t1": "correct",
@@ -174,7 +174,7 @@ def test_canary_outcomes_and_calibration_rows() -> None:
 def test_a_panel_gets_its_own_row_and_sets_the_labels() -> None:
     good, canaries = canary_rows({f"t{n}": (5, 1) for n in range(6)}, judge="good")
     bad, _ = canary_rows({f"t{n}": (1, 5) for n in range(6)}, judge="bad")
-    table = pl.DataFrame(canaries, schema=CANARY_SCHEMA)
+    table = pl.DataFrame(canaries, schema=TABLES["canaries"].frame_schema)
     rows = calibrate(frame(good + bad), table, "listwise", BATCH).to_dicts()
     by_judge = {r["judge"]: r for r in rows}
     assert set(by_judge) == {"good", "bad", PANEL}
@@ -186,5 +186,7 @@ def test_a_panel_gets_its_own_row_and_sets_the_labels() -> None:
 
 
 def test_no_judge_no_rows() -> None:
-    empty = pl.DataFrame(schema=RATING_SCHEMA)
-    assert calibrate(empty, pl.DataFrame(schema=CANARY_SCHEMA), "none", BATCH).is_empty()
+    empty = pl.DataFrame(schema=TABLES["ratings"].frame_schema)
+    assert calibrate(
+        empty, pl.DataFrame(schema=TABLES["canaries"].frame_schema), "none", BATCH
+    ).is_empty()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.cost import context_warnings, estimate, format_estimate
+from prefgen_dagster.cost import context_warnings, estimate, format_estimate, plan_batch
 from prefgen_dagster.ingest.validate import instruction_id
 from prefgen_dagster.judging.prompt import answer_token_bound
 
@@ -19,7 +19,7 @@ ROWS = [
 
 
 def by_stage(config: PipelineConfig) -> dict[str, tuple[int, int]]:
-    return {c.stage: (c.calls, c.max_calls) for c in estimate(ROWS, config)}
+    return {c.stage: (c.calls, c.max_calls) for c in estimate(plan_batch(ROWS, config))}
 
 
 def test_calls_follow_the_pool_evolutions_and_judge_panel(
@@ -68,7 +68,7 @@ def test_judge_calls_by_mode(
 
 
 def test_completion_tokens_are_bounded_by_max_tokens(config: PipelineConfig) -> None:
-    generation, evolution, judging = estimate(ROWS, config)
+    generation, evolution, judging = estimate(plan_batch(ROWS, config))
     assert generation.max_completion_tokens == 15 * 48 * 3
     assert evolution.max_completion_tokens == 15 * config.evol_quality.sampling.max_tokens
     # The judge's max_tokens is sized from its schema: 10 texts per candidate request (and
@@ -83,22 +83,22 @@ def test_completion_tokens_are_bounded_by_max_tokens(config: PipelineConfig) -> 
 def test_judge_prompts_that_may_outgrow_the_judges_context_are_warned_about(
     make_config: Callable[..., PipelineConfig],
 ) -> None:
-    long_question = "Describe every step. " * 100  # about 530 tokens by the estimate
+    long_question = "Describe every step. " * 100  # about 1,050 tokens by the estimate
     rows = [*ROWS, {"instruction_id": "long", "instruction": long_question, "system_prompt": None}]
     models = make_config().model_dump(mode="json")["models"]
     models["judge-m"]["max_model_len"] = 8192
-    assert context_warnings(rows, make_config(models=models)) == []
+    assert context_warnings(plan_batch(rows, make_config(models=models))) == []
 
     # Each instruction's judge request holds 10 candidates of up to 256 tokens (the rewrites'
     # max_tokens) and an answer of up to 768 tokens (10 rationales of 60 characters at one
     # token per character): about 3,650 tokens for the short questions, 4,140 for the long one.
     models["judge-m"]["max_model_len"] = 4096
-    [warning] = context_warnings(rows, make_config(models=models))
+    [warning] = context_warnings(plan_batch(rows, make_config(models=models)))
     assert warning.startswith("warning: 1 of 4 instructions may give judge requests longer than ")
     assert "'judge-m''s max_model_len 4096" in warning and "PromptTooLong" in warning
 
     models["judge-m"]["max_model_len"] = 2048
-    [warning] = context_warnings(rows, make_config(models=models))
+    [warning] = context_warnings(plan_batch(rows, make_config(models=models)))
     assert warning.startswith("warning: 4 of 4 instructions")
 
 
@@ -109,8 +109,8 @@ def test_a_judge_max_tokens_below_the_schema_bound_is_warned_about(
     need = answer_token_bound("listwise", 10, 60)
     assert need == 768
     judge = {"model": "judge-m", "rationale_max_chars": 60, "sampling": {"max_tokens": need}}
-    assert context_warnings(ROWS, make_config(judge=judge)) == []
+    assert context_warnings(plan_batch(ROWS, make_config(judge=judge))) == []
     judge["sampling"] = {"max_tokens": 500}
-    [warning] = context_warnings(ROWS, make_config(judge=judge))
+    [warning] = context_warnings(plan_batch(ROWS, make_config(judge=judge)))
     assert "max_tokens is 500, but a valid listwise answer can take up to 768 tokens" in warning
     assert "Leave max_tokens unset" in warning

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefgen_dagster.generation.diversity import max_similarity_to_earlier, text_similarity
+from prefgen_dagster.generation.diversity import max_similarity_to_earlier
 
 
 @pytest.mark.parametrize(
@@ -24,9 +24,9 @@ from prefgen_dagster.generation.diversity import max_similarity_to_earlier, text
         ("x", "", 0.0),
     ],
 )
-def test_text_similarity(a: str, b: str, expected: float) -> None:
-    assert text_similarity(a, b) == pytest.approx(expected)
-    assert text_similarity(b, a) == pytest.approx(expected)
+def test_character_trigram_similarity(a: str, b: str, expected: float) -> None:
+    assert max_similarity_to_earlier([a, b])[1] == pytest.approx(expected)
+    assert max_similarity_to_earlier([b, a])[1] == pytest.approx(expected)
 
 
 def test_max_similarity_to_earlier() -> None:

@@ -19,14 +19,14 @@ from prefgen_dagster.export.dataset import (
     to_trl_records,
     write_dataset,
 )
-from prefgen_dagster.sql.project import SqlCheck, load_checks
+from prefgen_dagster.sql.project import SqlCheck, load_project
 from prefgen_dagster.storage.store import Storage
 from tests.unit.rows import build_models, completion_row, instruction_row
 from tests.unit.rows import pair_row as dpo_pair_row
 
 Insert = Callable[[str, list[dict[str, Any]]], None]
 
-CHECKS = load_checks()
+CHECKS = load_project().checks
 BLOCKING = [check.name for check in CHECKS if check.blocking]
 
 

@@ -260,9 +260,12 @@ def test_each_regeneration_attempt_warms_by_step_times_attempt(
     generation = {**config_dict()["generation"], "diversity": {"max_regenerations": 2}}
     config = make_config(generation=generation)
     engine = SameAnswer()
-    frame, _ = run.generate_completions(config, storage, BATCH, engine)
+    frame, stats = run.generate_completions(config, storage, BATCH, engine)
     # Five slots; all but the first repeat it, so they are asked again twice.
     assert frame["regenerations"].to_list() == [0, 2, 2, 2, 2]
+    # Each round asks only the slots it regenerates: 5 + 4 + 4 distinct requests, each
+    # counted once (not 3 rounds x 5 with the repeats as cache hits).
+    assert (stats.requested, stats.cache_hits, stats.engine_calls) == (13, 0, 13)
     assert frame["too_similar"].to_list() == [False, True, True, True, True]
     slot = frame.row(1, named=True)["completion_id"]
     (planned,) = [

@@ -24,6 +24,8 @@ from prefgen_dagster.ingest.read import read_rows
 from prefgen_dagster.ingest.validate import IngestResult, PromptCheck, ingest
 from prefgen_dagster.storage.store import Storage
 
+pytestmark = pytest.mark.usefixtures("fresh_dagster_state")
+
 
 def line(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8")

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from prefgen_dagster.config import PipelineConfig, SamplingParams
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.config.base import SamplingParams
 from prefgen_dagster.llm.engines import openai_http
 from prefgen_dagster.llm.runner import LLMCallsFailed, run_requests
 from prefgen_dagster.llm.types import LLMRequest

@@ -140,13 +140,13 @@ def test_pointwise_asks_once_per_text_and_shares_the_intact_side(make_config: Ma
     groups = judge_groups(CANDIDATES, [CANARY], config)
     assert [g.purpose for g in groups] == ["label", "label", "canary"]  # no probe: no order
     plans = plan_judging(groups, INSTRUCTIONS, config, attempt=0)
-    assert Counter(p.row["purpose"] for p in plans) == {"label": 4, "canary": 2}
-    assert all(len(p.row["completion_ids"]) == 1 for p in plans)
+    assert Counter(p.row.purpose for p in plans) == {"label": 4, "canary": 2}
+    assert all(len(p.row.completion_ids) == 1 for p in plans)
     # The canary's intact text is c1's text for the same instruction: the same request.
     by_text = {p.request.messages[1]["content"]: p.request.call_id for p in plans}
     assert len({p.request.call_id for p in plans}) == 5
     assert len(by_text) == 5
-    first = [p for p in plans if p.row["completion_ids"] in (["c1"], [CANARY.intact_id])]
+    first = [p for p in plans if p.row.completion_ids in (["c1"], [CANARY.intact_id])]
     assert len({p.request.call_id for p in first}) == 1
     assert first[0].request.json_schema == ultrafeedback.pointwise_schema(50, "overall")
 
@@ -154,16 +154,16 @@ def test_pointwise_asks_once_per_text_and_shares_the_intact_side(make_config: Ma
 def test_pairwise_asks_every_two_texts_in_both_orders(make_config: MakeConfig) -> None:
     config = judged(make_config, mode="pairwise")
     plans = plan_judging(judge_groups(CANDIDATES, [CANARY], config), INSTRUCTIONS, config, 0)
-    labels = [p for p in plans if p.row["purpose"] == "label"]
+    labels = [p for p in plans if p.row.purpose == "label"]
     assert len(labels) == 3 * 2  # i1: 3 texts -> 3 pairs x 2 orders; i2: 1 text -> none
-    shown = Counter(tuple(p.row["completion_ids"]) for p in labels)
+    shown = Counter(tuple(p.row.completion_ids) for p in labels)
     assert set(shown) == {
         ("c1", "c2"), ("c2", "c1"), ("c1", "c3"), ("c3", "c1"), ("c2", "c3"), ("c3", "c2"),
     }  # fmt: skip
-    canaries = [p for p in plans if p.row["purpose"] == "canary"]
-    assert sorted(p.row["order_name"] for p in canaries) == ["original", "reversed"]
+    canaries = [p for p in plans if p.row.purpose == "canary"]
+    assert sorted(p.row.order_name for p in canaries) == ["original", "reversed"]
     # A verdict for (c3, c1) lands on the right completions.
-    plan = next(p for p in labels if p.row["completion_ids"] == ["c3", "c1"])
+    plan = next(p for p in labels if p.row.completion_ids == ["c3", "c1"])
     raw = '{"better": "B", "rationale": "c1 is better"}'
     rows = rating_rows(plan, parse_pairwise_output(raw), raw, config, "b")
     assert [(r["completion_id"], r["rating"], r["position"], r["shown"]) for r in rows] == [
@@ -184,7 +184,7 @@ def test_listwise_probe_reverses_a_sample_unless_reversed_is_an_order(
     config = judged(make_config, position_probe=1.0)
     [probe] = [g for g in judge_groups(CANDIDATES, [], config) if g.purpose == "position_probe"]
     plans = plan_judging([probe], INSTRUCTIONS, config, 0)
-    assert [p.row["completion_ids"] for p in plans] == [["c3", "c2", "c1"]]
+    assert [p.row.completion_ids for p in plans] == [["c3", "c2", "c1"]]
     both = judged(make_config, position_probe=1.0, orders=["original", "reversed"])
     assert {g.purpose for g in judge_groups(CANDIDATES, [], both)} == {"label"}
     assert not judged(make_config, mode="pairwise").judge.probes_position()
@@ -195,7 +195,7 @@ def test_canary_groups_follow_the_listwise_orders(make_config: MakeConfig) -> No
     [group] = [g for g in judge_groups([], [CANARY], config) if g.purpose == "canary"]
     assert group.items == tuple(CANARY.items())  # corrupted first, as drawn
     plans = plan_judging([group], INSTRUCTIONS, config, 0)
-    assert [p.row["completion_ids"] for p in plans] == [
+    assert [p.row.completion_ids for p in plans] == [
         [CANARY.corrupted_id, CANARY.intact_id],
         [CANARY.intact_id, CANARY.corrupted_id],
     ]

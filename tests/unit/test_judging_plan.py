@@ -75,7 +75,7 @@ def key(iid: str, judge: str, aspect: str, order: str) -> tuple[str, ...]:
 
 
 def plans_by_key(plans: list[Planned]) -> dict[tuple, Planned]:
-    return {plan.row["key"]: plan for plan in plans}
+    return {plan.row.key: plan for plan in plans}
 
 
 def user_text(plan: Planned) -> str:
@@ -113,8 +113,8 @@ def test_one_request_per_instruction_judge_aspect_order(config: PipelineConfig) 
     plans = label_plans(config)
     per_instruction = len(JUDGES) * len(ASPECT_NAMES) * len(ORDERS)
     assert per_instruction == 16
-    assert Counter(p.row["instruction_id"] for p in plans) == {"iid-1": 16, "iid-2": 16}
-    keys = [p.row["key"] for p in plans]
+    assert Counter(p.row.instruction_id for p in plans) == {"iid-1": 16, "iid-2": 16}
+    keys = [p.row.key for p in plans]
     assert len(set(keys)) == len(keys) == 32
     assert set(keys) == {
         key(iid, judge, aspect, order)
@@ -129,12 +129,12 @@ def test_one_request_per_instruction_judge_aspect_order(config: PipelineConfig) 
     assert len({p.request.call_id for p in plans}) == 32
     assert len({p.request.seed for p in plans}) == 32
     for plan in plans:
-        _, iid, _, aspect, order = plan.row["key"]
-        assert plan.row["aspect"] == aspect
-        assert plan.row["order_name"] == order
-        assert plan.row["purpose"] == "label"
-        assert plan.row["attempt"] == 0
-        assert len(plan.row["completion_ids"]) == COUNTS[iid]
+        _, iid, _, aspect, order = plan.row.key
+        assert plan.row.aspect == aspect
+        assert plan.row.order_name == order
+        assert plan.row.purpose == "label"
+        assert plan.row.attempt == 0
+        assert len(plan.row.completion_ids) == COUNTS[iid]
         assert ASPECTS[aspect].title in user_text(plan)
 
 
@@ -145,13 +145,13 @@ def test_schema_fixes_the_count_and_allows_na_only_where_the_aspect_does(
         schema = plan.request.json_schema
         assert schema is not None
         array = schema["properties"]["ratings"]
-        count = COUNTS[plan.row["instruction_id"]]
+        count = COUNTS[plan.row.instruction_id]
         assert array["minItems"] == array["maxItems"] == count
         item = array["items"]
         assert item["required"] == ["rating", "rationale"]
         assert item["properties"]["rationale"] == {"type": "string", "maxLength": 80}
         number = {"type": "integer", "minimum": 1, "maximum": 5}
-        if plan.row["aspect"] in ("honesty", "truthfulness"):
+        if plan.row.aspect in ("honesty", "truthfulness"):
             assert item["properties"]["rating"] == {
                 "anyOf": [number, {"type": "string", "enum": ["N/A"]}]
             }
@@ -166,8 +166,8 @@ def test_reversed_order_shows_completions_reversed(config: PipelineConfig) -> No
     plans = plans_by_key(label_plans(config))
     original = plans[key("iid-1", "judge-m", "helpfulness", "original")]
     reversed_ = plans[key("iid-1", "judge-m", "helpfulness", "reversed")]
-    assert original.row["completion_ids"] == ["c-1", "c-2", "c-3"]
-    assert reversed_.row["completion_ids"] == ["c-3", "c-2", "c-1"]
+    assert original.row.completion_ids == ["c-1", "c-2", "c-3"]
+    assert reversed_.row.completion_ids == ["c-3", "c-2", "c-1"]
     text = user_text(reversed_)
     assert "## Response 1\nthird text" in text
     assert "## Response 3\nfirst text" in text
@@ -185,10 +185,10 @@ def answer(*ratings: int | str, rationale: bool = True) -> str:
 
 
 def rows_for(plan: Planned, raw: str, config: PipelineConfig) -> list[dict[str, Any]]:
-    aspect = plan.row["aspect"]
+    aspect = plan.row.aspect
     verdict = parse_judge_output(
         raw,
-        len(plan.row["completion_ids"]),
+        len(plan.row.completion_ids),
         allow_na=ASPECTS[aspect].allows_na,
         with_rationale=config.judge.with_rationale,
     )
@@ -249,12 +249,12 @@ def test_only_restricts_reasks_to_the_given_keys(config: PipelineConfig) -> None
         key("iid-2", "judge-m", "helpfulness", "original"),
     }
     again = label_plans(config, attempt=1, only=failed)
-    assert {p.row["key"] for p in again} == failed
+    assert {p.row.key for p in again} == failed
     assert len(again) == 2
     for plan in again:
-        old = first[plan.row["key"]]
-        assert plan.row["attempt"] == 1
-        assert plan.row["completion_ids"] == old.row["completion_ids"]
+        old = first[plan.row.key]
+        assert plan.row.attempt == 1
+        assert plan.row.completion_ids == old.row.completion_ids
         assert plan.request.messages == old.request.messages
         assert plan.request.seed != old.request.seed
         assert plan.request.sampling.temperature == 0.7

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from prefgen_dagster.config import PipelineConfig, SamplingParams
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.config.base import SamplingParams
 from prefgen_dagster.llm.runner import (
     EngineFailed,
     LLMCallsFailed,

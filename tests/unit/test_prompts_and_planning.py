@@ -6,7 +6,8 @@ import json
 from collections import Counter
 from typing import Any
 
-from prefgen_dagster.config import EVOL_CRITERIA, PipelineConfig
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.config.evolution import EVOL_CRITERIA
 from prefgen_dagster.evolution.prompt import choose_criterion
 from prefgen_dagster.generation import prompt as generation
 from prefgen_dagster.generation.plan import plan_completions
@@ -190,9 +191,9 @@ def label_plans(config: PipelineConfig, attempt: int = 0) -> list[Planned]:
 
 def test_plan_judging_orders_completions_by_id(config: PipelineConfig) -> None:
     plans = label_plans(config)
-    assert [p.row["instruction_id"] for p in plans] == ["iid-1", "iid-2"]
-    assert plans[0].row["completion_ids"] == ["c-1", "c-2", "c-3"]
-    assert plans[1].row["completion_ids"] == ["c-9"]
+    assert [p.row.instruction_id for p in plans] == ["iid-1", "iid-2"]
+    assert plans[0].row.completion_ids == ["c-1", "c-2", "c-3"]
+    assert plans[1].row.completion_ids == ["c-9"]
     user = plans[0].request.messages[1]["content"]
     assert user.index("first text") < user.index("second text") < user.index("third text")
     schema = plans[0].request.json_schema
@@ -206,7 +207,7 @@ def test_reask_changes_call_id_and_raises_temperature(config: PipelineConfig) ->
     first = label_plans(config)
     again = label_plans(config, attempt=1)
     for old, new in zip(first, again, strict=True):
-        assert new.row["attempt"] == 1
+        assert new.row.attempt == 1
         assert new.request.call_id != old.request.call_id
         assert new.request.seed != old.request.seed
         assert new.request.sampling.temperature >= 0.7

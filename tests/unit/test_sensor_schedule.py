@@ -16,6 +16,8 @@ from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import CONFIG_ENV, PrefgenResource
 from prefgen_dagster.ingest.batches import batch_file
 
+pytestmark = pytest.mark.usefixtures("fresh_dagster_state")
+
 
 @pytest.fixture
 def inbox(tmp_path: Path, config: PipelineConfig, monkeypatch: pytest.MonkeyPatch) -> Path:

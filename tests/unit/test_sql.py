@@ -17,8 +17,6 @@ from prefgen_dagster.sql.project import (
     SqlCheck,
     SqlFileError,
     column_lineage,
-    load_checks,
-    load_models,
     load_project,
 )
 from prefgen_dagster.storage.store import Storage
@@ -29,8 +27,8 @@ OTHER = "b2.jsonl"
 
 Insert = Callable[[str, list[dict[str, Any]]], None]
 
-CHECKS = {check.name: check for check in load_checks()}
-CANDIDATE_PAIRS = load_models()["candidate_pairs"]
+CHECKS = {check.name: check for check in load_project().checks}
+CANDIDATE_PAIRS = load_project().models["candidate_pairs"]
 
 
 # --- crafting rows ---------------------------------------------------------------------------
@@ -95,7 +93,7 @@ def offending(storage: Storage, config: PipelineConfig, name: str) -> pl.DataFra
 
 
 def test_real_files_load() -> None:
-    models = load_models()
+    models = load_project().models
     assert list(models) == ["candidate_pairs", "candidates", "dpo_pairs"]
     assert set(models["candidates"].refs) == {"completions", "evolved_completions"}
     assert set(models["candidate_pairs"].refs) == {"candidates", "ratings"}
@@ -158,7 +156,7 @@ def write_check(root: Path, header: dict[str, str], sql: str = GOOD_SQL) -> Path
 
 def test_a_well_formed_tmp_check_loads(tmp_path: Path) -> None:
     write_check(tmp_path, HEADER)
-    (check,) = load_checks(tmp_path)
+    (check,) = load_project(tmp_path).checks
     assert isinstance(check, SqlCheck)
     assert (check.name, check.severity, check.blocking, check.refs) == (
         "my_check",
@@ -186,7 +184,7 @@ def test_malformed_check_names_the_file(
 ) -> None:
     path = write_check(tmp_path, header, sql)
     with pytest.raises(SqlFileError) as error:
-        load_checks(tmp_path)
+        load_project(tmp_path)
     assert str(path) in str(error.value)
     assert message in str(error.value)
 
@@ -207,7 +205,7 @@ def test_a_model_may_not_replace_a_source_table(tmp_path: Path) -> None:
     path = tmp_path / "models" / "ratings.sql"
     path.write_text("SELECT * FROM {{ ref('completions') }}\n", encoding="utf-8")
     with pytest.raises(SqlFileError, match="must be a new table name") as error:
-        load_models(tmp_path)
+        load_project(tmp_path)
     assert str(path) in str(error.value)
 
 

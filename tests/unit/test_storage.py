@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
 
-from prefgen_dagster.storage.schema import SCHEMA_VERSION
+from prefgen_dagster.storage.schema import SCHEMA_VERSION, TABLES
 from prefgen_dagster.storage.store import Storage
+from tests.unit.rows import instruction_row
 
 # The tables whose columns changed after schema version 1, as version 1 wrote them (`git show
 # 170a457~1:prefgen_dagster/storage.py`).
@@ -140,3 +142,32 @@ def test_a_new_model_table_is_created_on_first_write(tmp_path: Path) -> None:
     assert storage.query("SELECT pair_id FROM top_pairs")["pair_id"].to_list() == ["q"]
     with pytest.raises(ValueError, match="not a table name"):
         storage.replace_partition("x; DROP TABLE ratings", "a", pl.DataFrame())
+
+
+def test_a_column_added_to_the_schema_reaches_an_older_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new column is written once, in `schema.TABLES`: a file from before gets it (with
+    its default) when opened, and the typed frames carry it."""
+    path = tmp_path / "db.duckdb"
+    Storage(path).replace_partition(
+        "instructions", "a", TABLES["instructions"].frame([instruction_row("i1", "a")])
+    )
+    table = TABLES["instructions"]
+    wider = replace(table, columns=(*table.columns, "language VARCHAR NOT NULL DEFAULT 'en'"))
+    monkeypatch.setitem(TABLES, "instructions", wider)
+    storage = Storage(path)
+    assert storage.query("SELECT instruction_id, language FROM instructions").to_dicts() == [
+        {"instruction_id": "i1", "language": "en"}
+    ]
+    assert wider.frame([instruction_row("i2", "a")]).schema["language"] == pl.String
+
+
+def test_a_row_without_a_required_column_is_an_error_not_a_null() -> None:
+    row = instruction_row("i1", "a")
+    del row["instruction"]
+    with pytest.raises(ValueError, match=r"instructions: a row without \['instruction'\]"):
+        TABLES["instructions"].frame([row])
+    # Keys that are not columns (a planner's own state) are left out.
+    frame = TABLES["instructions"].frame([{**instruction_row("i1", "a"), "attempt": 2}])
+    assert "attempt" not in frame.columns

@@ -32,7 +32,7 @@ from typing import Any
 
 import openai
 
-from prefgen_dagster.config import ModelSpec
+from prefgen_dagster.config.base import ModelSpec
 from prefgen_dagster.llm.types import LLMRequest, LLMResult
 
 # Backoff before retry n (0-based) is min(CAP, BASE * 2**n), scaled by a random 0.5-1.0 so

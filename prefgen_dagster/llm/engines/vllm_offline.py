@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from prefgen_dagster.config import ModelSpec
+from prefgen_dagster.config.base import ModelSpec
 from prefgen_dagster.llm.types import LLMRequest, LLMResult
 
 

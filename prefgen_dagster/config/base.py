@@ -1,0 +1,45 @@
+"""What every section of the config builds on: strict models, sampling, where a model runs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (a typo never passes silently); values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingParams(Strict):
+    """Sampling settings sent with every request of a stage (engine-neutral)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = Field(256, gt=0)
+
+
+class ModelSpec(Strict):
+    """Where a model runs. `path` is a local directory or a hub name the engine can load."""
+
+    path: str
+    backend: Literal["vllm", "openai"] = "vllm"
+    max_model_len: int = 4096
+    dtype: str = "auto"
+    # vLLM offline only: anything else `vllm.LLM(...)` accepts (enforce_eager, gpu_memory_...).
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # OpenAI-compatible backend only.
+    base_urls: list[str] = Field(default_factory=list)
+    served_name: str | None = None
+    api_key_env: str | None = None
+    max_concurrency: int = Field(16, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+
+    @model_validator(mode="after")
+    def _openai_needs_urls(self) -> ModelSpec:
+        if self.backend == "openai" and not self.base_urls:
+            raise ValueError("an openai backend needs at least one entry in base_urls")
+        return self

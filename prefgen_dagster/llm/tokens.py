@@ -1,0 +1,80 @@
+"""How many tokens a text takes for a model: the one counter that every "does it fit?"
+answer before a run uses (ingest's context check, the cost estimate and its warnings).
+
+A model whose path is a local folder with a `tokenizer.json` is counted exactly with the
+`tokenizers` library, a whole list of texts per call. Any other model (a hub name, a server
+we have no tokenizer for) or a machine without `tokenizers` gets an estimate of UTF-8 bytes
+/ 2, rounded up: about twice what BPE tokenizers give for English and close to their count
+for CJK text, so it errs towards "does not fit", and it gives the same answer on every
+machine, so a file is split into the same accepted and rejected rows everywhere.
+
+The chat template's own markup is not counted here (`input.context_margin_tokens` stands for
+it); at run time the vLLM engine measures each prompt exactly, template included, and fails
+the ones that do not fit instead of sending them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefgen_dagster.config import PipelineConfig
+
+BYTES_PER_TOKEN_ESTIMATE = 2
+
+
+@dataclass(frozen=True)
+class TokenCounter:
+    """Counts the tokens of many texts in one call; `method` says how (shown in reasons)."""
+
+    method: str
+    count: Callable[[list[str]], list[int]]
+    exact: bool = True
+
+    def total(self, texts: list[str]) -> int:
+        return sum(self.count(texts)) if texts else 0
+
+
+def estimate_tokens(texts: list[str]) -> list[int]:
+    return [-(-len(text.encode("utf-8")) // BYTES_PER_TOKEN_ESTIMATE) for text in texts]
+
+
+BYTE_ESTIMATE = TokenCounter(
+    f"estimate: UTF-8 bytes / {BYTES_PER_TOKEN_ESTIMATE}", estimate_tokens, exact=False
+)
+
+
+def tokenizer_counter(tokenizer_file: Path) -> TokenCounter | None:
+    """An exact counter from a `tokenizer.json`, or None where `tokenizers` cannot load."""
+    try:
+        from tokenizers import Tokenizer
+    except Exception:  # a broken install can fail with more than ImportError
+        return None
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    # Some tokenizer.json files switch truncation on, which would cap every count.
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+
+    def count(texts: list[str]) -> list[int]:
+        encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [len(encoding.ids) for encoding in encodings]
+
+    return TokenCounter(f"tokenizer {tokenizer_file}", count)
+
+
+class TokenCounters:
+    """The counter of each model of a config, each tokenizer file loaded once."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self._config = config
+        self._loaded: dict[str, TokenCounter] = {}
+
+    def for_model(self, name: str) -> TokenCounter:
+        tokenizer_file = Path(self._config.model_location(name)) / "tokenizer.json"
+        if not tokenizer_file.is_file():
+            return BYTE_ESTIMATE
+        key = str(tokenizer_file.resolve())
+        if key not in self._loaded:
+            self._loaded[key] = tokenizer_counter(tokenizer_file) or BYTE_ESTIMATE
+        return self._loaded[key]
