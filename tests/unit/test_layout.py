@@ -51,3 +51,10 @@ def test_no_module_is_too_long() -> None:
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_unit_tests_mirror_the_package() -> None:
+    """tests/unit/<area>/ tests prefgen_dagster/<area>/ (cross-stage tests stay at the top)."""
+    here = Path(__file__).parent
+    areas = {p.name for p in here.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert areas and areas <= {p.name for p in PACKAGE.iterdir() if p.is_dir()}

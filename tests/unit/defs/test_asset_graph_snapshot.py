@@ -1,6 +1,6 @@
 """A snapshot of the asset graph: every asset's key, deps, partitions, group, kinds, checks
 and what its code version is made of. A change to the graph shows up here as a diff to
-review; regenerate with `UPDATE_SNAPSHOTS=1 pytest tests/unit/test_asset_graph_snapshot.py`."""
+review; regenerate with `UPDATE_SNAPSHOTS=1 pytest tests/unit/defs/test_asset_graph_snapshot.py`."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from prefgen_dagster.llm.engines import openai_http
 from prefgen_dagster.llm.runner import LLMCallsFailed, run_requests
 from prefgen_dagster.llm.types import LLMRequest
 from prefgen_dagster.storage.store import Storage
-from tests.unit.fault_server import FaultServer
+from tests.unit.llm.fault_server import FaultServer
 
 TIMEOUT_S = 0.5  # the client's timeout; a hanging server answers after 3 s
 

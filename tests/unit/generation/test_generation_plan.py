@@ -17,8 +17,7 @@ from prefgen_dagster.generation import run
 from prefgen_dagster.generation.plan import draw_pool, plan_completions, regeneration
 from prefgen_dagster.llm.types import LLMRequest, LLMResult
 from prefgen_dagster.storage.store import Storage
-
-from .conftest import config_dict
+from tests.unit.conftest import config_dict
 
 BATCH = "b1.jsonl"
 MakeConfig = Callable[..., PipelineConfig]
