@@ -148,5 +148,10 @@ def load_config(path: str | Path) -> PipelineConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as err:
         raise FileNotFoundError(f"pipeline config not found: {path}") from err
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"{path}: the top level must be a mapping of sections (models:, generation:, ...), "
+            f"not a YAML {type(raw).__name__}"
+        )
     raw["base_dir"] = str(path.parent.resolve())
     return PipelineConfig.model_validate(raw)

@@ -7,7 +7,9 @@ from pathlib import Path
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.ingest.read import SUPPORTED_SUFFIXES
 
-_FORBIDDEN_IN_KEYS = ("..", "/", "\\", ",", "[", "]", "\n", "\r", "\t", "\0")
+# A name is one file in the inbox: no separators, nothing hidden; dots inside a name (as in
+# `a..b.jsonl`) are harmless, since no path part can be `..` without a separator.
+_FORBIDDEN_IN_KEYS = ("/", "\\", ",", "[", "]", "\n", "\r", "\t", "\0")
 
 
 def batch_file(config: PipelineConfig, batch_id: str) -> Path:

@@ -1,5 +1,7 @@
-"""Reading instruction files row by row (JSONL line by line, CSV record by record, Parquet
-batch by batch): every row comes out as a `RawRow`, parsed or with the reason it is not."""
+"""Reading instruction files row by row (JSONL line by line, a JSON array element by element,
+CSV record by record, Parquet batch by batch): every row comes out as a `RawRow`, parsed or
+with the reason it is not. Text files are UTF-8; a UTF-16 file (told by its byte-order mark)
+is decoded as such."""
 
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 # byte; it is not valid Unicode and cannot be stored as UTF-8.
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 PARQUET_BATCH_ROWS = 1024
+# The csv module refuses fields over 131,072 characters and then reads on from the middle of
+# the record (a phantom row); an instruction that long is the context check's to refuse.
+CSV_FIELD_LIMIT = 2**31 - 1
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ def read_rows(path: Path) -> Iterator[RawRow]:
     CSV rows are numbered by record, not by line, since a quoted value may span lines."""
     readers = {
         ".jsonl": _read_jsonl,
-        ".json": _read_jsonl,
+        ".json": _read_json,
         ".csv": _read_csv,
         ".parquet": _read_parquet,
     }
@@ -48,39 +54,91 @@ def read_rows(path: Path) -> Iterator[RawRow]:
     yield from readers[suffix](path)
 
 
-def _read_jsonl(path: Path) -> Iterator[RawRow]:
+def _is_utf16(path: Path) -> bool:
+    return _head(path)[:2] in _UTF16_BOMS
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as UTF-8 bytes (a UTF-16 file is decoded first)."""
+    if _is_utf16(path):
+        with path.open(encoding="utf-16", errors="surrogateescape", newline="") as handle:
+            try:
+                for line in handle:
+                    yield line.encode("utf-8", "surrogatepass")
+            except UnicodeDecodeError as err:  # e.g. an odd number of bytes at the end
+                raise ValueError(
+                    f"{path}: not valid UTF-16 (it starts with its BOM): {err}"
+                ) from err
+        return
     with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
-                line = line[3:]
-                if not line:  # the file is a BOM and nothing else
-                    return
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield RawRow(number, line.decode("utf-8", "replace"), None, f"invalid UTF-8: {err}")
-                continue
-            text = text.rstrip("\r\n")
-            if not text.strip():
-                yield RawRow(number, text, None, "blank line")
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as err:
-                # Some messages end in "at" already ("Unterminated string starting at").
-                problem = err.msg.removesuffix(" at")
-                yield RawRow(number, text, None, f"not valid JSON: {problem} at column {err.colno}")
-                continue
-            except RecursionError:
-                yield RawRow(number, text, None, "unreadable JSON: nested too deeply")
-                continue
-            except ValueError as err:  # e.g. an integer longer than Python will convert
-                yield RawRow(number, text, None, f"unreadable JSON: {err}")
-                continue
-            if not isinstance(value, dict):
-                yield RawRow(number, text, None, f"a JSON {_json_kind(value)}, not an object")
-                continue
-            yield RawRow(number, text, value)
+        yield from handle
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(4096)
+
+
+def _decode(data: bytes, strict: bool = False) -> str:
+    """UTF-16 when the bytes start with its byte-order mark, else UTF-8 (a BOM dropped)."""
+    errors = "strict" if strict else "ignore"
+    return data.decode("utf-16" if data[:2] in _UTF16_BOMS else "utf-8-sig", errors)
+
+
+def _read_json(path: Path) -> Iterator[RawRow]:
+    """A `.json` file: one array of objects (rows numbered by element), or JSON lines (read
+    line by line, as a `.jsonl` file)."""
+    if not _decode(_head(path)).lstrip().startswith("["):
+        yield from _read_jsonl(path)
+        return
+    try:
+        values = json.loads(_decode(path.read_bytes(), strict=True))
+    except (UnicodeDecodeError, RecursionError, ValueError):
+        values = None  # not one readable array: each line gets its own reason
+    if not isinstance(values, list):
+        yield from _read_jsonl(path)
+        return
+    for number, value in enumerate(values, start=1):
+        raw = json.dumps(value, ensure_ascii=False)
+        if isinstance(value, dict):
+            yield RawRow(number, raw, value)
+        else:
+            reason = f"array element: a JSON {_json_kind(value)}, not an object"
+            yield RawRow(number, raw, None, reason)
+
+
+def _read_jsonl(path: Path) -> Iterator[RawRow]:
+    for number, line in enumerate(_lines(path), start=1):
+        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+            if not line:  # the file is a BOM and nothing else
+                return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield RawRow(number, line.decode("utf-8", "replace"), None, f"invalid UTF-8: {err}")
+            continue
+        text = text.rstrip("\r\n")
+        if not text.strip():
+            yield RawRow(number, text, None, "blank line")
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            # Some messages end in "at" already ("Unterminated string starting at").
+            problem = err.msg.removesuffix(" at")
+            yield RawRow(number, text, None, f"not valid JSON: {problem} at column {err.colno}")
+            continue
+        except RecursionError:
+            yield RawRow(number, text, None, "unreadable JSON: nested too deeply")
+            continue
+        except ValueError as err:  # e.g. an integer longer than Python will convert
+            yield RawRow(number, text, None, f"unreadable JSON: {err}")
+            continue
+        if not isinstance(value, dict):
+            yield RawRow(number, text, None, f"a JSON {_json_kind(value)}, not an object")
+            continue
+        yield RawRow(number, text, value)
 
 
 def _json_kind(value: Any) -> str:
@@ -97,7 +155,9 @@ def _json_kind(value: Any) -> str:
 def _read_csv(path: Path) -> Iterator[RawRow]:
     # surrogateescape keeps an undecodable byte as a lone surrogate, so the row holding it
     # is rejected instead of the whole file failing or the byte being replaced silently.
-    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    encoding = "utf-16" if _is_utf16(path) else "utf-8-sig"
+    with path.open(encoding=encoding, errors="surrogateescape", newline="") as handle:
         reader = csv.reader(handle, strict=True)
         header = next(reader, None)
         if header is None:
@@ -109,9 +169,13 @@ def _read_csv(path: Path) -> Iterator[RawRow]:
                 values = next(reader)
             except StopIteration:
                 return
-            except csv.Error as err:  # e.g. a value over the csv module's size limit
+            except csv.Error as err:  # e.g. an unterminated quote at the end
                 yield RawRow(number, "", None, f"not valid CSV: {err}")
                 continue
+            except UnicodeDecodeError as err:  # UTF-16 only: UTF-8 errors are escaped
+                raise ValueError(
+                    f"{path}: not valid UTF-16 (it starts with its BOM): {err}"
+                ) from err
             yield _csv_row(number, header, values)
 
 

@@ -10,6 +10,7 @@ context check.
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,11 @@ from typing import Any
 from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.ingest.read import LONE_SURROGATE, RawRow
 
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+# Characters that show nothing: zero-width spaces, joiners, bidi controls, the BOM... (every
+# code point of Unicode category Cf). A text of only these (and spaces) is blank.
+_INVISIBLE = dict.fromkeys(
+    code for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code)) == "Cf"
+)
 # Control characters (Unicode category Cc) other than tab and line feed; carriage returns are
 # turned into line feeds before this is checked.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -46,8 +51,8 @@ def normalize_text(text: str) -> str:
 
 
 def dedup_key(text: str) -> str:
-    """Texts that differ only in case, zero-width characters or spacing are duplicates."""
-    return " ".join(text.translate(_ZERO_WIDTH).split()).casefold()
+    """Texts that differ only in case, invisible characters or spacing are duplicates."""
+    return " ".join(text.translate(_INVISIBLE).split()).casefold()
 
 
 def instruction_id(instruction: str, system_prompt: str | None) -> str:
@@ -71,9 +76,9 @@ def validate_row(
     except _Rejected as err:
         return str(err)
     assert instruction is not None
-    if not instruction.translate(_ZERO_WIDTH).strip():
+    if not instruction.translate(_INVISIBLE).strip():
         return f"field {instruction_field!r} is empty"
-    if system_prompt is not None and not system_prompt.translate(_ZERO_WIDTH).strip():
+    if system_prompt is not None and not system_prompt.translate(_INVISIBLE).strip():
         system_prompt = None
     return instruction, system_prompt
 

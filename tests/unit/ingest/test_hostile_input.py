@@ -161,15 +161,18 @@ def test_hostile_csv_rows_are_rejected_one_by_one(tmp_path: Path) -> None:
         b"caf\xe9 au lait,",  # 3: Latin-1, not UTF-8
         b"too,many,values",  # 4
         b"lonely",  # 5
-        b"x" * 200_000 + b",",  # 6: over the csv module's field size limit
+        b"x" * 200_000 + b",",  # 6: over the csv module's default field size limit
         b"After the big one.,Be brief.",  # 7
         b'"bell \x07",',  # 8
         b'"cut off at the end',  # 9: unterminated quote, no newline
     ]
     path.write_bytes(b"\xef\xbb\xbfinstruction,system_prompt\r\n" + b"\r\n".join(rows))
     result = ingest_path(path)
+    # A 200,000-character field is a row like any other (whether it fits a model is the
+    # context check's question), and the rows after it keep their numbers.
     assert accepted_rows(result) == [
         (1, "Fine row.", None),
+        (6, "x" * 200_000, None),
         (7, "After the big one.", "Be brief."),
     ]
     assert rejected_by_row(result) == {
@@ -177,7 +180,6 @@ def test_hostile_csv_rows_are_rejected_one_by_one(tmp_path: Path) -> None:
         3: "invalid UTF-8 in column 1 ('instruction')",
         4: "the row has 3 values, the header 2 columns",
         5: "the row has 1 value, the header 2 columns",
-        6: "not valid CSV: field larger than field limit (131072)",
         8: "field 'instruction' contains control character U+0007",
         9: "not valid CSV: unexpected end of data",
     }
