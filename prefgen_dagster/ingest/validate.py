@@ -122,7 +122,7 @@ def ingest(
 ) -> IngestResult:
     """Split rows into accepted instructions and rejected rows (first occurrence wins).
 
-    `fits_context` (see `context_limits`) gets the distinct valid prompts a chunk at a time, so
+    `fits_context` (see `ingest.context`) gets the distinct valid prompts a chunk at a time, so
     a tokenizer counts many texts per call; a prompt it objects to is rejected with its reason.
     Rejected rows come back in source order."""
     result = IngestResult()
