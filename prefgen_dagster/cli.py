@@ -27,9 +27,14 @@ def run_batch(file: Path, config_path: Path) -> int:
     from prefgen_dagster.config import load_config
     from prefgen_dagster.defs.pipeline_run import materialize_batch
     from prefgen_dagster.ingest.batches import is_valid_batch_name
-    from prefgen_dagster.storage.store import Storage
+    from prefgen_dagster.storage.store import Storage, StorageUnavailable
 
     config = load_config(config_path)
+    try:  # before any work: a file that cannot be locked would otherwise stop the run late
+        storage = Storage(config.resolve(config.paths.duckdb_path))
+    except StorageUnavailable as err:
+        print(f"prefgen: {err}", file=sys.stderr)
+        return 2
     if not is_valid_batch_name(file.name):
         raise SystemExit(f"{file}: not usable as a batch name (plain name, .jsonl/.csv/.parquet)")
     inbox = config.resolve(config.paths.inbox_dir)
@@ -48,7 +53,6 @@ def run_batch(file: Path, config_path: Path) -> int:
     )
     elapsed = time.perf_counter() - started
 
-    storage = Storage(config.resolve(config.paths.duckdb_path))
     _print_summary(batch, export, storage, file.name, elapsed)
     print()
     print(label_quality_report(storage, file.name, config))

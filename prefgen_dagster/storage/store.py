@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from prefgen_dagster.storage.schema import (
     MIGRATIONS,
@@ -27,21 +27,43 @@ from prefgen_dagster.storage.schema import (
 )
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A connection holds the lock for one statement or one batch's write, never for minutes: a
+# lock not free after this long is held by a stuck process, or cannot be taken at all.
+LOCK_TIMEOUT_S = 120.0
+
+
+class StorageUnavailable(RuntimeError):
+    """The DuckDB file cannot be opened or locked; the message names the path and why."""
 
 
 class Storage:
     """All access to the DuckDB file goes through here."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, lock_timeout_s: float = LOCK_TIMEOUT_S):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.path) + ".lock")
+        lock_path = Path(str(self.path) + ".lock")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock_path.touch()  # fails now, with the reason, where locking would wait forever
+        except OSError as err:
+            raise StorageUnavailable(
+                f"{self.path}: cannot create the DuckDB file's lock {lock_path}: "
+                f"{err.strerror or err}. Set paths.duckdb_path to a writable folder."
+            ) from err
+        self._lock = FileLock(str(lock_path), timeout=lock_timeout_s)
         self._initialized = False
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection held under the file lock, closed on exit whatever happens."""
-        with self._lock:
+        try:
+            self._lock.acquire()
+        except Timeout as err:
+            raise StorageUnavailable(
+                f"{self.path}: its lock {self._lock.lock_file} was not free within "
+                f"{self._lock.timeout:.0f} s; another process holds it (a stuck prefgen run?)"
+            ) from err
+        try:
             con = duckdb.connect(str(self.path))
             try:
                 if not self._initialized:
@@ -50,6 +72,8 @@ class Storage:
                 yield con
             finally:
                 con.close()
+        finally:
+            self._lock.release()
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
         """Create the tables of a new file, migrate an older one, refuse a newer one."""

@@ -8,9 +8,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from filelock import FileLock
 
 from prefgen_dagster.storage.schema import SCHEMA_VERSION, TABLES
-from prefgen_dagster.storage.store import Storage
+from prefgen_dagster.storage.store import Storage, StorageUnavailable
 from tests.unit.rows import instruction_row
 
 # The tables whose columns changed after schema version 1, as version 1 wrote them (`git show
@@ -171,3 +172,20 @@ def test_a_row_without_a_required_column_is_an_error_not_a_null() -> None:
     # Keys that are not columns (a planner's own state) are left out.
     frame = TABLES["instructions"].frame([{**instruction_row("i1", "a"), "attempt": 2}])
     assert "attempt" not in frame.columns
+
+
+def test_a_file_whose_lock_cannot_be_created_is_refused_at_once_naming_it(tmp_path: Path) -> None:
+    """Locking would wait forever (as with `/proc/prefgen.duckdb`); it fails now instead."""
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    with pytest.raises(StorageUnavailable, match="a-file/prefgen.duckdb: cannot create"):
+        Storage(not_a_folder / "prefgen.duckdb")
+
+
+def test_a_lock_held_elsewhere_times_out_with_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "prefgen.duckdb"
+    storage = Storage(path, lock_timeout_s=0.2)
+    holder = FileLock(str(path) + ".lock")  # another process, as flock sees it
+    with holder, pytest.raises(StorageUnavailable, match=r"prefgen.duckdb: its lock .* 0 s"):
+        storage.query("SELECT 1")
+    assert storage.query("SELECT 1 AS one")["one"].to_list() == [1]  # free again: fine
