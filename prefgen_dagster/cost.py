@@ -46,7 +46,6 @@ class PromptBounds:
     prompt, each judge request's prompt, and each instruction's longest judge request with
     its answer."""
 
-    generation: list[int]  # one per completion request
     evolution: list[int]  # one per pooled completion: its rewrite's prompt
     judge_prompts: list[int]  # one per judge request
     judge: dict[str, int]  # instruction id -> its longest judge request, prompt + answer
@@ -58,10 +57,10 @@ class BatchPlan:
     """A batch's planned requests, made once: what the estimate and the warnings read."""
 
     config: PipelineConfig
-    instructions: list[dict[str, Any]]
     generation: list[Planned]
     judging: list[Planned]
     bounds: PromptBounds
+    counters: TokenCounters
 
 
 def plan_batch(
@@ -72,7 +71,7 @@ def plan_batch(
     plans = plan_completions(instructions, config, batch_id)
     judge_plans = plan_judge_requests(instructions, config, plans)
     bounds = prompt_bounds(instructions, config, plans, judge_plans, counters)
-    return BatchPlan(config, instructions, plans, judge_plans, bounds)
+    return BatchPlan(config, plans, judge_plans, bounds, counters)
 
 
 def prompt_bounds(
@@ -85,9 +84,6 @@ def prompt_bounds(
     evol = config.evol_quality
     by_id = {row["instruction_id"]: row for row in instructions}
     criterion = evol.criteria[0]
-    generation = [
-        prompt_tokens(p.request.messages, counters.for_model(p.model_name), config) for p in plans
-    ]
     # The rewrite prompt around an empty response, plus the response at its longest (the
     # first round rewrites a completion, later rounds a rewrite).
     evolution = [
@@ -112,7 +108,7 @@ def prompt_bounds(
     for plan, size in zip(judge_plans, judge_prompts, strict=True):
         iid = plan.row.instruction_id
         judge[iid] = max(judge.get(iid, 0), size + plan.request.sampling.max_tokens)
-    return PromptBounds(generation, evolution, judge_prompts, judge, _candidates(config, plans))
+    return PromptBounds(evolution, judge_prompts, judge, _candidates(config, plans))
 
 
 def prompt_tokens(
@@ -165,7 +161,11 @@ def plan_judge_requests(
 def estimate(batch: BatchPlan) -> list[StageCost]:
     """The cost of generation, evolution and judging for a planned batch."""
     config, plans, judge_plans, bounds = batch.config, batch.generation, batch.judging, batch.bounds
-    gen_prompt = sum(bounds.generation)
+    # Counted here, not in `plan_batch`: the warnings (run at ingest) do not need them.
+    gen_prompt = sum(
+        prompt_tokens(p.request.messages, batch.counters.for_model(p.model_name), config)
+        for p in plans
+    )
     gen_completion = sum(p.request.sampling.max_tokens for p in plans)
     regenerations = config.generation.diversity.max_regenerations
     generation = StageCost(

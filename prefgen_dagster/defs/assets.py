@@ -31,7 +31,7 @@ from prefgen_dagster.judging.calibration import (
 from prefgen_dagster.judging.run import Judged, rate_completions
 from prefgen_dagster.judging.summary import histogram, summarize_ratings
 from prefgen_dagster.llm.runner import RunStats
-from prefgen_dagster.stages import BY_ASSET, pipeline_hash
+from prefgen_dagster.stages import EVOLUTION, GENERATION, JUDGING, Stage, pipeline_hash
 from prefgen_dagster.storage.schema import TABLES
 
 GROUP = "prefgen"
@@ -135,7 +135,7 @@ def pooled_completions(
     frame, stats = generate_completions(
         config, storage, context.partition_key, run_id=context.run_id
     )
-    storage.replace_partition("completions", context.partition_key, frame)
+    storage.replace_partition(GENERATION.table, context.partition_key, frame)
     extra = {}
     if frame.height:
         extra = {
@@ -146,9 +146,7 @@ def pooled_completions(
             "too_similar_kept": int(frame["too_similar"].sum()),
             "regenerated": int((frame["regenerations"] > 0).sum()),
         }
-    return _llm_result(
-        "pooled_completions", frame, stats, config, ["model", "similarity", "text"], extra
-    )
+    return _llm_result(GENERATION, frame, stats, config, ["model", "similarity", "text"], extra)
 
 
 @dg.asset(
@@ -163,13 +161,11 @@ def evolved_completions(
     """EvolQuality rewrites of every pooled completion, `num_evolutions` rounds deep."""
     config, storage = prefgen.open()
     frame, stats = evolve_completions(config, storage, context.partition_key, run_id=context.run_id)
-    storage.replace_partition("evolved_completions", context.partition_key, frame)
+    storage.replace_partition(EVOLUTION.table, context.partition_key, frame)
     extra = (
         {"mutations": metadata.distribution(frame["mutation"], "mutation")} if frame.height else {}
     )
-    return _llm_result(
-        "evolved_completions", frame, stats, config, ["mutation", "round", "text"], extra
-    )
+    return _llm_result(EVOLUTION, frame, stats, config, ["mutation", "round", "text"], extra)
 
 
 @dg.asset(
@@ -224,7 +220,7 @@ def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.M
             "judge_agreement_mean_tau": summary["judge_mean_tau"],
         }
     return _llm_result(
-        "ratings", frame, stats, config, ["purpose", "position", "rating", "rationale"], extra
+        JUDGING, frame, stats, config, ["purpose", "position", "rating", "rationale"], extra
     )
 
 
@@ -254,7 +250,7 @@ def _calibration_metadata(judged: Judged) -> dict[str, Any]:
 
 
 def _llm_result(
-    asset: str,
+    stage: Stage,
     frame: pl.DataFrame,
     stats: RunStats,
     config: PipelineConfig,
@@ -265,7 +261,7 @@ def _llm_result(
         data_version=metadata.data_version(frame),
         metadata={
             **metadata.frame_metadata(frame, preview),
-            "dagster/column_lineage": metadata.column_lineage(BY_ASSET[asset].column_sources),
+            "dagster/column_lineage": metadata.column_lineage(stage.column_sources),
             **common_metadata(config),
             **_llm_metadata(stats),
             **(extra or {}),
