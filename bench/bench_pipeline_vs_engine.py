@@ -117,9 +117,10 @@ def prepare_workdir(
 def warm_imports() -> None:
     """Import Dagster, the assets and vLLM now, so that neither side's timing includes them."""
     import dagster  # noqa: F401
-    import prefgen_dagster.assets  # noqa: F401
-    import prefgen_dagster.checks  # noqa: F401
     import vllm  # noqa: F401
+
+    import prefgen_dagster.defs.assets  # noqa: F401
+    import prefgen_dagster.defs.checks  # noqa: F401
 
 
 # --- pipeline side ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ what a reader takes in at once."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import prefgen_dagster
@@ -58,3 +59,18 @@ def test_unit_tests_mirror_the_package() -> None:
     here = Path(__file__).parent
     areas = {p.name for p in here.iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert areas and areas <= {p.name for p in PACKAGE.iterdir() if p.is_dir()}
+
+
+def test_the_benchmarks_import_modules_that_exist() -> None:
+    """bench/ is not run by CI; its imports (at any depth) must still name real modules."""
+    bench = PACKAGE.parent / "bench"
+    imported = set()
+    for path in bench.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module)
+    ours = sorted(name for name in imported if name.split(".")[0] == "prefgen_dagster")
+    assert ours
+    assert [name for name in ours if importlib.util.find_spec(name) is None] == []
