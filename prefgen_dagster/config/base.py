@@ -34,8 +34,18 @@ class ModelSpec(Strict):
     base_urls: list[str] = Field(default_factory=list)
     served_name: str | None = None
     api_key_env: str | None = None
+    # The most requests in flight per base URL; fewer while the server answers 429/503
+    # (halved on overload, grown back by one per round of answers).
     max_concurrency: int = Field(16, gt=0)
-    timeout_s: float = Field(120.0, gt=0)
+    # Per attempt: seconds to connect, and to get the whole answer. Once a few answers have
+    # come back, an attempt is also given up (and retried) when it takes far longer than
+    # they did (see `engines/pacing.py`), so a stalled server costs seconds, not minutes.
+    connect_timeout_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0)
+    # Everything one request may take: attempts, backoff and overload waits.
+    deadline_s: float = Field(300.0, gt=0)
+    # Retries after errors (5xx, timeouts, dropped connections, malformed bodies); overload
+    # replies (429, 503) do not use them up, only time.
     max_retries: int = Field(4, ge=0)
 
     @model_validator(mode="after")

@@ -34,6 +34,9 @@ class ChecksConfig(Strict):
 
     length_outlier_mads: float = Field(5.0, gt=0)
     max_parse_failure_rate: float = Field(0.2, ge=0, le=1)
+    # Share of a batch's distinct LLM requests that may fail for good (after retries) and
+    # the batch still be exported with what it has.
+    max_failed_request_rate: float = Field(0.1, ge=0, le=1)
     near_duplicate_similarity: float = Field(0.9, gt=0, le=1)  # word-set Jaccard
     near_duplicate_cosine: float = Field(0.95, gt=0, le=1)  # embeddings, where stored
     max_length_bias: float = Field(0.8, gt=0, le=1)

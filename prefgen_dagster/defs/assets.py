@@ -19,10 +19,10 @@ from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.evolution.run import evolve_completions
 from prefgen_dagster.generation.run import generate_completions
-from prefgen_dagster.ingest.batches import batch_file
+from prefgen_dagster.ingest.batches import batch_file, seen_in_other_batches
 from prefgen_dagster.ingest.context import ContextLimits
 from prefgen_dagster.ingest.read import read_rows
-from prefgen_dagster.ingest.validate import ingest
+from prefgen_dagster.ingest.validate import SEEN_BEFORE, ingest
 from prefgen_dagster.judging.calibration import (
     accuracy_by_kind,
     calibration_lines,
@@ -45,6 +45,7 @@ def _llm_metadata(stats: RunStats) -> dict[str, Any]:
     return {
         **stats.as_metadata(),
         "llm_engine_calls_per_model": dg.MetadataValue.json(stats.per_model_calls),
+        "llm_failed_by_kind": dg.MetadataValue.json(dict(stats.failed_by_kind)),
     }
 
 
@@ -52,10 +53,12 @@ def _llm_metadata(stats: RunStats) -> dict[str, Any]:
 def raw_instructions(
     context: dg.AssetExecutionContext, prefgen: PrefgenResource
 ) -> dg.MaterializeResult:
-    """The batch's file, validated, normalized and deduplicated. Every rejected row goes to
+    """The batch's file, validated, normalized and deduplicated (within the file, and against
+    other batches ingested under the same settings). Every rejected row goes to
     `rejected_inputs` with its reason, so input rows = accepted + rejected."""
     config, storage = prefgen.open()
     batch_id = context.partition_key
+    settings = pipeline_hash(config)
     path = batch_file(config, batch_id)
     if not path.exists():
         raise FileNotFoundError(f"batch {batch_id!r}: no file {path}")
@@ -68,7 +71,9 @@ def raw_instructions(
         instruction_field=config.input.instruction_field,
         system_prompt_field=config.input.system_prompt_field,
         fits_context=limits.check,
+        seen_before=seen_in_other_batches(storage, batch_id, settings),
     )
+    seen_rows = sum(row["reason"].startswith(SEEN_BEFORE) for row in result.rejected)
     accepted = TABLES["instructions"].frame(result.accepted)
     rejected = TABLES["rejected_inputs"].frame(result.rejected)
     batch_row = TABLES["batches"].frame(
@@ -79,6 +84,7 @@ def raw_instructions(
                 "input_rows": result.input_rows,
                 "accepted_rows": accepted.height,
                 "rejected_rows": rejected.height,
+                "pipeline_hash": settings,
             }
         ]
     )
@@ -105,6 +111,7 @@ def raw_instructions(
             "input_rows": result.input_rows,
             "accepted_rows": accepted.height,
             "rejected_rows": rejected.height,
+            "seen_before_rows": seen_rows,
             "rejected_preview": dg.MetadataValue.md(
                 metadata.markdown_table(rejected.select("source_row", "reason", "raw"), 10)
             ),
@@ -146,7 +153,9 @@ def pooled_completions(
             "too_similar_kept": int(frame["too_similar"].sum()),
             "regenerated": int((frame["regenerations"] > 0).sum()),
         }
-    return _llm_result(GENERATION, frame, stats, config, ["model", "similarity", "text"], extra)
+    return _llm_result(
+        context, GENERATION, frame, stats, config, ["model", "similarity", "text"], extra
+    )
 
 
 @dg.asset(
@@ -165,7 +174,9 @@ def evolved_completions(
     extra = (
         {"mutations": metadata.distribution(frame["mutation"], "mutation")} if frame.height else {}
     )
-    return _llm_result(EVOLUTION, frame, stats, config, ["mutation", "round", "text"], extra)
+    return _llm_result(
+        context, EVOLUTION, frame, stats, config, ["mutation", "round", "text"], extra
+    )
 
 
 @dg.asset(
@@ -220,7 +231,13 @@ def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.M
             "judge_agreement_mean_tau": summary["judge_mean_tau"],
         }
     return _llm_result(
-        JUDGING, frame, stats, config, ["purpose", "position", "rating", "rationale"], extra
+        context,
+        JUDGING,
+        frame,
+        stats,
+        config,
+        ["purpose", "position", "rating", "rationale"],
+        extra,
     )
 
 
@@ -250,6 +267,7 @@ def _calibration_metadata(judged: Judged) -> dict[str, Any]:
 
 
 def _llm_result(
+    context: dg.AssetExecutionContext,
     stage: Stage,
     frame: pl.DataFrame,
     stats: RunStats,
@@ -257,6 +275,12 @@ def _llm_result(
     preview: list[str],
     extra: dict[str, Any] | None = None,
 ) -> dg.MaterializeResult:
+    if stats.failed:
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in stats.failed_by_kind.most_common())
+        context.log.warning(
+            f"{stats.failed} LLM requests have no answer after retries ({kinds}); the stage "
+            "kept going without them, their rows carry the error, and failed_calls says why"
+        )
     return dg.MaterializeResult(
         data_version=metadata.data_version(frame),
         metadata={

@@ -41,14 +41,21 @@ Rules:
 - Answer the same instruction; do not change what was asked.
 - Reply with the improved response only, with no preface and no notes about the changes.
 
-# Instruction
+{instruction_heading}
 {instruction}
 
-# Response to improve
+{response_heading}
 {response}
 
-# Improved response
+{answer_heading}
 """
+# The rewrite prompt's section headings: a rewrite that repeats one has copied the prompt
+# (such a text is never chosen; see `text.quality.echoed_marker`).
+HEADINGS = {
+    "instruction_heading": "# Instruction",
+    "response_heading": "# Response to improve",
+    "answer_heading": "# Improved response",
+}
 
 
 def choose_criterion(
@@ -69,7 +76,7 @@ def evol_messages(
 ) -> list[dict[str, str]]:
     """The rewrite request; `custom_goals` adds criteria of the user's own (name -> goal)."""
     goal = {**CRITERION_GOALS, **(custom_goals or {})}[criterion]
-    prompt = _REWRITE.format(goal=goal, instruction=instruction, response=response)
+    prompt = _REWRITE.format(goal=goal, instruction=instruction, response=response, **HEADINGS)
     return [{"role": "user", "content": prompt}]
 
 

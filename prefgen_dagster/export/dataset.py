@@ -49,6 +49,18 @@ def exportable_batches(
     return ready, held
 
 
+def blocking_results(storage: Storage, batch_id: str) -> tuple[bool, list[str]]:
+    """(whether any blocking check has run for the batch, "check: reason" for each that
+    failed)."""
+    results = storage.query(
+        "SELECT check_name, passed, reason FROM check_results "
+        "WHERE batch_id = ? AND blocking ORDER BY check_name",
+        [batch_id],
+    ).to_dicts()
+    failed = [f"{r['check_name']}: {r['reason'] or 'failed'}" for r in results if not r["passed"]]
+    return bool(results), failed
+
+
 def collect_pairs(storage: Storage, blocking: list[str]) -> tuple[pl.DataFrame, dict[str, Any]]:
     """The pairs of every batch that passed its blocking checks, with their texts, and what
     was left out and why (`dpo_pairs` already holds only the final pairs)."""

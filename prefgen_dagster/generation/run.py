@@ -14,6 +14,7 @@ from prefgen_dagster.llm.runner import EngineFactory, RunStats, ask, open_engine
 from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage, batch_instructions
 from prefgen_dagster.text.embeddings import embed_rows
+from prefgen_dagster.text.quality import echoed_marker
 
 
 def generate_completions(
@@ -26,7 +27,8 @@ def generate_completions(
     """The pool's completions, with the diversity guard: a completion too close to an
     earlier one of the same instruction is asked again (new seed, warmer), at most
     `max_regenerations` times; its final similarity is stored either way (and its
-    embedding, with embeddings on)."""
+    embedding, with embeddings on). A request that failed for good keeps its row, with the
+    error and no text; it is not compared with the others."""
     diversity = config.generation.diversity
     threshold = diversity.max_cosine if config.uses_embeddings() else diversity.max_similarity
     vectors: dict[str, list[float]] = {}
@@ -41,14 +43,20 @@ def generate_completions(
     for attempt in range(diversity.max_regenerations + 1):
         answers |= ask(pending, storage, config, engine_factory, total, run_id)
         rows = [answered_row(p, answers[p.request.call_id]) for p in plans]
-        embed_rows(rows, config.uses_embeddings(), vectors)
-        _mark_similarity(rows, threshold)
-        if attempt == diversity.max_regenerations or not any(r["too_similar"] for r in rows):
+        answered = [row for row in rows if row["error"] is None]
+        for row in rows:
+            row["echoed_marker"] = echoed_marker(row["text"])
+            row["similarity"], row["too_similar"] = None, False  # failed rows keep these
+        embed_rows(answered, config.uses_embeddings(), vectors)
+        _mark_similarity(answered, threshold)
+        if attempt == diversity.max_regenerations or not any(
+            row.get("too_similar") for row in rows
+        ):
             break
         pending = [
             regeneration(first, attempt + 1, diversity.temperature_step)
             for first, row in zip(first_plans, rows, strict=True)
-            if row["too_similar"]
+            if row.get("too_similar")
         ]
         regenerated = {p.row["completion_id"]: p for p in pending}
         plans = [regenerated.get(p.row["completion_id"], p) for p in plans]

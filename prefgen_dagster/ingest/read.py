@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -24,6 +25,11 @@ PARQUET_BATCH_ROWS = 1024
 # the record (a phantom row); an instruction that long is the context check's to refuse.
 CSV_FIELD_LIMIT = 2**31 - 1
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+class InputFileError(ValueError):
+    """A whole file that cannot be read as instructions (not one bad row); the message is one
+    line that starts with the file's path."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,11 @@ def read_rows(path: Path) -> Iterator[RawRow]:
     }
     suffix = path.suffix.lower()
     if suffix not in readers:
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; use {SUPPORTED_SUFFIXES}")
+        raise InputFileError(
+            f"{path}: unsupported file type {suffix!r}; use {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    if not path.is_file():
+        raise InputFileError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
     if path.stat().st_size == 0:  # an empty file is an empty batch, whatever its type
         return
     yield from readers[suffix](path)
@@ -66,7 +76,7 @@ def _lines(path: Path) -> Iterator[bytes]:
                 for line in handle:
                     yield line.encode("utf-8", "surrogatepass")
             except UnicodeDecodeError as err:  # e.g. an odd number of bytes at the end
-                raise ValueError(
+                raise InputFileError(
                     f"{path}: not valid UTF-16 (it starts with its BOM): {err}"
                 ) from err
         return
@@ -173,7 +183,7 @@ def _read_csv(path: Path) -> Iterator[RawRow]:
                 yield RawRow(number, "", None, f"not valid CSV: {err}")
                 continue
             except UnicodeDecodeError as err:  # UTF-16 only: UTF-8 errors are escaped
-                raise ValueError(
+                raise InputFileError(
                     f"{path}: not valid UTF-16 (it starts with its BOM): {err}"
                 ) from err
             yield _csv_row(number, header, values)
@@ -202,7 +212,11 @@ def _count(number: int, noun: str) -> str:
 
 def _read_parquet(path: Path) -> Iterator[RawRow]:
     number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+    try:
+        parquet = pq.ParquetFile(path)
+    except pa.ArrowException as err:  # not Parquet at all, or cut short
+        raise InputFileError(f"{path}: not a readable Parquet file: {err}") from err
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
         for record in batch.to_pylist():
             number += 1
             yield RawRow(number, json.dumps(record, default=str, ensure_ascii=False), record)

@@ -1,5 +1,5 @@
-"""Validating instruction rows: normalize, deduplicate, check the context — and account for
-every row.
+"""Validating instruction rows: normalize, deduplicate (within the file, and against earlier
+batches when given their instruction ids), check the context — and account for every row.
 
 Every input row ends up either accepted or in the rejected list with a reason, so
 `input_rows == len(accepted) + len(rejected)` always holds. Besides the accepted and rejected
@@ -29,6 +29,9 @@ _INVISIBLE = dict.fromkeys(
 # turned into line feeds before this is checked.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 CONTEXT_CHECK_CHUNK = 2048
+# How the reason of a row skipped as already ingested by an earlier batch starts (the summary
+# counts these rows by it).
+SEEN_BEFORE = "seen before"
 
 # Given (instruction, system prompt) pairs, the reason each one is rejected, or None.
 PromptCheck = Callable[[Sequence[tuple[str, str | None]]], list[str | None]]
@@ -56,7 +59,14 @@ def dedup_key(text: str) -> str:
 
 
 def instruction_id(instruction: str, system_prompt: str | None) -> str:
+    """The same for texts with the same `dedup_key` and system prompt, in any batch."""
     return stable_hash(["instruction", dedup_key(instruction), system_prompt or ""])
+
+
+def seen_before_reason(batch_id: str, source_row: int) -> str:
+    """Why a row is skipped: an earlier batch (same pipeline settings) has its instruction,
+    so answering it again would export it twice. The text starts with `SEEN_BEFORE`."""
+    return f"{SEEN_BEFORE}: batch {batch_id} row {source_row}"
 
 
 def validate_row(
@@ -119,11 +129,14 @@ def ingest(
     instruction_field: str = "instruction",
     system_prompt_field: str = "system_prompt",
     fits_context: PromptCheck | None = None,
+    seen_before: Mapping[str, tuple[str, int]] | None = None,
 ) -> IngestResult:
     """Split rows into accepted instructions and rejected rows (first occurrence wins).
 
     `fits_context` (see `ingest.context`) gets the distinct valid prompts a chunk at a time, so
     a tokenizer counts many texts per call; a prompt it objects to is rejected with its reason.
+    `seen_before` maps instruction ids already ingested by earlier batches to (batch, row):
+    those rows are rejected as `seen before: ...` (see `seen_before_reason`).
     Rejected rows come back in source order."""
     result = IngestResult()
     first_seen: dict[str, int] = {}
@@ -140,6 +153,10 @@ def ingest(
             result.rejected.append(_rejected(row, reason, source, batch_id))
             continue
         first_seen[iid] = row.source_row
+        if seen_before and iid in seen_before:
+            reason = seen_before_reason(*seen_before[iid])
+            result.rejected.append(_rejected(row, reason, source, batch_id))
+            continue
         pending.append((row, iid, instruction, system_prompt))
         if len(pending) == CONTEXT_CHECK_CHUNK:
             _settle(pending, fits_context, source, batch_id, result)

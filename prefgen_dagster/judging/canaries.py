@@ -183,7 +183,13 @@ def build_canaries(
 def _usable_source(row: dict[str, Any], models: Sequence[str], max_repetition: float) -> bool:
     return (
         (not models or row["model"] in models)
-        and can_be_chosen(row["text"], row["finish_reason"], row["repetition"], max_repetition)
+        and can_be_chosen(
+            row["text"],
+            row["finish_reason"],
+            row["repetition"],
+            max_repetition,
+            row.get("echoed_marker"),
+        )
         and len(words(row["text"])) >= MIN_SOURCE_WORDS
     )
 

@@ -51,6 +51,10 @@ class JudgeVerdict:
         return bool(self.not_applicable and self.not_applicable[index])
 
 
+# The status of ratings whose request failed after the engine's retries (nothing to parse).
+REQUEST_FAILED = "request_failed"
+
+
 def failed(count: int, status: str) -> JudgeVerdict:
     return JudgeVerdict([None] * count, [None] * count, status)
 

@@ -11,7 +11,7 @@ import polars as pl
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.judging.calibration import calibrate
 from prefgen_dagster.judging.canaries import Canary, build_canaries
-from prefgen_dagster.judging.parse import parse_verdict
+from prefgen_dagster.judging.parse import REQUEST_FAILED, failed, parse_verdict
 from prefgen_dagster.judging.plan import JudgeKey, judge_groups, plan_judging, rating_rows
 from prefgen_dagster.judging.prompt import ASPECTS
 from prefgen_dagster.llm.plan import model_identity
@@ -42,7 +42,8 @@ def rate_completions(
     the batch's canaries and (listwise) a reversed look at a sample of instructions.
 
     An answer that does not parse is asked again (at most `max_reasks` times); after that its
-    ratings are stored as NULL with the raw output and the parse status.
+    ratings are stored as NULL with the raw output and the parse status. A request that
+    failed for good gives NULL ratings with parse status `request_failed` and the error.
     """
     judge = config.judge
     total = RunStats()
@@ -69,7 +70,15 @@ def rate_completions(
         answers = ask(plans, storage, config, engine_factory, total, run_id)
         retry = set()
         for plan in plans:
-            raw = answers[plan.request.call_id]["response"]
+            answer = answers[plan.request.call_id]
+            if "error" in answer:  # failed after the engine's retries: nothing to parse
+                verdict = failed(len(plan.row.completion_ids), REQUEST_FAILED)
+                rows.extend(
+                    {**row, "error": answer["error"]}
+                    for row in rating_rows(plan, verdict, None, config, batch_id)
+                )
+                continue
+            raw = answer["response"]
             verdict = parse_verdict(
                 judge.mode,
                 raw,
@@ -93,8 +102,8 @@ def _canaries(config: PipelineConfig, storage: Storage, batch_id: str) -> list[C
         return []
     settings = judge.canaries
     completions = storage.query(
-        "SELECT completion_id, instruction_id, model, text, finish_reason, repetition "
-        "FROM completions WHERE batch_id = ?",
+        "SELECT completion_id, instruction_id, model, text, finish_reason, repetition, "
+        "echoed_marker FROM completions WHERE batch_id = ? AND error IS NULL",
         [batch_id],
     ).to_dicts()
     return build_canaries(

@@ -28,13 +28,15 @@ def model_identity(config: PipelineConfig, name: str) -> str:
 
 
 def answered_row(plan: Planned[dict[str, Any]], answer: dict[str, Any]) -> dict[str, Any]:
-    """The planned row completed with the engine's answer."""
+    """The planned row completed with the engine's answer, or, for a request that failed
+    for good, with no text and the `error`."""
     return {
         **plan.row,
-        "text": answer["response"],
-        "finish_reason": answer["finish_reason"],
-        "prompt_tokens": answer["prompt_tokens"],
-        "completion_tokens": answer["completion_tokens"],
+        "text": answer.get("response"),
+        "finish_reason": answer.get("finish_reason"),
+        "prompt_tokens": answer.get("prompt_tokens"),
+        "completion_tokens": answer.get("completion_tokens"),
         "call_id": plan.request.call_id,
-        "repetition": repetition(answer["response"]),
+        "repetition": repetition(answer.get("response")),
+        "error": answer.get("error"),
     }

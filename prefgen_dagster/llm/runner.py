@@ -1,52 +1,36 @@
 """Runs a stage's LLM requests through the `llm_calls` cache and the engines.
 
 Only requests missing from the cache reach an engine; each model's missing requests go to
-its engine as one stage-wide batch, cut into chunks only so that every finished chunk is
-written to the cache at once (a crash loses at most one chunk of work).
+its engine as one stage-wide batch, and every answer is saved as it arrives (`saver.py`), so
+a crash or an interrupt loses only the requests in flight.
 
-A request that still fails after the engine's retries is noted in the `failed_calls` table
-(and dropped from it once a later run gets its answer); the stage then fails with
-`LLMCallsFailed`, and since everything else is cached, a rerun asks only the failed ones.
+A request that still fails after the engine's retries is an outcome, not a crash: it is
+noted in `failed_calls` with its error, and the stage goes on with what it has (its rows for
+that request carry the error). A rerun asks it again, until it has failed in
+`engine.max_failed_runs` runs; then it stays failed until `prefgen retry-failed`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.llm.plan import Planned
+from prefgen_dagster.llm.saver import AnswerSaver, recover_journals
 from prefgen_dagster.llm.types import Engine, LLMRequest, LLMResult
 from prefgen_dagster.storage.store import Storage
 
 EngineFactory = Callable[[PipelineConfig, str], Engine]
 
 
-class LLMCallsFailed(RuntimeError):
-    """Some requests still failed after the engine's retries; the rest are cached.
-
-    `by_kind` counts the failures per error kind (the part of the error before its first
-    colon, e.g. `RateLimitError`); the failed calls are also in the `failed_calls` table.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        by_kind: dict[str, int] | None = None,
-        failed_call_ids: Sequence[str] = (),
-    ):
-        super().__init__(message)
-        self.by_kind = dict(by_kind or {})
-        self.failed_call_ids = list(failed_call_ids)
-
-
 class EngineFailed(RuntimeError):
     """An engine could not start or raised mid-stage (a vLLM error, out of memory): the stage
-    stops; every chunk answered before is cached, so a rerun sends only the rest."""
+    stops; every answer that arrived before is cached, so a rerun sends only the rest."""
 
 
 # Words in an engine's error that point at memory rather than at a request.
@@ -92,26 +76,33 @@ class RunStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     engine_seconds: float = 0.0
+    # Distinct requests with no answer: failed in this run, or given up after earlier runs.
+    failed: int = 0
+    given_up: int = 0
     per_model_calls: dict[str, int] = field(default_factory=dict)
+    failed_by_kind: Counter[str] = field(default_factory=Counter)
 
     def as_metadata(self) -> dict[str, Any]:
         return {
             "llm_requests": self.requested,
             "llm_cache_hits": self.cache_hits,
             "llm_engine_calls": self.engine_calls,
+            "llm_failed": self.failed,
+            "llm_given_up": self.given_up,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "engine_seconds": round(self.engine_seconds, 3),
         }
 
     def add(self, other: RunStats) -> None:
-        for name in ("requested", "cache_hits", "engine_calls"):
+        for name in ("requested", "cache_hits", "engine_calls", "failed", "given_up"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.engine_seconds += other.engine_seconds
         for model, count in other.per_model_calls.items():
             self.per_model_calls[model] = self.per_model_calls.get(model, 0) + count
+        self.failed_by_kind.update(other.failed_by_kind)
 
 
 def open_engine(config: PipelineConfig, model_name: str) -> Engine:
@@ -133,67 +124,86 @@ def run_requests(
     engine_factory: EngineFactory = open_engine,
     run_id: str | None = None,
 ) -> tuple[dict[str, dict[str, Any]], RunStats]:
-    """Answer `(model_name, request)` pairs; returns cached rows by call id, and counts.
+    """Answer `(model_name, request)` pairs; returns a row per distinct call id (an
+    `llm_calls` row, or for a failed request one whose `error` says why), and counts.
 
     With `engine.token_budget` set, the tokens that the engine spent for `run_id` (all stages
     of one Dagster run) are checked before every chunk, and the stage stops with
     `TokenBudgetReached` once they reach the budget; what finished is cached.
     """
     stats = RunStats(requested=len(requests))
+    recover_journals(storage)  # answers a killed run got but had not yet written
     unique: dict[str, tuple[str, LLMRequest]] = {}
     for model_name, request in requests:
         unique.setdefault(request.call_id, (model_name, request))
     answers = storage.cached_calls(list(unique))
     stats.cache_hits = sum(1 for model_name, request in requests if request.call_id in answers)
+    unanswered = [call_id for call_id in unique if call_id not in answers]
+    for call_id, failure in storage.failures(unanswered).items():
+        if failure["runs"] >= config.engine.max_failed_runs:
+            answers[call_id] = _given_up(failure)
+            stats.given_up += 1
 
     missing: dict[str, list[LLMRequest]] = {}
     for call_id, (model_name, request) in unique.items():
         if call_id not in answers:
             missing.setdefault(model_name, []).append(request)
 
-    failures: list[tuple[str, dict[str, Any]]] = []  # (model name, failed_calls row)
     for model_name, pending in missing.items():
         try:
             engine = engine_factory(config, model_name)
         except Exception as err:
             raise engine_failure(config, model_name, "to start", err, answers, unique) from err
-        try:
-            chunk_size = config.engine.chunk_size
-            for start in range(0, len(pending), chunk_size):
-                _check_budget(storage, config, run_id, len(unique) - len(answers))
-                chunk = pending[start : start + chunk_size]
-                began = time.perf_counter()
-                try:
-                    results = engine.generate(chunk)
-                except Exception as err:
-                    number = start // chunk_size + 1
-                    when = f"on chunk {number} of {-(-len(pending) // chunk_size)}"
-                    raise engine_failure(config, model_name, when, err, answers, unique) from err
-                stats.engine_seconds += time.perf_counter() - began
-                stats.engine_calls += len(chunk)
-                stats.per_model_calls[model_name] = stats.per_model_calls.get(model_name, 0) + len(
-                    chunk
-                )
-                finished, failed = [], []
-                for request, result in zip(chunk, results, strict=True):
-                    if result.error is None:
-                        finished.append(_cache_row(request, result, run_id))
-                    else:
-                        failed.append(_failure_row(request, result))
-                storage.store_calls(finished)
-                storage.record_failures(failed)
-                storage.clear_failures([row["call_id"] for row in finished])
-                answers.update({row["call_id"]: row for row in finished})
-                failures.extend((model_name, row) for row in failed)
-        finally:
-            engine.close()
+        # Leaving the saver writes what arrived, also on an interrupt or an engine error.
+        with AnswerSaver(storage, run_id, config.engine.save_interval_s) as saver:
+            try:
+                chunk_size = config.engine.chunk_size
+                for start in range(0, len(pending), chunk_size):
+                    unasked = len(unique) - len(answers) - len(saver.rows)
+                    _check_budget(storage, config, run_id, unasked)
+                    chunk = pending[start : start + chunk_size]
+                    began = time.perf_counter()
+                    try:
+                        results = engine.generate(chunk, partial(_save_one, saver, chunk))
+                    except Exception as err:
+                        answers.update(saver.rows)
+                        number = start // chunk_size + 1
+                        when = f"on chunk {number} of {-(-len(pending) // chunk_size)}"
+                        raise engine_failure(
+                            config, model_name, when, err, answers, unique
+                        ) from err
+                    for request, result in zip(chunk, results, strict=True):
+                        saver.add(request, result)
+                    saver.flush()  # the token budget reads what the cache holds
+                    stats.engine_seconds += time.perf_counter() - began
+                    stats.engine_calls += len(chunk)
+                    calls = stats.per_model_calls
+                    calls[model_name] = calls.get(model_name, 0) + len(chunk)
+            finally:
+                engine.close()
+        answers.update(saver.rows)
 
     for row in answers.values():
-        stats.prompt_tokens += row["prompt_tokens"] or 0
-        stats.completion_tokens += row["completion_tokens"] or 0
-    if failures:
-        raise _calls_failed(failures, len(unique))
+        stats.prompt_tokens += row.get("prompt_tokens") or 0
+        stats.completion_tokens += row.get("completion_tokens") or 0
+        if "error" in row:
+            stats.failed_by_kind[row["error"].split(":", 1)[0].strip()] += 1
+    stats.failed = sum(1 for row in answers.values() if "error" in row)
     return answers, stats
+
+
+def _save_one(
+    saver: AnswerSaver, chunk: Sequence[LLMRequest], index: int, result: LLMResult
+) -> None:
+    saver.add(chunk[index], result)
+
+
+def _given_up(failure: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **failure,
+        "error": f"GivenUp: failed in {failure['runs']} runs, not asked again until `prefgen "
+        f"retry-failed`; last error: {failure['error']}",
+    }
 
 
 def _check_budget(
@@ -209,48 +219,6 @@ def _check_budget(
             f"engine.token_budget {budget}; {unanswered} requests of this stage are not asked. "
             "Finished calls are cached: rerun (a new run gets a new budget) to go on."
         )
-
-
-def _cache_row(request: LLMRequest, result: LLMResult, run_id: str | None) -> dict[str, Any]:
-    return {
-        "call_id": request.call_id,
-        "run_id": run_id,
-        "model": request.model,
-        "request": json.dumps(request.as_json(), ensure_ascii=False),
-        "response": result.text,
-        "finish_reason": result.finish_reason,
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "latency_s": result.latency_s,
-    }
-
-
-def _failure_row(request: LLMRequest, result: LLMResult) -> dict[str, Any]:
-    return {
-        "call_id": request.call_id,
-        "model": request.model,
-        "error": result.error,
-        "attempts": result.extra.get("attempts"),
-    }
-
-
-def _calls_failed(failures: list[tuple[str, dict[str, Any]]], unique: int) -> LLMCallsFailed:
-    """The stage's failure: how many, of which kinds, where they are, and a few examples."""
-    by_kind = Counter(row["error"].split(":", 1)[0].strip() for _, row in failures)
-    kinds = ", ".join(f"{kind}: {count}" for kind, count in by_kind.most_common())
-    examples = "\n  ".join(
-        f"{model_name} {row['call_id']}"
-        + (f" after {row['attempts']} attempts" if row["attempts"] else "")
-        + f": {row['error']}"
-        for model_name, row in failures[:5]
-    )
-    return LLMCallsFailed(
-        f"{len(failures)} of {unique} LLM requests failed after retries ({kinds}); the other "
-        f"{unique - len(failures)} are cached, the failed ones are listed in the failed_calls "
-        f"table, and a rerun asks only those. First failures:\n  {examples}",
-        by_kind=by_kind,
-        failed_call_ids=[row["call_id"] for _, row in failures],
-    )
 
 
 def ask(

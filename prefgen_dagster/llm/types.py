@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,9 +54,17 @@ class LLMResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# Called by an engine with (index in the requests, result) as each answer arrives, so that
+# the runner can save it before the rest are done.
+OnResult = Callable[[int, "LLMResult"], None]
+
+
 class Engine(Protocol):
-    def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
-        """Results in the order of `requests`; failures carry `error` instead of raising."""
+    def generate(
+        self, requests: Sequence[LLMRequest], on_result: OnResult | None = None
+    ) -> list[LLMResult]:
+        """Results in the order of `requests`; failures carry `error` instead of raising.
+        Each result is also passed to `on_result` as soon as it is known."""
         ...
 
     def close(self) -> None: ...

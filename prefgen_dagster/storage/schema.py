@@ -83,7 +83,7 @@ TABLES: dict[str, Table] = {
             """
             batch_id VARCHAR NOT NULL, source VARCHAR NOT NULL, input_rows INTEGER NOT NULL,
             accepted_rows INTEGER NOT NULL, rejected_rows INTEGER NOT NULL,
-            ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp""",
+            ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp, pipeline_hash VARCHAR""",
         ),
         _table(
             "instructions",
@@ -100,6 +100,9 @@ TABLES: dict[str, Table] = {
             batch_id VARCHAR NOT NULL, source VARCHAR NOT NULL, source_row INTEGER NOT NULL,
             raw VARCHAR, reason VARCHAR NOT NULL""",
         ),
+        # A row whose request failed for good has `error` set and no text; its call is in
+        # `failed_calls`. `echoed_marker` is a prompt or chat-template marker found in the
+        # text (such a text is never chosen; see candidates.sql).
         _table(
             "completions",
             ("batch_id", "completion_id"),
@@ -111,7 +114,8 @@ TABLES: dict[str, Table] = {
             template_version VARCHAR NOT NULL, text VARCHAR, finish_reason VARCHAR,
             prompt_tokens INTEGER, completion_tokens INTEGER, call_id VARCHAR NOT NULL,
             regenerations INTEGER NOT NULL DEFAULT 0, similarity DOUBLE,
-            too_similar BOOLEAN NOT NULL DEFAULT false, repetition DOUBLE, embedding FLOAT[]""",
+            too_similar BOOLEAN NOT NULL DEFAULT false, repetition DOUBLE, embedding FLOAT[],
+            echoed_marker VARCHAR, error VARCHAR""",
         ),
         _table(
             "evolved_completions",
@@ -123,7 +127,7 @@ TABLES: dict[str, Table] = {
             mutation VARCHAR NOT NULL, round INTEGER NOT NULL, sampling VARCHAR NOT NULL,
             template_version VARCHAR NOT NULL, text VARCHAR, finish_reason VARCHAR,
             prompt_tokens INTEGER, completion_tokens INTEGER, call_id VARCHAR NOT NULL,
-            repetition DOUBLE, embedding FLOAT[]""",
+            repetition DOUBLE, embedding FLOAT[], echoed_marker VARCHAR, error VARCHAR""",
         ),
         # One row per text shown in one judge request (`shown` texts, this one at `position`):
         # `purpose` says whether it is a candidate (`label`), one side of a canary (`canary`),
@@ -140,7 +144,8 @@ TABLES: dict[str, Table] = {
             not_applicable BOOLEAN NOT NULL DEFAULT false, rationale VARCHAR, raw_output VARCHAR,
             parse_status VARCHAR NOT NULL, attempts INTEGER NOT NULL, call_id VARCHAR NOT NULL,
             judge_settings VARCHAR NOT NULL, purpose VARCHAR NOT NULL DEFAULT 'label',
-            mode VARCHAR NOT NULL DEFAULT 'listwise', shown INTEGER NOT NULL DEFAULT 1""",
+            mode VARCHAR NOT NULL DEFAULT 'listwise', shown INTEGER NOT NULL DEFAULT 1,
+            error VARCHAR""",
         ),
         _table(
             "canaries",
@@ -190,12 +195,16 @@ TABLES: dict[str, Table] = {
             completion_tokens INTEGER, latency_s DOUBLE, run_id VARCHAR,
             created_at TIMESTAMP DEFAULT current_timestamp""",
         ),
+        # Requests that still failed after the engine's retries; `runs` counts the runs that
+        # tried one and failed (at `engine.max_failed_runs` it is not asked again until
+        # `prefgen retry-failed`). A call answered later is removed.
         _table(
             "failed_calls",
             ("call_id",),
             """
             call_id VARCHAR NOT NULL, model VARCHAR NOT NULL, error VARCHAR NOT NULL,
-            attempts INTEGER, failed_at TIMESTAMP NOT NULL DEFAULT current_timestamp""",
+            attempts INTEGER, runs INTEGER NOT NULL DEFAULT 1,
+            failed_at TIMESTAMP NOT NULL DEFAULT current_timestamp""",
         ),
     )
 }

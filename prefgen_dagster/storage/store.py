@@ -164,11 +164,14 @@ class Storage:
 
     def cached_calls(self, call_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Cached responses for the given call ids (missing ids are simply absent)."""
+        return self._rows_by_call("llm_calls", call_ids)
+
+    def _rows_by_call(self, table: str, call_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not call_ids:
             return {}
         with self.connect() as con:
             con.register("wanted", pl.DataFrame({"call_id": list(call_ids)}).to_arrow())
-            frame = _frame(con, "SELECT c.* FROM llm_calls c JOIN wanted USING (call_id)")
+            frame = _frame(con, f"SELECT t.* FROM {table} t JOIN wanted USING (call_id)")
         return {row["call_id"]: row for row in frame.iter_rows(named=True)}
 
     def store_calls(self, rows: list[dict[str, Any]]) -> None:
@@ -195,9 +198,26 @@ class Storage:
         return int(frame["n"][0])
 
     def record_failures(self, rows: list[dict[str, Any]]) -> None:
-        """Note LLM calls that still failed after retries (call_id, model, error, attempts);
-        a call that failed before is replaced by its latest failure."""
-        self._insert("failed_calls", rows, keep="new")
+        """Note LLM calls that still failed after retries (call_id, model, error, attempts):
+        a call that failed before keeps its latest error and counts one more failed run."""
+        if not rows:
+            return
+        before = self.failures([row["call_id"] for row in rows])
+        self._insert(
+            "failed_calls",
+            [{**row, "runs": before.get(row["call_id"], {}).get("runs", 0) + 1} for row in rows],
+            keep="new",
+        )
+
+    def failures(self, call_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The `failed_calls` rows of these calls (calls that never failed are absent)."""
+        return self._rows_by_call("failed_calls", call_ids)
+
+    def retry_failures(self) -> int:
+        """Let every failed call be asked again by the next run (their reasons stay until
+        then); returns how many there are."""
+        with self.connect() as con:
+            return con.execute("UPDATE failed_calls SET runs = 0").fetchall()[0][0]
 
     def clear_failures(self, call_ids: Sequence[str]) -> None:
         """Forget the failures of calls that have since been answered."""

@@ -11,9 +11,10 @@ import duckdb
 import pytest
 import yaml
 
-from prefgen_dagster.cli import TINY_CONFIG, step_error_message
+from prefgen_dagster.cli import TINY_CONFIG
 from prefgen_dagster.config.base import ModelSpec, SamplingParams
 from prefgen_dagster.defs.pipeline_run import materialize_batch
+from prefgen_dagster.defs.report import step_error_message
 from prefgen_dagster.llm.engines.vllm_offline import VLLMOfflineEngine
 from prefgen_dagster.llm.types import LLMRequest
 
@@ -40,25 +41,31 @@ def test_too_long_prompt_and_out_of_memory_keep_finished_work(
 
     db = workdir / "data" / "prefgen.duckdb"
     with dg.instance_for_test() as instance:
-        failed, _ = materialize_batch(config_path, "mixed.jsonl", instance, log_level="ERROR")
-        assert not failed.success
+        first, _ = materialize_batch(config_path, "mixed.jsonl", instance, log_level="ERROR")
         # Ingest saw it coming (the estimate, with every answer at max_tokens)...
-        [ingested] = failed.asset_materializations_for_node("raw_instructions")
+        [ingested] = first.asset_materializations_for_node("raw_instructions")
         [warning] = ingested.metadata["context_warnings"].value
         assert "1 of 4 instructions may give judge requests longer than 'small-judge'" in warning
-        # ...and the judge stage fails on that one request only.
-        [failure] = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
-        assert failure.step_key == "ratings"
-        message = step_error_message(failure.event_specific_data.error)
-        assert "1 of 4 LLM requests failed" in message and "PromptTooLong: 1" in message
-        assert "max_model_len is 2048" in message
+        # ...and the judge stage goes on without that one request, which is recorded.
+        failed_steps = {
+            e.step_key for e in first.all_events if e.event_type_value == "STEP_FAILURE"
+        }
+        assert "ratings" not in failed_steps
+        [rated] = first.asset_materializations_for_node("ratings")
+        assert rated.metadata["llm_failed"].value == 1
+        assert rated.metadata["llm_failed_by_kind"].value == {"PromptTooLong": 1}
         with duckdb.connect(str(db), read_only=True) as con:
             judged = con.execute(
                 "SELECT count(*) FROM llm_calls WHERE request LIKE '%\"json_schema\": {%'"
             ).fetchall()[0][0]
             [[reason]] = con.execute("SELECT error FROM failed_calls").fetchall()
+            [[status]] = con.execute(
+                "SELECT DISTINCT parse_status FROM ratings WHERE error IS NOT NULL"
+            ).fetchall()
         assert judged == 3  # the short instructions were judged and cached all the same
         assert reason.startswith("PromptTooLong: the prompt has ")
+        assert "max_model_len is 2048" in reason
+        assert status == "request_failed"
 
         # The judge now has no memory for its KV cache (as a GPU too small for the model
         # would): vLLM refuses to start, the stage says so, nothing finished is lost.

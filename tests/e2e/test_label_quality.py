@@ -79,7 +79,7 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
         assert verdicts["judge_canary_accuracy"] == (low > 0.5)
         assert verdicts["judge_position_bias"] == (abs(effect) <= 1.0)
         # Nothing cut at max_tokens, empty or degenerate is ever chosen.
-        assert verdicts["unfinished_chosen"]
+        assert verdicts["unchoosable_chosen"]
         assert query(
             db,
             "SELECT count(*) FROM dpo_pairs p JOIN (SELECT completion_id, finish_reason FROM "

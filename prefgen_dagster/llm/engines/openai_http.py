@@ -1,45 +1,56 @@
-"""Any OpenAI-compatible server: bounded concurrency, retries with backoff, several base URLs.
+"""Any OpenAI-compatible server: adaptive concurrency, retries with backoff, several base URLs.
 
 Retries are done here rather than by the `openai` client (whose own retries are turned
 off): the client retries 408/409/429/5xx, timeouts and dropped connections, but takes a 200
 whose body is not a chat completion (bad JSON, no `choices`) as an answer. One loop covers
-every fault the same way and keeps each request bounded in attempts and in time:
+every fault and keeps each request bounded in attempts and in time:
 
-* at most `max_retries + 1` attempts; a retry goes to the next base URL, so one bad replica
-  does not fail its share of the requests;
+* an overload reply (429, 503) halves the server's concurrency (`pacing.AdaptiveLimit`) and
+  is retried after the server's `Retry-After` (or a backoff) without using up a retry: the
+  server is busy, not broken;
+* any other retryable fault (5xx, timeouts, dropped connections, malformed bodies, an attempt
+  that stalls far beyond the answers so far: `pacing.StallTimer`) uses one of `max_retries`;
+  a retry goes to the next base URL, so one bad replica does not fail its share;
 * between attempts, exponential backoff with jitter, or the server's `Retry-After` when it
   asks for longer;
-* all attempts and waits of one request fit in `max_attempts * (timeout_s + BACKOFF_CAP_S)`
-  from the moment it gets a concurrency slot; a wait that would end past that deadline is not
-  made, and an answer still arriving at the deadline (a server trickling bytes, which no
-  read timeout catches) is cut off.
+* every attempt and wait of one request fits in `deadline_s` from its first attempt; a wait
+  that would end past it is not made, and an answer still arriving then (a server trickling
+  bytes, which no read timeout catches) is cut off.
 
 A request that still fails comes back as `LLMResult(error="<Kind>: <message>")` with the
-number of attempts in `extra["attempts"]`; `generate` never raises for one request.
+number of attempts in `extra["attempts"]`; `generate` never raises for one request. Each
+result is handed to `on_result` as soon as it is known.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import openai
 
 from prefgen_dagster.config.base import ModelSpec
-from prefgen_dagster.llm.types import LLMRequest, LLMResult
+from prefgen_dagster.llm.engines.pacing import AdaptiveLimit, StallTimer
+from prefgen_dagster.llm.engines.signals import run_interruptibly
+from prefgen_dagster.llm.types import LLMRequest, LLMResult, OnResult
 
 # Backoff before retry n (0-based) is min(CAP, BASE * 2**n), scaled by a random 0.5-1.0 so
 # that requests which failed together do not all come back together.
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
+OVERLOAD_STATUS = frozenset({429, 503})
+
 MAX_ERROR_CHARS = 500
 
 
@@ -51,6 +62,10 @@ class DeadlineExceeded(Exception):
     """The request's attempts and waits used up its time budget."""
 
 
+class StalledAttempt(Exception):
+    """An attempt took far longer than the server's answers so far (see `pacing`)."""
+
+
 class OpenAIHTTPEngine:
     """Sends a stage's requests concurrently, spread round-robin over the base URLs."""
 
@@ -60,78 +75,92 @@ class OpenAIHTTPEngine:
 
     @property
     def max_attempts(self) -> int:
+        """Attempts that may end in an error; overload replies come on top, bounded by time."""
         return self._spec.max_retries + 1
 
-    @property
-    def deadline_s(self) -> float:
-        """The most time one request may take, retries and waits included."""
-        return self.max_attempts * (self._spec.timeout_s + BACKOFF_CAP_S)
-
-    def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
+    def generate(
+        self, requests: Sequence[LLMRequest], on_result: OnResult | None = None
+    ) -> list[LLMResult]:
         if not requests:
             return []
-        return asyncio.run(self._generate_all(requests))
+        return run_interruptibly(self._generate_all(requests, on_result or _ignore))
 
-    async def _generate_all(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
-        clients = [
-            openai.AsyncOpenAI(
-                base_url=url,
-                api_key=self._api_key or "none",
-                timeout=self._spec.timeout_s,
-                max_retries=0,
+    async def _generate_all(
+        self, requests: Sequence[LLMRequest], on_result: OnResult
+    ) -> list[LLMResult]:
+        servers = [
+            _Server(
+                openai.AsyncOpenAI(
+                    base_url=url,
+                    api_key=self._api_key or "none",
+                    timeout=httpx.Timeout(
+                        self._spec.timeout_s, connect=self._spec.connect_timeout_s
+                    ),
+                    max_retries=0,
+                ),
+                AdaptiveLimit(self._spec.max_concurrency),
+                StallTimer(self._spec.timeout_s),
             )
             for url in self._spec.base_urls
         ]
-        limit = asyncio.Semaphore(self._spec.max_concurrency)
         try:
             return await asyncio.gather(
                 *(
-                    self._generate_one(index, request, clients, limit)
+                    self._generate_one(index, request, servers, on_result)
                     for index, request in enumerate(requests)
                 )
             )
         finally:
-            for client in clients:
-                await client.close()
+            for server in servers:
+                await server.client.close()
 
     async def _generate_one(
-        self,
-        index: int,
-        request: LLMRequest,
-        clients: list[openai.AsyncOpenAI],
-        limit: asyncio.Semaphore,
+        self, index: int, request: LLMRequest, servers: list[_Server], on_result: OnResult
     ) -> LLMResult:
-        """One request with its retries. The concurrency slot is kept while backing off, so
-        an overloaded server sees fewer requests, not more."""
+        result = await self._attempts(index, request, servers)
+        on_result(index, result)
+        return result
+
+    async def _attempts(self, index: int, request: LLMRequest, servers: list[_Server]) -> LLMResult:
+        """One request with its retries; the concurrency slot is held per attempt only."""
         kwargs = self._request_kwargs(request)
         loop = asyncio.get_running_loop()
-        async with limit:
-            deadline = loop.time() + self.deadline_s
-            attempt = 0
-            while True:
-                client = clients[(index + attempt) % len(clients)]
-                attempt += 1
-                started = time.perf_counter()
-                try:
-                    result = await asyncio.wait_for(
-                        _ask(client, kwargs), timeout=max(deadline - loop.time(), 0.0)
-                    )
-                except TimeoutError:
-                    late = DeadlineExceeded(f"no complete answer within {self.deadline_s:.1f} s")
-                    return _failed(late, attempt)
-                except Exception as err:  # every failure is reported per request, never raised
-                    wait = _wait_before_retry(err, attempt - 1)
-                    if (
-                        wait is None
-                        or attempt == self.max_attempts
-                        or loop.time() + wait >= deadline
-                    ):
-                        return _failed(err, attempt)
-                    await asyncio.sleep(wait)
-                    continue
-                result.latency_s = time.perf_counter() - started
-                result.extra["attempts"] = attempt
+        deadline: float | None = None
+        attempts = errors = overloads = 0
+        while True:
+            server = servers[(index + attempts) % len(servers)]
+            wave = await server.limit.acquire()
+            deadline = deadline or loop.time() + self._spec.deadline_s
+            attempts += 1
+            started = loop.time()
+            outcome = "failed"
+            try:
+                result = await _watched(_ask(server.client, kwargs), server.stall, deadline)
+                outcome = "answered"
+            except DeadlineExceeded as late:
+                return _failed(late, attempts)
+            except Exception as error:  # every failure is reported per request, never raised
+                err: Exception = error
+                if _is_overload(err):
+                    outcome = "overloaded"
+            finally:
+                await server.limit.release(wave, outcome)
+            if outcome == "answered":
+                server.stall.record(loop.time() - started)
+                result.latency_s = loop.time() - started
+                result.extra["attempts"] = attempts
                 return result
+            if outcome == "overloaded":
+                overloads += 1
+                wait = _wait_before_retry(err, overloads - 1)
+            else:
+                errors += 1
+                wait = _wait_before_retry(err, errors - 1)
+                if errors == self.max_attempts:
+                    return _failed(err, attempts)
+            if wait is None or loop.time() + wait >= deadline:
+                return _failed(err, attempts)
+            await asyncio.sleep(wait)
 
     def _request_kwargs(self, request: LLMRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -151,6 +180,48 @@ class OpenAIHTTPEngine:
 
     def close(self) -> None:
         """Nothing is held between calls."""
+
+
+@dataclass
+class _Server:
+    """One base URL: its client, how many requests it takes now, how fast it answers."""
+
+    client: openai.AsyncOpenAI
+    limit: AdaptiveLimit
+    stall: StallTimer
+
+
+async def _watched(ask: Awaitable[LLMResult], stall: StallTimer, deadline: float) -> LLMResult:
+    """Await one attempt, giving it up when it has taken far longer than the server's answers
+    so far (`StalledAttempt`; the bound is looked at again as other answers come in) or when
+    the request's deadline comes (`DeadlineExceeded`)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.ensure_future(ask)
+    try:
+        while True:
+            stall_at = started + stall.timeout()
+            until = min(stall_at, deadline)
+            done, _ = await asyncio.wait({task}, timeout=max(min(until - loop.time(), 0.5), 0))
+            if done:
+                return task.result()
+            if loop.time() >= deadline:
+                raise DeadlineExceeded("no complete answer by the request's deadline")
+            if loop.time() >= stall_at:
+                raise StalledAttempt(f"no answer after {loop.time() - started:.1f} s")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _ignore(index: int, result: LLMResult) -> None:
+    """The `on_result` of a caller that only wants the returned list."""
+
+
+def _is_overload(err: Exception) -> bool:
+    return isinstance(err, openai.APIStatusError) and err.status_code in OVERLOAD_STATUS
 
 
 async def _ask(client: openai.AsyncOpenAI, kwargs: dict[str, Any]) -> LLMResult:
@@ -187,7 +258,7 @@ def _wait_before_retry(err: Exception, attempt: int) -> float | None:
     if isinstance(err, openai.APIStatusError):
         if err.status_code not in RETRYABLE_STATUS and err.status_code < 500:
             return None
-    elif not isinstance(err, openai.APIConnectionError | MalformedResponse):
+    elif not isinstance(err, openai.APIConnectionError | MalformedResponse | StalledAttempt):
         return None
     backoff = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.0)
     asked = _retry_after(err)

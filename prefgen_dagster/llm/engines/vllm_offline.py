@@ -1,4 +1,6 @@
-"""vLLM in-process: the whole list of requests goes to `LLM.chat` in one call.
+"""vLLM in-process: the whole list of requests is queued at once (`LLM.enqueue_chat`) and the
+engine is stepped until every one is done, handing each answer on as soon as it finishes
+(what `LLM.chat` does, except that it returns only at the end).
 
 vLLM refuses the whole call when one prompt fills the model's context, so prompts are
 measured first, with the model's own tokenizer and chat template, and those that cannot fit
@@ -14,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from prefgen_dagster.config.base import ModelSpec
-from prefgen_dagster.llm.types import LLMRequest, LLMResult
+from prefgen_dagster.llm.types import LLMRequest, LLMResult, OnResult
 
 
 class VLLMOfflineEngine:
@@ -34,36 +36,56 @@ class VLLMOfflineEngine:
         )
         self._max_model_len = spec.max_model_len
 
-    def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
+    def generate(
+        self, requests: Sequence[LLMRequest], on_result: OnResult | None = None
+    ) -> list[LLMResult]:
         if not requests:
             return []
+        results: list[LLMResult | None] = [None] * len(requests)
+
+        def settle(index: int, result: LLMResult) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+
         too_long = self._prompts_too_long(requests)
-        sendable = [request for index, request in enumerate(requests) if index not in too_long]
+        for index, error in too_long.items():
+            settle(index, LLMResult(None, error=error))
+        sendable = [index for index in range(len(requests)) if index not in too_long]
+        if sendable:
+            self._run(requests, sendable, settle)
+        return [result for result in results if result is not None]
+
+    def _run(self, requests: Sequence[LLMRequest], sendable: list[int], settle: OnResult) -> None:
+        """Queue the requests, then step the engine, settling each one as it finishes."""
+        request_ids = self._llm.enqueue_chat(
+            [requests[index].messages for index in sendable],
+            sampling_params=[_sampling_params(requests[index]) for index in sendable],
+            use_tqdm=False,
+        )
+        # enqueue_chat returns the engine's internal ids ("<id>-<8 random characters>");
+        # outputs and abort_request use the request's own id, the part before the dash.
+        own_ids = [request_id.rsplit("-", 1)[0] for request_id in request_ids]
+        index_of = dict(zip(own_ids, sendable, strict=True))
+        engine = self._llm.llm_engine
         started = time.perf_counter()
-        outputs = (
-            self._llm.chat(
-                [request.messages for request in sendable],
-                sampling_params=[_sampling_params(request) for request in sendable],
-                use_tqdm=False,
-            )
-            if sendable
-            else []
-        )
-        per_request = (time.perf_counter() - started) / max(len(sendable), 1)
-        answered = iter(
-            LLMResult(
-                text=output.outputs[0].text,
-                finish_reason=output.outputs[0].finish_reason,
-                prompt_tokens=len(output.prompt_token_ids or []),
-                completion_tokens=len(output.outputs[0].token_ids),
-                latency_s=per_request,
-            )
-            for output in outputs
-        )
-        return [
-            LLMResult(None, error=too_long[index]) if index in too_long else next(answered)
-            for index in range(len(requests))
-        ]
+        try:
+            while engine.has_unfinished_requests():
+                for output in engine.step():
+                    if output.finished:
+                        settle(
+                            index_of[output.request_id],
+                            LLMResult(
+                                text=output.outputs[0].text,
+                                finish_reason=output.outputs[0].finish_reason,
+                                prompt_tokens=len(output.prompt_token_ids or []),
+                                completion_tokens=len(output.outputs[0].token_ids),
+                                latency_s=time.perf_counter() - started,
+                            ),
+                        )
+        finally:  # an interrupt leaves no request behind in the engine
+            if engine.has_unfinished_requests():
+                engine.abort_request(own_ids)
 
     def prompt_tokens(self, requests: Sequence[LLMRequest]) -> list[int]:
         """Each request's prompt length as vLLM counts it: the model's chat template, then

@@ -31,6 +31,8 @@ def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "prefgen.yaml"
     path.write_text(TINY_CONFIG.read_text())
     (tmp_path / "data" / "inbox").mkdir(parents=True)
+    for name in ("tiny-qwen2", "tiny-llama"):  # the config's folders (no engine runs here)
+        (tmp_path / "models" / name).mkdir(parents=True)
     monkeypatch.setenv(CONFIG_ENV, str(path))
     return path
 

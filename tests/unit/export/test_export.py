@@ -169,8 +169,9 @@ def test_blocking_checks_are_the_expected_ones() -> None:
         "judge_canary_accuracy",
         "judge_parse_failures",
         "judge_position_bias",
+        "llm_request_reconciliation",
         "pair_integrity",
-        "unfinished_chosen",
+        "unchoosable_chosen",
     ]
 
 

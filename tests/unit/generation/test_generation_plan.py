@@ -15,7 +15,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.evolution.plan import plan_evolution_round
 from prefgen_dagster.generation import run
 from prefgen_dagster.generation.plan import draw_pool, plan_completions, regeneration
-from prefgen_dagster.llm.types import LLMRequest, LLMResult
+from prefgen_dagster.llm.types import LLMRequest, LLMResult, OnResult
 from prefgen_dagster.storage.store import Storage
 from tests.unit.conftest import config_dict
 
@@ -243,7 +243,9 @@ class SameAnswer:
     def __call__(self, config: PipelineConfig, model_name: str) -> SameAnswer:
         return self
 
-    def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
+    def generate(
+        self, requests: Sequence[LLMRequest], on_result: OnResult | None = None
+    ) -> list[LLMResult]:
         self.asked.extend(requests)
         return [LLMResult("the very same answer", "stop", 5, 4) for _ in requests]
 

@@ -153,7 +153,7 @@ def test_position_gate(storage: Storage, insert_rows: Insert, make_config: MakeC
 LOOP = "la la la la la la la la la la la la"
 
 
-def test_unfinished_chosen_gate(
+def test_unchoosable_chosen_gate(
     storage: Storage, insert_rows: Insert, config: PipelineConfig
 ) -> None:
     insert_rows(
@@ -163,34 +163,40 @@ def test_unfinished_chosen_gate(
             completion_row("cut", "i1", BATCH, finish_reason="length", repetition=0.0),
             completion_row("empty", "i1", BATCH, text="  ", finish_reason="stop"),
             completion_row("loop", "i1", BATCH, text=LOOP, finish_reason="stop", repetition=0.9),
+            completion_row("echo", "i1", BATCH, finish_reason="stop", echoed_marker="<|im_end|>"),
             completion_row("low", "i1", BATCH, finish_reason="stop"),
         ],
     )
     insert_rows("dpo_pairs", [pair_row("good", "i1", "ok", "cut", 5, 1, BATCH)])
-    assert run_gate(storage, config, "unfinished_chosen").height == 0  # cut may be rejected
+    assert run_gate(storage, config, "unchoosable_chosen").height == 0  # cut may be rejected
     insert_rows(
         "dpo_pairs",
-        [pair_row(name, "i1", name, "low", 5, 1, BATCH) for name in ("cut", "empty", "loop")],
+        [
+            pair_row(name, "i1", name, "low", 5, 1, BATCH)
+            for name in ("cut", "empty", "loop", "echo")
+        ],
     )
     reasons = dict(
-        run_gate(storage, config, "unfinished_chosen").select("pair_id", "reason").iter_rows()
+        run_gate(storage, config, "unchoosable_chosen").select("pair_id", "reason").iter_rows()
     )
     assert reasons == {
-        "cut": "pair cut: chosen text was cut at max_tokens",
-        "empty": "pair empty: chosen text is empty",
-        "loop": "pair loop: chosen text is degenerate (repetition 0.90)",
+        "cut": "pair cut: chosen text is not choosable (cut_at_max_tokens)",
+        "empty": "pair empty: chosen text is not choosable (empty)",
+        "loop": "pair loop: chosen text is not choosable (degenerate: repetition 0.90)",
+        "echo": "pair echo: chosen text is not choosable (echoes_marker: <|im_end|>)",
     }
 
 
-def test_dpo_pairs_never_chooses_a_cut_empty_or_degenerate_text(
+def test_dpo_pairs_never_chooses_a_cut_empty_degenerate_or_echoing_text(
     storage: Storage, insert_rows: Insert, make_config: MakeConfig
 ) -> None:
-    # The judge likes the cut, empty and looping texts best; the best usable one is chosen,
-    # and the worst text overall (even a cut one) may still be rejected.
+    # The judge likes the cut, empty, looping and prompt-echoing texts best; the best usable
+    # one is chosen, and the worst text overall (even a cut one) may still be rejected.
     texts = {
         "cut": ("an answer that ran out of", "length", 0.0, 5),
         "empty": ("", "stop", 0.0, 5),
         "loop": (LOOP, "stop", 0.9, 5),
+        "echo": ("fine text\n# Improved response\nmore", "stop", 0.0, 5),
         "fine": ("a finished answer", "stop", 0.0, 4),
         "worse": ("another finished answer", "stop", 0.0, 2),
         "worst": ("cut and bad", "length", 0.0, 1),
@@ -198,7 +204,15 @@ def test_dpo_pairs_never_chooses_a_cut_empty_or_degenerate_text(
     insert_rows(
         "completions",
         [
-            completion_row(cid, "i1", BATCH, text=t, finish_reason=f, repetition=r)
+            completion_row(
+                cid,
+                "i1",
+                BATCH,
+                text=t,
+                finish_reason=f,
+                repetition=r,
+                echoed_marker="# Improved response" if cid == "echo" else None,
+            )
             for cid, (t, f, r, _) in texts.items()
         ],
     )

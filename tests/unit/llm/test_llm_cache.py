@@ -9,13 +9,9 @@ import pytest
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.config.base import SamplingParams
-from prefgen_dagster.llm.runner import (
-    EngineFailed,
-    LLMCallsFailed,
-    TokenBudgetReached,
-    run_requests,
-)
-from prefgen_dagster.llm.types import LLMRequest, LLMResult
+from prefgen_dagster.llm.runner import EngineFailed, TokenBudgetReached, run_requests
+from prefgen_dagster.llm.saver import AnswerSaver, journal_dir
+from prefgen_dagster.llm.types import LLMRequest, LLMResult, OnResult
 from prefgen_dagster.storage.store import Storage
 
 
@@ -24,11 +20,13 @@ class ScriptedEngines:
     """An `engine_factory` whose engines answer `echo: <prompt>` and record every call.
 
     Prompts listed in `failing` come back with an error result; once `crash_after_chunks`
-    chunks have been answered, the next `generate` raises instead.
+    chunks have been answered, the next `generate` raises instead; `interrupt_after` answers
+    in, a Ctrl-C (KeyboardInterrupt) comes.
     """
 
     failing: set[str] = field(default_factory=set)
     crash_after_chunks: int | None = None
+    interrupt_after: int | None = None
     chunks: list[tuple[str, list[str]]] = field(default_factory=list)
     opened: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
@@ -47,18 +45,27 @@ class ScriptedEngine:
     script: ScriptedEngines
     model_name: str
 
-    def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
+    def generate(
+        self, requests: Sequence[LLMRequest], on_result: OnResult | None = None
+    ) -> list[LLMResult]:
         crash_at = self.script.crash_after_chunks
         if crash_at is not None and len(self.script.chunks) >= crash_at:
             raise RuntimeError("engine died")
         prompts = [prompt_of(request) for request in requests]
         self.script.chunks.append((self.model_name, prompts))
-        return [
-            LLMResult(None, error="HTTP 503")
-            if prompt in self.script.failing
-            else LLMResult(f"echo: {prompt}", "stop", 10, len(prompt), latency_s=0.01)
-            for prompt in prompts
-        ]
+        results = []
+        for index, prompt in enumerate(prompts):
+            if len(results) == self.script.interrupt_after:
+                raise KeyboardInterrupt
+            result = (
+                LLMResult(None, error="HTTP 503")
+                if prompt in self.script.failing
+                else LLMResult(f"echo: {prompt}", "stop", 10, len(prompt), latency_s=0.01)
+            )
+            if on_result is not None:
+                on_result(index, result)
+            results.append(result)
+        return results
 
     def close(self) -> None:
         self.script.closed.append(self.model_name)
@@ -128,28 +135,69 @@ def test_a_changed_request_misses_the_cache(storage: Storage, config: PipelineCo
     assert cached_call_count(storage) == 2
 
 
-def test_failed_requests_keep_finished_chunks_and_rerun_asks_only_them(
+def test_failed_requests_are_an_outcome_and_a_rerun_asks_only_them(
     storage: Storage, config: PipelineConfig
 ) -> None:
     config = with_chunk_size(config, 2)
     requests = pairs("p1", "p2", "p3", "p4", "p5")
     broken = ScriptedEngines(failing={"p4", "p5"})
-    with pytest.raises(LLMCallsFailed, match="2 of 5 LLM requests failed") as failure:
-        run_requests(requests, storage, config, broken)
-    assert "HTTP 503" in str(failure.value)
+    answers, stats = run_requests(requests, storage, config, broken)
+    assert (stats.failed, dict(stats.failed_by_kind)) == (2, {"HTTP 503": 2})
+    assert [answers[r.call_id].get("error") for _, r in requests] == [None] * 3 + ["HTTP 503"] * 2
     assert [chunk for _, chunk in broken.chunks] == [["p1", "p2"], ["p3", "p4"], ["p5"]]
     assert broken.closed == ["gen-a"]
     cached = storage.query("SELECT response FROM llm_calls ORDER BY response")["response"]
     assert cached.to_list() == ["echo: p1", "echo: p2", "echo: p3"]
+    assert storage.query("SELECT count(*) AS n FROM failed_calls")["n"][0] == 2
 
     healthy = ScriptedEngines()
     answers, stats = run_requests(requests, storage, config, healthy)
     assert healthy.asked == ["p4", "p5"]
-    assert stats.cache_hits == 3
-    assert stats.engine_calls == 2
+    assert (stats.cache_hits, stats.engine_calls, stats.failed) == (3, 2, 0)
     assert [answers[r.call_id]["response"] for _, r in requests] == [
         f"echo: p{i}" for i in range(1, 6)
     ]
+    assert storage.query("SELECT count(*) AS n FROM failed_calls")["n"][0] == 0
+
+
+def test_a_request_that_fails_in_max_failed_runs_runs_is_not_asked_again_until_retried(
+    storage: Storage, config: PipelineConfig
+) -> None:
+    requests = pairs("ok", "bad")
+    runs = config.engine.max_failed_runs
+    for run in range(1, runs + 1):
+        broken = ScriptedEngines(failing={"bad"})
+        run_requests(requests, storage, config, broken)
+        assert broken.asked == (["bad"] if run > 1 else ["ok", "bad"])
+        assert storage.failures([req("bad").call_id])[req("bad").call_id]["runs"] == run
+    idle = ScriptedEngines(failing={"bad"})
+    answers, stats = run_requests(requests, storage, config, idle)
+    assert idle.opened == []  # nothing to ask: the only unanswered request is given up
+    assert (stats.failed, stats.given_up) == (1, 1)
+    assert answers[req("bad").call_id]["error"].startswith(f"GivenUp: failed in {runs} runs")
+    assert answers[req("bad").call_id]["error"].endswith("last error: HTTP 503")
+
+    assert storage.retry_failures() == 1
+    healthy = ScriptedEngines()
+    answers, stats = run_requests(requests, storage, config, healthy)
+    assert healthy.asked == ["bad"]
+    assert (stats.failed, answers[req("bad").call_id]["response"]) == (0, "echo: bad")
+
+
+def test_answers_are_saved_as_they_arrive_and_an_interrupt_keeps_them(
+    storage: Storage, config: PipelineConfig
+) -> None:
+    """One chunk of six (the default chunk size is far larger); Ctrl-C after three answers:
+    the three are in the cache, and the rerun asks only the other three."""
+    requests = pairs(*(f"q{i}" for i in range(6)))
+    interrupted = ScriptedEngines(interrupt_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_requests(requests, storage, config, interrupted)
+    assert interrupted.closed == ["gen-a"]
+    assert cached_call_count(storage) == 3
+    rerun = ScriptedEngines()
+    run_requests(requests, storage, config, rerun)
+    assert rerun.asked == ["q3", "q4", "q5"]
 
 
 def test_engine_crash_keeps_the_chunks_written_before_it(
@@ -219,3 +267,22 @@ def test_token_budget_stops_between_chunks_and_a_new_run_goes_on(
     answers, stats = run_requests(requests, storage, budgeted, engines, run_id="run-2")
     assert engines.asked[4:] == ["q4", "q5"]
     assert (len(answers), stats.engine_calls, stats.cache_hits) == (6, 2, 4)
+
+
+def test_answers_of_a_killed_run_are_recovered_from_its_journal(
+    storage: Storage, config: PipelineConfig
+) -> None:
+    """A run killed before its answers reached DuckDB: they are in its journal, and the next
+    run moves them into the cache instead of asking again."""
+    requests = pairs("k0", "k1", "k2")
+    saver = AnswerSaver(storage, "killed-run", interval_s=3600)
+    for _, request in requests[:2]:
+        saver.add(request, LLMResult(f"echo: {prompt_of(request)}", "stop", 10, 2))
+    assert cached_call_count(storage) == 1  # the first is written at once, the second journaled
+    # (the process dies here: no flush, no exit)
+    rerun = ScriptedEngines()
+    answers, stats = run_requests(requests, storage, config, rerun)
+    assert rerun.asked == ["k2"]
+    assert stats.cache_hits == 2
+    assert answers[requests[0][1].call_id]["run_id"] == "killed-run"
+    assert list(journal_dir(storage).iterdir()) == []

@@ -445,3 +445,44 @@ def test_other_batches_never_leak_in(
     assert run_gate(storage, config, gate, OTHER).height == offending
     assert run_gate(storage, config, gate, BATCH).height == 0
     assert run_gate(storage, config, gate, "x' OR 1=1 --").height == 0
+
+
+# --- llm_request_reconciliation ------------------------------------------------------------
+
+
+def test_llm_request_reconciliation_passes_answered_and_failed_with_a_reason(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    insert_rows(
+        "completions",
+        [
+            completion_row(f"c{i}", "i1", BATCH, call_id=f"ok{i}") for i in range(19)
+        ]  # 19 answered, 1 failed: 5 %, under the 10 % allowed
+        + [completion_row("c-bad", "i1", BATCH, call_id="bad", text=None, error="Boom: no")],
+    )
+    storage.store_calls(
+        [{"call_id": f"ok{i}", "model": "m", "request": "{}", "response": "r"} for i in range(19)]
+    )
+    storage.record_failures([{"call_id": "bad", "model": "m", "error": "Boom: no"}])
+    assert run_gate(storage, config, "llm_request_reconciliation").height == 0
+
+
+def test_llm_request_reconciliation_fails_a_lost_call_and_too_many_failures(
+    storage: Storage, insert_rows: Insert, config: PipelineConfig
+) -> None:
+    insert_rows(
+        "completions",
+        [
+            completion_row("c-ok", "i1", BATCH, call_id="ok"),
+            completion_row("c-lost", "i1", BATCH, call_id="lost"),  # in neither table
+            completion_row("c-bad", "i1", BATCH, call_id="bad", text=None, error="Boom: no"),
+        ],
+    )
+    storage.store_calls([{"call_id": "ok", "model": "m", "request": "{}", "response": "r"}])
+    storage.record_failures([{"call_id": "bad", "model": "m", "error": "Boom: no"}])
+    offending = run_gate(storage, config, "llm_request_reconciliation")
+    assert dict(offending.select("call_id", "reason").iter_rows()) == {
+        "lost": "pooled_completions call lost: neither answered nor failed with a reason",
+        "bad": "failed requests are 33.3% of the batch (above checks.max_failed_request_rate);"
+        " first: Boom: no",
+    }

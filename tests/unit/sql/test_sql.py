@@ -115,9 +115,10 @@ def test_real_files_load() -> None:
         "judge_position_bias": ("dpo_pairs", "ERROR", True),
         "length_bias": ("dpo_pairs", "WARN", False),
         "length_outliers": ("dpo_pairs", "WARN", False),
+        "llm_request_reconciliation": ("ratings", "ERROR", True),
         "pair_integrity": ("dpo_pairs", "ERROR", True),
         "rating_outliers": ("ratings", "WARN", False),
-        "unfinished_chosen": ("dpo_pairs", "ERROR", True),
+        "unchoosable_chosen": ("dpo_pairs", "ERROR", True),
     }
     assert all(c.description for c in CHECKS.values())
 
