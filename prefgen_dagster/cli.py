@@ -35,6 +35,7 @@ def run_batch(file: Path, config_path: Path) -> int:
     """Drop `file` into the inbox, run every stage for it, then the export; print a summary."""
     import dagster as dg
 
+    from prefgen_dagster.cli_progress import shown_progress
     from prefgen_dagster.config import load_config
     from prefgen_dagster.defs.pipeline_run import materialize_batch
     from prefgen_dagster.defs.report import (
@@ -73,7 +74,8 @@ def run_batch(file: Path, config_path: Path) -> int:
     started = time.perf_counter()
     # Dagster's console stays quiet (its step failures come with long tracebacks); the
     # steps' warnings and errors are printed below, a line each.
-    batch, export = materialize_batch(config_path, file.name, instance, log_level="CRITICAL")
+    with shown_progress():
+        batch, export = materialize_batch(config_path, file.name, instance, log_level="CRITICAL")
     elapsed = time.perf_counter() - started
     for line in run_warnings(instance, batch) + (run_warnings(instance, export) if export else []):
         print(f"warning: {line}")
@@ -91,18 +93,49 @@ def run_batch(file: Path, config_path: Path) -> int:
     return EXIT_HELD_BACK if held_back_only(batch) else 1
 
 
+def push_export(repo_id: str, config_path: Path, dry_run: Path | None, private: bool) -> int:
+    """Upload what the export wrote (Parquet + card) to the Hub, or with `dry_run` write the
+    folder that would be uploaded. The token comes from $HF_TOKEN and goes nowhere else."""
+    from prefgen_dagster.config import load_config
+    from prefgen_dagster.export.card import hub_folder, push
+
+    config = load_config(config_path, check_environment=False)
+    export_dir = config.resolve(config.paths.export_dir)
+    folder = hub_folder(export_dir, dry_run or export_dir / "hub")
+    if dry_run is not None:
+        print(f"{folder}: what `prefgen push {repo_id}` would upload")
+        return 0
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        print("prefgen: set HF_TOKEN to a Hugging Face token with write access", file=sys.stderr)
+        return EXIT_USAGE
+    print(push(folder, repo_id, token, private))
+    return 0
+
+
 def estimate_file(file: Path, config_path: Path) -> str:
-    """The cost table for one instruction file, from its accepted rows and the config, and
-    a warning for each model whose context the prompts may outgrow."""
+    """The cost table for one instruction file, from its accepted rows and the config, a
+    warning for each model whose context the prompts may outgrow, and how many of its pool
+    requests the cache already holds."""
     from prefgen_dagster.config import load_config
     from prefgen_dagster.cost import context_warnings, estimate, format_estimate, plan_batch
     from prefgen_dagster.ingest.read import read_rows
     from prefgen_dagster.ingest.validate import ingest
+    from prefgen_dagster.storage.store import Storage
 
     config = load_config(config_path)
     accepted = ingest(read_rows(file), str(file), file.name).accepted
     batch = plan_batch(accepted, config, file.name)
-    return "\n".join([format_estimate(estimate(batch)), *context_warnings(batch)])
+    lines = [format_estimate(estimate(batch)), *context_warnings(batch)]
+    db = config.resolve(config.paths.duckdb_path)
+    pool = {plan.request.call_id for plan in batch.generation}
+    if db.exists() and pool:
+        cached = Storage(db).cached_calls(list(pool))
+        lines.append(
+            f"already cached: {len(cached)} of {len(pool)} pool requests (free; the rewrites "
+            "and ratings of cached answers are cached too unless their settings changed)"
+        )
+    return "\n".join(lines)
 
 
 def demo(workdir: Path) -> int:
@@ -150,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = add("inspect", help="one pair's whole story, from instruction to pairing")
     inspect.add_argument("id", help="a pair id, an instruction id or a completion id")
     add_config(inspect)
+
+    push = add("push", help="publish the export to the Hugging Face Hub as a dataset repo")
+    push.add_argument("repo_id", help="the dataset repo, e.g. your-name/my-pairs")
+    push.add_argument(
+        "--dry-run",
+        type=Path,
+        metavar="DIR",
+        help="write the folder that would be uploaded to DIR instead of uploading",
+    )
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    add_config(push)
 
     retry = add(
         "retry-failed",
@@ -246,6 +290,8 @@ def _command(args: argparse.Namespace) -> int:
         config = load_config(args.config, check_environment=False)
         print(story(Storage(config.resolve(config.paths.duckdb_path)), args.id))
         return 0
+    if args.command == "push":
+        return push_export(args.repo_id, args.config, args.dry_run, args.private)
     if args.command == "retry-failed":
         from prefgen_dagster.config import load_config
         from prefgen_dagster.storage.store import Storage

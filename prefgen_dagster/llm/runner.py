@@ -21,6 +21,7 @@ from typing import Any
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.llm.plan import Planned
+from prefgen_dagster.llm.progress import Progress
 from prefgen_dagster.llm.saver import AnswerSaver, recover_journals
 from prefgen_dagster.llm.types import Engine, LLMRequest, LLMResult
 from prefgen_dagster.storage.store import Storage
@@ -138,6 +139,7 @@ def run_requests(
         unique.setdefault(request.call_id, (model_name, request))
     answers = storage.cached_calls(list(unique))
     stats.cache_hits = sum(1 for model_name, request in requests if request.call_id in answers)
+    cached = Counter(model_name for model_name, r in unique.values() if r.call_id in answers)
     unanswered = [call_id for call_id in unique if call_id not in answers]
     for call_id, failure in storage.failures(unanswered).items():
         if failure["runs"] >= config.engine.max_failed_runs:
@@ -154,6 +156,7 @@ def run_requests(
             engine = engine_factory(config, model_name)
         except Exception as err:
             raise engine_failure(config, model_name, "to start", err, answers, unique) from err
+        progress = Progress(model_name, len(pending), cached=cached[model_name])
         # Leaving the saver writes what arrived, also on an interrupt or an engine error.
         with AnswerSaver(storage, run_id, config.engine.save_interval_s) as saver:
             try:
@@ -164,7 +167,7 @@ def run_requests(
                     chunk = pending[start : start + chunk_size]
                     began = time.perf_counter()
                     try:
-                        results = engine.generate(chunk, partial(_save_one, saver, chunk))
+                        results = engine.generate(chunk, partial(_save_one, saver, progress, chunk))
                     except Exception as err:
                         answers.update(saver.rows)
                         number = start // chunk_size + 1
@@ -172,8 +175,8 @@ def run_requests(
                         raise engine_failure(
                             config, model_name, when, err, answers, unique
                         ) from err
-                    for request, result in zip(chunk, results, strict=True):
-                        saver.add(request, result)
+                    for index, result in enumerate(results):
+                        _save_one(saver, progress, chunk, index, result)
                     saver.flush()  # the token budget reads what the cache holds
                     stats.engine_seconds += time.perf_counter() - began
                     stats.engine_calls += len(chunk)
@@ -193,9 +196,15 @@ def run_requests(
 
 
 def _save_one(
-    saver: AnswerSaver, chunk: Sequence[LLMRequest], index: int, result: LLMResult
+    saver: AnswerSaver,
+    progress: Progress,
+    chunk: Sequence[LLMRequest],
+    index: int,
+    result: LLMResult,
 ) -> None:
-    saver.add(chunk[index], result)
+    """Keep one result (once) and count it."""
+    if saver.add(chunk[index], result):
+        progress.add(result)
 
 
 def _given_up(failure: dict[str, Any]) -> dict[str, Any]:

@@ -53,10 +53,11 @@ class AnswerSaver:
         self._journal.close()
         self._path.unlink(missing_ok=True)
 
-    def add(self, request: LLMRequest, result: LLMResult) -> None:
-        """Take one result (a second one for the same call is ignored); write if due."""
+    def add(self, request: LLMRequest, result: LLMResult) -> bool:
+        """Take one result (a second one for the same call is ignored: False); write if
+        due."""
         if request.call_id in self.rows:
-            return
+            return False
         if result.error is None:
             row = cache_row(request, result, self._run_id)
             self._answered.append(row)
@@ -68,6 +69,7 @@ class AnswerSaver:
         self._journal.flush()
         if time.monotonic() - self._last_write >= self._interval_s:
             self.flush()
+        return True
 
     def flush(self) -> None:
         """Write what is buffered to DuckDB."""

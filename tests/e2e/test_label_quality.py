@@ -87,6 +87,33 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
             "c ON c.completion_id = p.chosen_completion_id WHERE c.finish_reason = 'length'",
         ) == [(0,)]
 
+        # `prefgen inspect` tells a real pair's story, every hop present.
+        [(pair_id, chosen, rejected)] = query(
+            db,
+            "SELECT pair_id, chosen_completion_id, rejected_completion_id FROM candidate_pairs "
+            "ORDER BY pair_id LIMIT 1",
+        )
+        shown = subprocess.run(
+            [sys.executable, "-m", "prefgen_dagster.cli", "inspect", pair_id]
+            + ["--config", str(config_path)],
+            capture_output=True,
+            text=True,
+            env=CLEAN_ENV,
+            check=True,
+        ).stdout
+        for hop in (
+            "instruction ",
+            f"from {BATCH} row ",
+            "pooled completions",
+            "EvolQuality rewrites",
+            "judge answers",
+            "raw answer (call ",
+            f"*{pair_id}  chosen {chosen} ",
+            f" over {rejected} ",
+            f"batch {BATCH}: ",
+        ):
+            assert hop in shown, hop
+
         # Embeddings were on (the packaged all-MiniLM-L6-v2): every text has one, and the
         # diversity guard compared them.
         assert query(

@@ -11,8 +11,11 @@ import pytest
 import yaml
 
 from prefgen_dagster.cli import TINY_CONFIG, build_parser, main
-from prefgen_dagster.config import ConfigError
-from prefgen_dagster.ingest.read import InputFileError
+from prefgen_dagster.config import ConfigError, load_config
+from prefgen_dagster.cost import plan_batch
+from prefgen_dagster.ingest.read import InputFileError, read_rows
+from prefgen_dagster.ingest.validate import ingest
+from prefgen_dagster.storage.store import Storage
 
 
 def write_config(folder: Path, **sections: Any) -> Path:
@@ -162,3 +165,22 @@ def test_inspect_of_an_unknown_id_is_one_line_and_exit_2(
     config = write_config(tmp_path)
     assert main(["inspect", "no-such-id", "--config", str(config)]) == 2
     assert one_line_error(capsys) == "no-such-id: no pair, instruction or completion with this id"
+
+
+def test_estimate_says_how_much_the_cache_already_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = write_config(tmp_path)
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text('{"instruction": "Name a prime."}\n{"instruction": "Name a colour."}\n')
+    assert main(["estimate", str(batch), "--config", str(config_path)]) == 0
+    assert "already cached" not in capsys.readouterr().out  # no DuckDB file yet
+
+    config = load_config(config_path)
+    accepted = ingest(read_rows(batch), str(batch), batch.name).accepted
+    [first, *rest] = plan_batch(accepted, config, batch.name).generation
+    Storage(config.resolve(config.paths.duckdb_path)).store_calls(
+        [{"call_id": first.request.call_id, "model": "m", "request": "{}", "response": "r"}]
+    )
+    assert main(["estimate", str(batch), "--config", str(config_path)]) == 0
+    assert f"already cached: 1 of {len(rest) + 1} pool requests" in capsys.readouterr().out

@@ -37,9 +37,12 @@ def write_config(tmp_path: Path, server: FaultServer, **checks: Any) -> Path:
     return write_http_config(tmp_path, server, instructions, **checks)
 
 
-def run_batch(config_path: Path) -> tuple[dg.ExecuteInProcessResult, Any]:
+def run_batch(config_path: Path) -> tuple[dg.ExecuteInProcessResult, Any, list[str]]:
+    """(batch run, export run, the batch run's log messages)."""
     with dg.instance_for_test() as instance:
-        return materialize_batch(config_path, BATCH, instance, log_level="ERROR")
+        batch, export = materialize_batch(config_path, BATCH, instance, log_level="ERROR")
+        logged = [entry.user_message for entry in instance.all_logs(batch.run_id)]
+    return batch, export, logged
 
 
 def stage_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -62,7 +65,7 @@ def test_a_few_lasting_failures_still_export_the_complete_pairs(
     config_path = write_config(tmp_path, server)
     storage = Storage(load_config(config_path).resolve("data/prefgen.duckdb"))
 
-    batch, export = run_batch(config_path)
+    batch, export, logged = run_batch(config_path)
     assert batch.success and export is not None and export.success
     generated = stage_metadata(batch, "pooled_completions")
     broken = BROKEN * len(POOL)
@@ -81,13 +84,17 @@ def test_a_few_lasting_failures_still_export_the_complete_pairs(
     assert failed.height == broken
     assert all(row["error"].startswith("InternalServerError") for row in failed.to_dicts())
     assert reconciliation(batch).passed
+    # Each engine's progress is in the run log, up to its last request.
+    done = f"{INSTRUCTIONS}/{INSTRUCTIONS} requests (0 cached before, {BROKEN} failed)"
+    for model in POOL:
+        assert any(line.startswith(f"{model}: {done}") for line in logged), model
 
     # Reruns ask the broken requests again until they have failed in max_failed_runs runs,
     # then leave them failed; nothing answered is asked again.
     attempts_per_run = []
     for _ in range(3):
         before = len(server.hits)
-        rerun, _ = run_batch(config_path)
+        rerun, _, _ = run_batch(config_path)
         assert rerun.success
         attempts_per_run.append(len(server.hits) - before)
     max_runs = load_config(config_path).engine.max_failed_runs
@@ -101,7 +108,7 @@ def test_too_many_failures_hold_the_batch_back_with_the_reason(
     tmp_path: Path, server: FaultServer
 ) -> None:
     config_path = write_config(tmp_path, server, max_failed_request_rate=0.01)
-    batch, export = run_batch(config_path)
+    batch, export, _ = run_batch(config_path)
     assert not batch.success and export is None
     check = reconciliation(batch)
     assert not check.passed

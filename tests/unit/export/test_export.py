@@ -12,9 +12,9 @@ import pytest
 from datasets import load_from_disk
 
 from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.export.card import dataset_card
 from prefgen_dagster.export.dataset import (
     collect_pairs,
-    dataset_card,
     held_back_pairs,
     to_trl_records,
     write_dataset,
@@ -46,8 +46,9 @@ def pair_row(**overrides: Any) -> dict[str, Any]:
         "chosen_rating": 5.0,
         "rejected_rating": 2.0,
         "margin": 3.0,
-        "chosen_model": "models/a",
-        "rejected_model": "models/b",
+        "margin_normalized": 0.75,
+        "chosen_model": "gen-a",  # the config's name, not the path
+        "rejected_model": "models/b",  # not in the config: as stored
         "chosen_origin": "evolved",
         "rejected_origin": "pooled",
         "judge_agreement": 1.0,
@@ -59,7 +60,7 @@ def test_trl_record_shape() -> None:
     frame = pl.DataFrame(
         [pair_row(), pair_row(pair_id="p2", system_prompt=None, rejected_text=None)]
     )
-    with_system, without_system = to_trl_records(frame)
+    with_system, without_system = to_trl_records(frame, {"models/a": "gen-a"})
     assert with_system == {
         "prompt": [
             {"role": "system", "content": "Be brief."},
@@ -70,8 +71,9 @@ def test_trl_record_shape() -> None:
         "score_chosen": 5.0,
         "score_rejected": 2.0,
         "margin": 3.0,
-        "chosen_model": "models/a",
-        "rejected_model": "models/b",
+        "margin_normalized": 0.75,
+        "chosen_model": "gen-a",  # the config's name, not the path
+        "rejected_model": "models/b",  # not in the config: as stored
         "chosen_origin": "evolved",
         "rejected_origin": "pooled",
         "judge_agreement": 1.0,
@@ -241,7 +243,7 @@ def test_held_back_batches_keep_their_pairs_and_reasons_apart(
     assert why["c1"].startswith("input_reconciliation: not run yet; ")
 
     records = to_trl_records(pairs)
-    card = dataset_card(records, summary, "hash")
+    card = dataset_card(records, summary, config, "hash")
     paths = write_dataset(records, tmp_path / "export", card, held)
     assert pl.read_parquet(paths["held_back"]).height == 2
     assert "  * b.jsonl: pair_integrity: pair b1: chosen not above" in card

@@ -1,0 +1,156 @@
+"""The dataset card (README.md) and the folder a Hub upload sends.
+
+The card starts with the YAML block the Hugging Face Hub reads (license, task, size, tags,
+and a `configs` entry pointing at the Parquet shard, so `datasets.load_dataset` reads the
+folder as the Hub would), then says what the rows are, which models wrote and judged them,
+with which settings, what the gates kept out, and how to train on it with TRL.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.export.dataset import RATING_RANGE
+
+# The shard's path inside the uploaded folder, as the Hub's `configs` names it.
+HUB_SHARD = "data/train-00000-of-00001.parquet"
+
+
+def _size_category(rows: int) -> str:
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if rows < bound:
+            return name
+    return "100K<n<1M" if rows < 1_000_000 else "n>1M"
+
+
+def card_metadata(rows: int, config: PipelineConfig) -> dict[str, Any]:
+    """The card's YAML block."""
+    return {
+        "license": config.export.license,
+        "pretty_name": config.export.pretty_name,
+        "language": ["en"],
+        "task_categories": ["text-generation"],
+        "size_categories": [_size_category(rows)],
+        "tags": ["dpo", "preference", "synthetic", "ultrafeedback", "evol-quality", "prefgen"],
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": "train", "path": HUB_SHARD}]}
+        ],
+    }
+
+
+def dataset_card(
+    records: list[dict[str, Any]], summary: dict[str, Any], config: PipelineConfig, settings: str
+) -> str:
+    """README.md for the export: the YAML block, then the card in prose and lists."""
+    judge = config.judge
+    margins = [r["margin"] for r in records if r["margin"] is not None]
+    models = Counter(r["chosen_model"] for r in records)
+    front = yaml.safe_dump(card_metadata(len(records), config), sort_keys=False)
+    lines = [
+        "---",
+        front.rstrip(),
+        "---",
+        "",
+        f"# {config.export.pretty_name}",
+        "",
+        "Chosen/rejected pairs for preference tuning (DPO and its kin), made with prefgen:",
+        "several models answer each instruction, EvolQuality rewrites the answers, an LLM judge",
+        "rates every text 1-5 on UltraFeedback aspects, and pairs with a clear margin are kept.",
+        "The format is TRL's conversational one: `prompt` is a list of messages, `chosen` and",
+        "`rejected` one assistant message each.",
+        "",
+        "## How it was made",
+        "",
+        *(
+            f"* model `{name}`: `{config.models[name].served_name or name}`"
+            for name in config.models
+        ),
+        f"* pool: {', '.join(member.model for member in config.generation.pool)}",
+        f"* rewrites: `{config.evol_quality.model}`, {config.evol_quality.num_evolutions} "
+        f"round(s), criteria {', '.join(config.evol_quality.criteria)}",
+        (
+            f"* judge: {', '.join(judge.models)}, {judge.mode}, aspects {', '.join(judge.aspects)}"
+            if judge
+            else "* judge: none"
+        ),
+        f"* pairs: strategy `{config.pairing.strategy}`, min margin {config.pairing.min_margin}",
+        f"* settings hash: `{settings}` (every row carries the ids that trace it back)",
+        "",
+        "## Statistics",
+        "",
+        f"* pairs: {len(records)}",
+        f"* batches: {', '.join(summary['batches_exported']) or 'none'}",
+        *(f"* chosen from `{model}`: {count}" for model, count in models.most_common()),
+        f"* mean margin: {sum(margins) / len(margins):.2f}" if margins else "* mean margin: -",
+        "",
+        "## What the gates kept out",
+        "",
+        f"* batches held back by blocking checks: "
+        f"{', '.join(summary['batches_held_back']) or 'none'}",
+        *(
+            f"  * {batch}: {'; '.join(reasons)}"
+            for batch, reasons in summary["held_back_reasons"].items()
+        ),
+        f"* pairs dropped by the pair rule (see candidate_pairs.dropped_because): "
+        f"{summary['pairs_dropped']}",
+        "",
+        "## Columns",
+        "",
+        "* `prompt`, `chosen`, `rejected`: the conversation (TRL's conversational format)",
+        "* `score_chosen`, `score_rejected`: the judge's mean 1-5 ratings",
+        "* `margin`: score_chosen - score_rejected, in rating points (1-4). TRL's",
+        "  `RewardTrainer` uses a column named `margin` in its loss when it is present; drop",
+        "  or rename it if that is not wanted. `DPOTrainer` ignores it.",
+        f"* `margin_normalized`: margin / {RATING_RANGE:g}, in [0, 1]",
+        "* `chosen_model`, `rejected_model`: the model names of the config; `*_origin`:",
+        "  `pooled` or `evolved`; `pair_id`, `instruction_id`, `*_completion_id`, `batch_id`,",
+        "  `source`, `source_row`: where each pair came from (`prefgen inspect PAIR_ID`)",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "from trl import DPOConfig, DPOTrainer",
+        "",
+        'pairs = load_dataset("<this repo or folder>", split="train")',
+        "trainer = DPOTrainer(model=model, args=DPOConfig(output_dir='out'),",
+        "                     train_dataset=pairs, processing_class=tokenizer)",
+        "```",
+        "",
+        "## Citations",
+        "",
+        "* UltraFeedback: Cui et al., 2023, arXiv:2310.01377",
+        "* EvolQuality (Deita): Liu et al., 2023, arXiv:2312.15685",
+        "* DPO: Rafailov et al., 2023, arXiv:2305.18290",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def hub_folder(export_dir: Path, target: Path) -> Path:
+    """The folder a Hub upload sends: the exported Parquet as its one train shard, and the
+    card. Made from what the export wrote, so it is exactly what was exported."""
+    parquet = export_dir / "preference_dataset.parquet"
+    if not parquet.exists():
+        raise FileNotFoundError(f"{parquet}: nothing exported yet (run a batch first)")
+    if target.exists():
+        shutil.rmtree(target)
+    (target / HUB_SHARD).parent.mkdir(parents=True)
+    shutil.copyfile(parquet, target / HUB_SHARD)
+    shutil.copyfile(export_dir / "README.md", target / "README.md")
+    return target
+
+
+def push(folder: Path, repo_id: str, token: str, private: bool) -> str:
+    """Upload the folder as a dataset repo; returns its URL. The token is only passed on."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
+    return f"https://huggingface.co/datasets/{repo_id}"

@@ -1,0 +1,105 @@
+"""The dataset card's Hub metadata and the folder `prefgen push` uploads, loaded back as the
+Hub would load it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import yaml
+from datasets import load_dataset
+from huggingface_hub import DatasetCard
+
+from prefgen_dagster.cli import main
+from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.export.card import HUB_SHARD, dataset_card, hub_folder
+from prefgen_dagster.export.dataset import write_dataset
+
+SUMMARY: dict[str, Any] = {
+    "batches_exported": ["b1.jsonl"],
+    "batches_held_back": ["b2.jsonl"],
+    "held_back_reasons": {"b2.jsonl": ["judge_canary_accuracy: 0.50 below 0.70"]},
+    "pairs_dropped": 3,
+}
+
+
+def record(pair_id: str, margin: float) -> dict[str, Any]:
+    return {
+        "prompt": [{"role": "user", "content": f"question {pair_id}"}],
+        "chosen": [{"role": "assistant", "content": "good"}],
+        "rejected": [{"role": "assistant", "content": "bad"}],
+        "score_chosen": 5.0,
+        "score_rejected": 5.0 - margin,
+        "margin": margin,
+        "margin_normalized": margin / 4,
+        "chosen_model": "gen-a",
+        "rejected_model": "gen-b",
+        "pair_id": pair_id,
+    }
+
+
+@pytest.fixture
+def exported(tmp_path: Path, config: PipelineConfig) -> Path:
+    records = [record("p1", 2.0), record("p2", 3.0)]
+    card = dataset_card(records, SUMMARY, config, "settings-hash")
+    write_dataset(records, tmp_path / "export", card, pl.DataFrame())
+    return tmp_path / "export"
+
+
+def test_the_card_has_the_hub_metadata_block(exported: Path) -> None:
+    text = (exported / "README.md").read_text()
+    front = yaml.safe_load(text.split("---")[1])
+    assert front["license"] == "other"
+    assert front["size_categories"] == ["n<1K"]
+    assert front["configs"] == [
+        {"config_name": "default", "data_files": [{"split": "train", "path": HUB_SHARD}]}
+    ]
+    data = DatasetCard.load(exported / "README.md").data.to_dict()
+    assert data["task_categories"] == ["text-generation"]
+    for part in (
+        "* judge: judge-m, listwise",
+        "* mean margin: 2.50",
+        "  * b2.jsonl: judge_canary_accuracy: 0.50 below 0.70",
+        "pairs dropped by the pair rule (see candidate_pairs.dropped_because): 3",
+        "`RewardTrainer` uses a column named `margin`",
+        "UltraFeedback",
+    ):
+        assert part in text, part
+
+
+def test_the_push_folder_loads_as_the_hub_would(exported: Path, tmp_path: Path) -> None:
+    folder = hub_folder(exported, tmp_path / "hub")
+    pairs = load_dataset(str(folder))
+    assert list(pairs) == ["train"]
+    assert pairs["train"]["pair_id"] == ["p1", "p2"]
+    assert pairs["train"][0]["chosen"] == [{"role": "assistant", "content": "good"}]
+
+
+def test_push_dry_run_and_its_errors(
+    exported: Path,
+    tmp_path: Path,
+    config: PipelineConfig,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    raw = config.model_dump(mode="json")
+    raw["paths"]["export_dir"] = str(exported)
+    config_path = tmp_path / "prefgen.yaml"
+    config_path.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k != "base_dir"}))
+    target = tmp_path / "dry"
+    assert main(["push", "me/pairs", "--dry-run", str(target), "--config", str(config_path)]) == 0
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*.*")) == [
+        "README.md",
+        HUB_SHARD,
+    ]
+    capsys.readouterr()
+    assert main(["push", "me/pairs", "--config", str(config_path)]) == 2  # no HF_TOKEN here
+    assert capsys.readouterr().err.strip() == (
+        "prefgen: set HF_TOKEN to a Hugging Face token with write access"
+    )
+    (exported / "preference_dataset.parquet").unlink()
+    assert main(["push", "me/pairs", "--dry-run", str(target), "--config", str(config_path)]) == 2
+    assert "nothing exported yet" in capsys.readouterr().err
