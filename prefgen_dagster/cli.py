@@ -31,11 +31,12 @@ INTERRUPTED = (
 )
 
 
-def run_batch(file: Path, config_path: Path) -> int:
-    """Drop `file` into the inbox, run every stage for it, then the export; print a summary."""
+def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
+    """Drop `file` into the inbox, run every stage for it, then the export; print a summary.
+    The engines' logs go to `engines.log` beside the DuckDB file unless `verbose`."""
     import dagster as dg
 
-    from prefgen_dagster.cli_progress import shown_progress
+    from prefgen_dagster.cli_progress import engine_logs_to, shown_progress
     from prefgen_dagster.config import load_config
     from prefgen_dagster.defs.pipeline_run import materialize_batch
     from prefgen_dagster.defs.report import (
@@ -74,7 +75,9 @@ def run_batch(file: Path, config_path: Path) -> int:
     started = time.perf_counter()
     # Dagster's console stays quiet (its step failures come with long tracebacks); the
     # steps' warnings and errors are printed below, a line each.
-    with shown_progress():
+    engine_log = storage.path.parent / "engines.log"
+    quiet = contextlib.nullcontext() if verbose else engine_logs_to(engine_log)
+    with quiet, shown_progress():
         batch, export = materialize_batch(config_path, file.name, instance, log_level="CRITICAL")
     elapsed = time.perf_counter() - started
     for line in run_warnings(instance, batch) + (run_warnings(instance, export) if export else []):
@@ -86,31 +89,13 @@ def run_batch(file: Path, config_path: Path) -> int:
     print()
     print(label_quality_report(storage, file.name, config))
     print(f"\nDuckDB file: {storage.path}")
+    if not verbose:
+        print(f"Engine logs: {engine_log}")
     dataset = config.resolve(config.paths.export_dir) / "dataset"
     print(f"Dataset:     {dataset if export is not None else 'not exported by this run'}")
     if batch.success and export is not None and export.success:
         return 0
     return EXIT_HELD_BACK if held_back_only(batch) else 1
-
-
-def push_export(repo_id: str, config_path: Path, dry_run: Path | None, private: bool) -> int:
-    """Upload what the export wrote (Parquet + card) to the Hub, or with `dry_run` write the
-    folder that would be uploaded. The token comes from $HF_TOKEN and goes nowhere else."""
-    from prefgen_dagster.config import load_config
-    from prefgen_dagster.export.card import hub_folder, push
-
-    config = load_config(config_path, check_environment=False)
-    export_dir = config.resolve(config.paths.export_dir)
-    folder = hub_folder(export_dir, dry_run or export_dir / "hub")
-    if dry_run is not None:
-        print(f"{folder}: what `prefgen push {repo_id}` would upload")
-        return 0
-    token = os.environ.get("HF_TOKEN")
-    if not token:
-        print("prefgen: set HF_TOKEN to a Hugging Face token with write access", file=sys.stderr)
-        return EXIT_USAGE
-    print(push(folder, repo_id, token, private))
-    return 0
 
 
 def estimate_file(file: Path, config_path: Path) -> str:
@@ -159,7 +144,7 @@ def demo(workdir: Path) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Every command and argument, each with its help text."""
     parser = argparse.ArgumentParser(prog="prefgen", description=__doc__)
-    verbose_help = "show the traceback of a config, input or storage error"
+    verbose_help = "show the engines' logs, and the traceback of a config, input or storage error"
     parser.add_argument("--verbose", action="store_true", help=verbose_help)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     # Also accepted after the command; SUPPRESS keeps it from undoing one given before.
@@ -222,14 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from prefgen_dagster.config import ConfigError
+    from prefgen_dagster.export.card import MissingToken
     from prefgen_dagster.export.story import UnknownId
     from prefgen_dagster.ingest.read import InputFileError
     from prefgen_dagster.storage.store import StorageUnavailable
 
+    # Problems the user fixes: one line, exit 2.
+    usage = (ConfigError, InputFileError, StorageUnavailable, FileNotFoundError)
     try:
         with _sigterm_as_interrupt():
             return _command(args)
-    except (ConfigError, InputFileError, StorageUnavailable, FileNotFoundError, UnknownId) as err:
+    except (*usage, UnknownId, MissingToken) as err:
         if args.verbose:
             raise
         print(f"prefgen: {_one_line(err)}", file=sys.stderr)
@@ -278,7 +266,7 @@ def _one_line(err: Exception) -> str:
 
 def _command(args: argparse.Namespace) -> int:
     if args.command == "run":
-        return run_batch(args.file, args.config)
+        return run_batch(args.file, args.config, args.verbose)
     if args.command == "estimate":
         print(estimate_file(args.file, args.config))
         return 0
@@ -291,7 +279,14 @@ def _command(args: argparse.Namespace) -> int:
         print(story(Storage(config.resolve(config.paths.duckdb_path)), args.id))
         return 0
     if args.command == "push":
-        return push_export(args.repo_id, args.config, args.dry_run, args.private)
+        from prefgen_dagster.config import load_config
+        from prefgen_dagster.export.card import publish
+
+        config = load_config(args.config, check_environment=False)
+        export_dir = config.resolve(config.paths.export_dir)
+        token = os.environ.get("HF_TOKEN")  # passed on to the Hub client, never printed
+        print(publish(export_dir, args.repo_id, args.dry_run, args.private, token))
+        return 0
     if args.command == "retry-failed":
         from prefgen_dagster.config import load_config
         from prefgen_dagster.storage.store import Storage

@@ -1,14 +1,17 @@
-"""Live progress for `prefgen run`: one bar per engine's share of a stage, drawn with `rich`
-from the `prefgen.progress` records (`llm/progress.py`); on a stderr that is not a terminal,
-a plain line per engine every `PLAIN_INTERVAL_S` and at its end."""
+"""What `prefgen run` shows while it works: one bar per engine's share of a stage, drawn with
+`rich` from the `prefgen.progress` records (`llm/progress.py`; on a stderr that is not a
+terminal, a plain line per engine every `PLAIN_INTERVAL_S` and at its end), and not the
+engines' own logs, which go to a file (`engine_logs_to`) unless `--verbose`."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -24,6 +27,8 @@ from rich.progress import (
 from prefgen_dagster.llm.progress import listening
 
 PLAIN_INTERVAL_S = 10.0
+# The loggers of the engines prefgen drives in-process.
+ENGINE_LOGGERS = ("vllm",)
 
 
 class ProgressDisplay(logging.Handler):
@@ -87,3 +92,27 @@ def shown_progress() -> Iterator[None]:
             yield
     finally:
         display.close()
+
+
+@contextmanager
+def engine_logs_to(path: Path) -> Iterator[None]:
+    """Send the engines' logs to `path` (appended) instead of the terminal."""
+    # Else vLLM gives its logger a handler of its own, on stdout, when it is imported.
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    loggers = [logging.getLogger(name) for name in ENGINE_LOGGERS]
+    before = [(logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, (level, propagate) in zip(loggers, before, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+        handler.close()

@@ -146,7 +146,24 @@ def hub_folder(export_dir: Path, target: Path) -> Path:
     return target
 
 
-def push(folder: Path, repo_id: str, token: str, private: bool) -> str:
+class MissingToken(RuntimeError):
+    """An upload was asked for without a Hub token."""
+
+
+def publish(
+    export_dir: Path, repo_id: str, dry_run: Path | None, private: bool, token: str | None
+) -> str:
+    """Upload what the export wrote (Parquet + card) as a Hub dataset repo, or with
+    `dry_run` only write the folder that would be uploaded; returns what was done."""
+    folder = hub_folder(export_dir, dry_run or export_dir / "hub")
+    if dry_run is not None:
+        return f"{folder}: what `prefgen push {repo_id}` would upload"
+    if not token:
+        raise MissingToken("set HF_TOKEN to a Hugging Face token with write access")
+    return _upload(folder, repo_id, token, private)
+
+
+def _upload(folder: Path, repo_id: str, token: str, private: bool) -> str:
     """Upload the folder as a dataset repo; returns its URL. The token is only passed on."""
     from huggingface_hub import HfApi
 

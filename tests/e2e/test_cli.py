@@ -68,3 +68,8 @@ def test_prefgen_run_prints_summary(tmp_path: Path, tiny_models: Path) -> None:
     assert "WARNING: canaries are off, so the judge's accuracy is not measured" in out
     dataset = load_from_disk(str(tmp_path / "data" / "export" / "dataset"))
     assert len(dataset) == int(exported.group(1))
+    # vLLM's own logs went to a file, not to the terminal.
+    engine_log = tmp_path / "data" / "engines.log"
+    assert f"Engine logs: {engine_log}" in out
+    assert "Resolved architecture" in engine_log.read_text()
+    assert "Resolved architecture" not in out + done.stderr

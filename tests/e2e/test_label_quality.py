@@ -103,7 +103,7 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
         ).stdout
         for hop in (
             "instruction ",
-            f"from {BATCH} row ",
+            f"{BATCH} row ",
             "pooled completions",
             "EvolQuality rewrites",
             "judge answers",
