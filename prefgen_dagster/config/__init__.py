@@ -56,8 +56,8 @@ class EngineConfig(Strict):
 class ExportConfig(Strict):
     """What the dataset card says of the export (and a Hub upload publishes)."""
 
-    # The data's license: an SPDX-style id as the Hub lists them. The texts come from the
-    # configured models, whose terms decide what may be chosen here.
+    # The data's license: an id as the Hub lists them ("apache-2.0", "cc-by-4.0", ...). The
+    # texts come from the configured models, whose terms bound what it may be.
     license: str = "other"
     pretty_name: str = "prefgen preference pairs"
 

@@ -46,17 +46,15 @@ def generate_completions(
         answered = [row for row in rows if row["error"] is None]
         for row in rows:
             row["echoed_marker"] = echoed_marker(row["text"])
-            row["similarity"], row["too_similar"] = None, False  # failed rows keep these
+            row["similarity"], row["too_similar"] = None, False  # set below if answered
         embed_rows(answered, config.uses_embeddings(), vectors)
         _mark_similarity(answered, threshold)
-        if attempt == diversity.max_regenerations or not any(
-            row.get("too_similar") for row in rows
-        ):
+        if attempt == diversity.max_regenerations or not any(r["too_similar"] for r in rows):
             break
         pending = [
             regeneration(first, attempt + 1, diversity.temperature_step)
             for first, row in zip(first_plans, rows, strict=True)
-            if row.get("too_similar")
+            if row["too_similar"]
         ]
         regenerated = {p.row["completion_id"]: p for p in pending}
         plans = [regenerated.get(p.row["completion_id"], p) for p in plans]
