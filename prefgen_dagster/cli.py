@@ -34,11 +34,9 @@ INTERRUPTED = (
 def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
     """Drop `file` into the inbox, run every stage for it, then the export; print a summary.
     The engines' logs go to `engines.log` beside the DuckDB file unless `verbose`."""
-    import dagster as dg
-
     from prefgen_dagster.cli_progress import engine_logs_to, shown_progress
     from prefgen_dagster.config import load_config
-    from prefgen_dagster.defs.pipeline_run import materialize_batch
+    from prefgen_dagster.defs.pipeline_run import materialize_batch, open_instance, ui_command
     from prefgen_dagster.defs.report import (
         held_back_only,
         interrupted,
@@ -69,18 +67,24 @@ def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
 
     print(f"estimate for {file.name} (before the cache; cached calls cost nothing):")
     print(estimate_file(target, config_path))
-    # With DAGSTER_HOME set the runs show up in that instance's UI; else they are ephemeral.
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
-    instance = instance or dg.DagsterInstance.ephemeral()
+    # The runs are recorded in a persistent instance, so the UI shows them and the inbox
+    # sensor knows this batch is done.
+    instance, dagster_home = open_instance(config)
     started = time.perf_counter()
     # Dagster's console stays quiet (its step failures come with long tracebacks); the
     # steps' warnings and errors are printed below, a line each.
     engine_log = storage.path.parent / "engines.log"
     quiet = contextlib.nullcontext() if verbose else engine_logs_to(engine_log)
-    with quiet, shown_progress():
-        batch, export = materialize_batch(config_path, file.name, instance, log_level="CRITICAL")
-    elapsed = time.perf_counter() - started
-    for line in run_warnings(instance, batch) + (run_warnings(instance, export) if export else []):
+    with instance:
+        with quiet, shown_progress():
+            batch, export = materialize_batch(
+                config_path, file.name, instance, log_level="CRITICAL"
+            )
+        elapsed = time.perf_counter() - started
+        warnings = run_warnings(instance, batch) + (
+            run_warnings(instance, export) if export else []
+        )
+    for line in warnings:
         print(f"warning: {line}")
     if interrupted(batch) or (export is not None and interrupted(export)):
         raise KeyboardInterrupt
@@ -93,6 +97,8 @@ def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
         print(f"Engine logs: {engine_log}")
     dataset = config.resolve(config.paths.export_dir) / "dataset"
     print(f"Dataset:     {dataset if export is not None else 'not exported by this run'}")
+    print(f"Runs:        {dagster_home} (the Dagster instance)")
+    print(f"UI:          {ui_command(config_path, dagster_home)}")
     if batch.success and export is not None and export.success:
         return 0
     return EXIT_HELD_BACK if held_back_only(batch) else 1

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -36,7 +36,14 @@ class ProgressDisplay(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self._console = Console(stderr=True)
+        # The stderr of the moment the display is made: while a step runs, Dagster's
+        # compute-log capture points sys.stderr (and fd 2) at its log files, and the bars
+        # belong on the terminal, not in those files.
+        try:
+            self._stream: TextIO = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+        except (AttributeError, OSError, ValueError):  # no descriptor (a test's capture)
+            self._stream = sys.stderr
+        self._console = Console(file=self._stream)
         self._bars: Progress | None = None
         self._tasks: dict[Any, TaskID] = {}
         self._printed: dict[Any, float] = {}
@@ -75,11 +82,13 @@ class ProgressDisplay(logging.Handler):
         finished = figures["done"] == figures["total"]
         if finished or now - self._printed.get(key, float("-inf")) >= PLAIN_INTERVAL_S:
             self._printed[key] = now
-            print(record.getMessage(), file=sys.stderr, flush=True)
+            print(record.getMessage(), file=self._stream, flush=True)
 
     def close(self) -> None:
         if self._bars is not None:
             self._bars.stop()
+        if self._stream is not sys.stderr:
+            self._stream.close()
         super().close()
 
 

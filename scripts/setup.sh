@@ -8,6 +8,19 @@ PYTHON="${PYTHON:-python3.11}"
 STAMP=.venv/.prefgen-setup
 WANT="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 
+# The UI test (tests/e2e/test_ui.py) drives Debian's Chromium through its chromedriver.
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+    SUDO=()
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=(sudo -n); fi
+    if { [ "$(id -u)" -eq 0 ] || [ ${#SUDO[@]} -gt 0 ]; } && command -v apt-get >/dev/null; then
+        "${SUDO[@]}" apt-get update -qq
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends chromium chromium-driver >/dev/null
+    else
+        echo "setup: install chromium and chromium-driver (apt) for the UI test" >&2
+    fi
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && .venv/bin/python -c "import prefgen_dagster" 2>/dev/null; then
     exit 0
 fi

@@ -36,6 +36,9 @@ class PathsConfig(Strict):
     duckdb_path: str = "data/prefgen.duckdb"
     inbox_dir: str = "data/inbox"
     export_dir: str = "data/export"
+    # The Dagster instance `prefgen run` records its runs in when $DAGSTER_HOME is unset (the
+    # folder to give `dagster dev` as DAGSTER_HOME to see them).
+    dagster_home: str = "data/dagster"
 
 
 class EngineConfig(Strict):
@@ -60,6 +63,9 @@ class ExportConfig(Strict):
     # texts come from the configured models, whose terms bound what it may be.
     license: str = "other"
     pretty_name: str = "prefgen preference pairs"
+    # About this share of the instructions (with all their pairs) form the `test` split,
+    # chosen by a hash of the instruction: stable across runs and exports.
+    test_fraction: float = Field(0.1, ge=0, lt=1)
 
 
 class PipelineConfig(Strict):
@@ -145,7 +151,11 @@ class PipelineConfig(Strict):
 
     def sql_vars(self) -> dict[str, Any]:
         """Values the SQL files may read with `{{ var('name') }}`."""
+        # `stages` hashes this module's config classes, so it is imported here, not above.
+        from prefgen_dagster.stages import pipeline_hash
+
         return {
+            "settings_hash": pipeline_hash(self),
             "min_margin": self.pairing.min_margin,
             "strategy": self.pairing.strategy,
             "judge_decides": self.pairing.judge_decides(),

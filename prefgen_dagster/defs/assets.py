@@ -29,6 +29,7 @@ from prefgen_dagster.judging.calibration import (
     calibration_lines,
     mean_rating_by_position,
 )
+from prefgen_dagster.judging.plots import label_plots, read_frames
 from prefgen_dagster.judging.run import Judged, rate_completions
 from prefgen_dagster.judging.summary import histogram, summarize_ratings
 from prefgen_dagster.llm.runner import RunStats
@@ -107,7 +108,7 @@ def raw_instructions(
     return dg.MaterializeResult(
         data_version=metadata.data_version(pl.concat([accepted, rejected], how="diagonal")),
         metadata={
-            **metadata.frame_metadata(accepted, ["source_row", "instruction"]),
+            **metadata.frame_metadata(accepted, "instructions", ["source_row", "instruction"]),
             **common_metadata(config),
             "input_rows": result.input_rows,
             "accepted_rows": accepted.height,
@@ -217,9 +218,15 @@ def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.M
     )
     for line in calibration_lines(judged.calibration, config.names_by_identity()):
         context.log.info(line)
+    drawn = label_plots(
+        read_frames(storage, [context.partition_key]),
+        config.names_by_identity(),
+        config.checks.min_canary_accuracy,
+    )
     extra: dict[str, Any] = {
         "self_judging_models": dg.MetadataValue.json(self_judging),
         **_calibration_metadata(judged),
+        "plots": metadata.plots(drawn),
     }
     if frame.height:
         labels = frame.filter(pl.col("purpose") == "label")
@@ -292,7 +299,7 @@ def _llm_result(
     return dg.MaterializeResult(
         data_version=metadata.data_version(frame),
         metadata={
-            **metadata.frame_metadata(frame, preview),
+            **metadata.frame_metadata(frame, stage.table, preview),
             "dagster/column_lineage": metadata.column_lineage(stage.column_sources),
             **common_metadata(config),
             **_llm_metadata(stats),

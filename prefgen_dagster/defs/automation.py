@@ -2,7 +2,9 @@
 schedule.
 
 * The sensor only lists the inbox (sensors time out after 60 s): each new or changed file
-  that has stopped changing becomes a partition and a run of every stage.
+  that has stopped changing becomes a partition and a run of every stage, unless the
+  instance already has that batch's pairs from after the file was written (`prefgen run`
+  records its runs in the same instance).
 * `STAGE_CONDITION` re-runs a batch's asset when its code version (its own settings, see
   `versions`) changes or an input it reads is updated, so a changed config re-runs only the
   stages it affects and those after them.
@@ -18,6 +20,7 @@ import dagster as dg
 
 from prefgen_dagster.defs.assets import GROUP
 from prefgen_dagster.defs.partitions import batches
+from prefgen_dagster.defs.report import CHECK_FAILED_ERROR
 from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.ingest.batches import is_valid_batch_name
 from prefgen_dagster.stages import pipeline_hash
@@ -85,20 +88,49 @@ def inbox_sensor(context: dg.SensorEvaluationContext, prefgen: PrefgenResource) 
     changed = [name for name, stamp in current.items() if seen.get(name) != stamp]
     known = set(context.instance.get_dynamic_partitions(batches.name))
     new_keys = [name for name in changed if name not in known]
+    # A batch `prefgen run` already made from this very file (the same instance) is done.
+    to_run = [
+        name
+        for name in changed
+        if name not in known or not pairs_newer_than(context.instance, name, current[name][0])
+    ]
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(partition_key=name, run_key=f"{name}@{current[name][0]}")
-            for name in changed
+            for name in to_run
         ],
         dynamic_partitions_requests=[batches.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps({**seen, **current}, sort_keys=True),
     )
 
 
+def latest_pairs(instance: dg.DagsterInstance, batch_id: str) -> dg.EventLogRecord | None:
+    """The batch's newest `dpo_pairs` materialization, if any."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=PAIRS_KEY, asset_partitions=[batch_id]), limit=1
+    ).records
+    return records[0] if records else None
+
+
+def pairs_newer_than(instance: dg.DagsterInstance, batch_id: str, mtime_ns: int) -> bool:
+    """Whether the batch's `dpo_pairs` were materialized after the file was last written."""
+    record = latest_pairs(instance, batch_id)
+    return record is not None and record.timestamp > mtime_ns / 1e9
+
+
 def last_run_failed(instance: dg.DagsterInstance, batch_id: str) -> bool:
-    """Whether the newest run for this batch failed (engine error, blocking check, crash)."""
+    """Whether the newest run for this batch failed for a reason of its own (an engine
+    error, an interrupt, a crash). A run that failed only because blocking checks held the
+    batch back is not counted: running it again gives the same verdict until its file or the
+    settings change, which the other rules of `stale_batches` catch."""
     runs = instance.get_runs(filters=dg.RunsFilter(tags={PARTITION_TAG: batch_id}), limit=1)
-    return bool(runs) and runs[0].status == dg.DagsterRunStatus.FAILURE
+    if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
+        return False
+    failures = instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    return not failures or any(
+        entry.dagster_event.event_specific_data.error.cls_name != CHECK_FAILED_ERROR
+        for entry in failures
+    )
 
 
 def stale_batches(instance: dg.DagsterInstance, current_hash: str, inbox: Path) -> list[str]:
@@ -109,16 +141,14 @@ def stale_batches(instance: dg.DagsterInstance, current_hash: str, inbox: Path) 
         if last_run_failed(instance, key):
             stale.append(key)
             continue
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=PAIRS_KEY, asset_partitions=[key]), limit=1
-        ).records
-        if not records:
+        record = latest_pairs(instance, key)
+        if record is None:
             stale.append(key)
             continue
-        materialization = records[0].asset_materialization
+        materialization = record.asset_materialization
         made_with = materialization.metadata.get("pipeline_hash") if materialization else None
         source = inbox / key
-        newer_file = source.exists() and source.stat().st_mtime > records[0].timestamp
+        newer_file = source.exists() and source.stat().st_mtime > record.timestamp
         if made_with is None or made_with.value != current_hash or newer_file:
             stale.append(key)
     return stale
@@ -128,8 +158,8 @@ def stale_batches(instance: dg.DagsterInstance, current_hash: str, inbox: Path) 
     job=batch_job, cron_schedule="0 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
 )
 def catch_up_schedule(context: dg.ScheduleEvaluationContext, prefgen: PrefgenResource):
-    """Every hour: re-run each batch whose last run failed or that is not up to date with
-    its file and the settings."""
+    """Every hour: re-run each batch whose last run failed (not merely held back by its
+    checks) or that is not up to date with its file and the settings."""
     config = prefgen.config()
     inbox = config.resolve(config.paths.inbox_dir)
     keys = stale_batches(context.instance, pipeline_hash(config), inbox)

@@ -1,6 +1,8 @@
 """Asset checks made from `dbt_like_sql/checks/*.sql`: one file, one check, no Python."""
 
+import json
 import warnings
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -11,8 +13,11 @@ from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.sql.project import SqlCheck, SqlProject
 
 
-def build_sql_check(check: SqlCheck, project: SqlProject) -> dg.AssetChecksDefinition:
-    """An asset check that runs the file's SQL for the batch: zero rows means it passed."""
+def build_sql_check(
+    check: SqlCheck, project: SqlProject, values: dict[str, Any]
+) -> dg.AssetChecksDefinition:
+    """An asset check that runs the file's SQL for the batch: zero rows means it passed.
+    `values` are the config's SQL vars; its description shows the ones the check reads."""
     other_assets = sorted({project.table_asset(ref) for ref in check.refs} - {check.asset})
     severity = dg.AssetCheckSeverity[check.severity]
 
@@ -20,7 +25,7 @@ def build_sql_check(check: SqlCheck, project: SqlProject) -> dg.AssetChecksDefin
         asset=check.asset,
         name=check.name,
         description=f"[{check.severity}{', blocking' if check.blocking else ''}] "
-        f"{check.description}",
+        f"{check.description}{runs_with(check, values)}",
         blocking=check.blocking,
         additional_deps=other_assets,
         partitions_def=batches,
@@ -71,8 +76,17 @@ def failure_reason(offending: pl.DataFrame) -> str | None:
     return f"{first} (and {more} more)" if more else first
 
 
-def build_sql_checks(project: SqlProject) -> list[dg.AssetChecksDefinition]:
+def runs_with(check: SqlCheck, values: dict[str, Any]) -> str:
+    """The values of the vars a check reads, as a sentence for its description: the header
+    names a threshold (`checks.max_parse_failure_rate`), this says what it is set to."""
+    if not check.variables:
+        return ""
+    shown = ", ".join(f"{name} = {json.dumps(values.get(name))}" for name in check.variables)
+    return f"\n\nRuns with {shown}."
+
+
+def build_sql_checks(project: SqlProject, values: dict[str, Any]) -> list[dg.AssetChecksDefinition]:
     # Partitioned asset checks are a Dagster preview feature; the warning is known and noisy.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        return [build_sql_check(check, project) for check in project.checks]
+        return [build_sql_check(check, project, values) for check in project.checks]

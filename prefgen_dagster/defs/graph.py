@@ -1,5 +1,7 @@
 """The whole asset graph for one config and one `dbt_like_sql/` folder: Python stages, SQL
-models, checks, and the export, with code versions and automation conditions."""
+models, checks, and the export, with code versions, automation conditions, owners, a
+`stage` tag (the config section whose settings shape the asset) and, where the table's
+columns are known before a run, its column schema."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,16 +9,21 @@ from pathlib import Path
 import dagster as dg
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.defs import versions
+from prefgen_dagster.defs import metadata, versions
 from prefgen_dagster.defs.assets import PYTHON_ASSETS
 from prefgen_dagster.defs.automation import EXPORT_CONDITION, STAGE_CONDITION
 from prefgen_dagster.defs.checks import build_sql_checks
 from prefgen_dagster.defs.sql_assets import build_export_asset, build_model_asset
 from prefgen_dagster.sql.project import load_project
-from prefgen_dagster.stages import BY_ASSET
+from prefgen_dagster.stages import BY_ASSET, Section
+from prefgen_dagster.storage.schema import TABLES
 
 # The models the export reads (the final pairs, and the texts they point at).
 REQUIRED_MODELS = ("candidates", "dpo_pairs")
+OWNERS = ["team:prefgen"]
+# The section whose settings shape the SQL models (see `stages.SECTIONS`); the export has none.
+MODELS_SECTION: Section = "pairing"
+EXPORT_STAGE = "export"
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,12 @@ def build_graph(config: PipelineConfig, sql_dir: Path | None = None) -> Pipeline
         return versions.with_checks(version, checks, values)
 
     python_assets = [
-        _batch_asset(asset, checked(name, BY_ASSET[name].code_version(config)))
+        _batch_asset(
+            asset,
+            checked(name, BY_ASSET[name].code_version(config)),
+            BY_ASSET[name].section,
+            BY_ASSET[name].table,
+        )
         for asset in PYTHON_ASSETS
         if (name := asset.key.path[-1])
     ]
@@ -53,20 +65,39 @@ def build_graph(config: PipelineConfig, sql_dir: Path | None = None) -> Pipeline
         _batch_asset(
             build_model_asset(model, project),
             checked(model.name, versions.sql_file_version(model, values)),
+            MODELS_SECTION,
+            model.name,
         )
         for model in project.models.values()
     ]
     export_asset = build_export_asset(project).map_asset_specs(
         lambda spec: spec.replace_attributes(
-            code_version=versions.export_version(), automation_condition=EXPORT_CONDITION
+            code_version=versions.export_version(),
+            automation_condition=EXPORT_CONDITION,
+            owners=OWNERS,
+            tags={**spec.tags, "stage": EXPORT_STAGE},
         )
     )
-    return PipelineGraph([*python_assets, *models], export_asset, build_sql_checks(project))
+    return PipelineGraph([*python_assets, *models], export_asset, build_sql_checks(project, values))
 
 
-def _batch_asset(asset: dg.AssetsDefinition, code_version: str) -> dg.AssetsDefinition:
+def _batch_asset(
+    asset: dg.AssetsDefinition, code_version: str, stage: str, table: str
+) -> dg.AssetsDefinition:
+    """`table`: the asset's main table; a model's table gets its columns from its first run,
+    so only the schema's tables have a column schema before one."""
+    known = TABLES.get(table)
+    columns = {}
+    if known:
+        # A column definition is "name TYPE ...", as in the DDL.
+        types = dict(column.split()[:2] for column in known.columns)
+        columns = {"dagster/column_schema": metadata.column_schema(table, types)}
     return asset.map_asset_specs(
         lambda spec: spec.replace_attributes(
-            code_version=code_version, automation_condition=STAGE_CONDITION
+            code_version=code_version,
+            automation_condition=STAGE_CONDITION,
+            owners=OWNERS,
+            tags={**spec.tags, "stage": stage},
+            metadata={**spec.metadata, **columns},
         )
     )

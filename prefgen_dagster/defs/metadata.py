@@ -10,6 +10,9 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from prefgen_dagster.judging.plots import Plot, markdown
+from prefgen_dagster.storage.columns import describe
+
 _CELL_CHARS = 80
 
 
@@ -39,17 +42,50 @@ def distribution(values: Iterable[Any], label: str) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def frame_metadata(frame: pl.DataFrame, preview_columns: list[str] | None = None) -> dict[str, Any]:
-    """Row count, column schema and a preview of a written frame."""
-    schema = dg.TableSchema(
-        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+def column_schema(table: str, types: dict[str, Any]) -> dg.TableSchema:
+    """A table's (or SQL model's, or the export's) columns with their types and what each
+    means (`storage/columns.py`)."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, str(kind), description=describe(table, name))
+            for name, kind in types.items()
+        ]
     )
+
+
+def frame_metadata(
+    frame: pl.DataFrame, table: str, preview_columns: list[str] | None = None
+) -> dict[str, Any]:
+    """Row count, column schema and a preview of a frame written to `table`."""
     preview = frame.select(preview_columns) if preview_columns and frame.height else frame
     return {
         "dagster/row_count": frame.height,
-        "dagster/column_schema": schema,
+        "dagster/column_schema": column_schema(table, dict(frame.schema)),
         "preview": dg.MetadataValue.md(markdown_table(preview)),
     }
+
+
+def pairs_preview(records: list[dict[str, Any]], limit: int = 5) -> str:
+    """The first exported pairs as a markdown table: the user's message, the two answers and
+    their scores (the messages flattened to their text)."""
+    rows = [
+        {
+            "prompt": record["prompt"][-1]["content"],
+            "chosen": record["chosen"][0]["content"],
+            "rejected": record["rejected"][0]["content"],
+            "score_chosen": record["score_chosen"],
+            "score_rejected": record["score_rejected"],
+            "margin": record["margin"],
+        }
+        for record in records[:limit]
+    ]
+    return markdown_table(pl.DataFrame(rows), limit)
+
+
+def plots(drawn: list[Plot]) -> dg.MetadataValue:
+    """The plots as one markdown entry, each image embedded as a base64 PNG data URI with its
+    caption below, so the asset page shows them with no file server."""
+    return dg.MetadataValue.md(markdown(drawn, embed=True))
 
 
 def column_lineage(deps: dict[str, list[tuple[str, str]]]) -> dg.TableColumnLineage:

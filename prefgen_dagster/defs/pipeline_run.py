@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
 from pathlib import Path
 
 import dagster as dg
+from filelock import FileLock
 
-from prefgen_dagster.config import load_config
+from prefgen_dagster.config import PipelineConfig, load_config
 from prefgen_dagster.defs.graph import PipelineGraph, build_graph
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import PrefgenResource
+
+OPEN_TIMEOUT_S = 60
+
+
+def open_instance(config: PipelineConfig) -> tuple[dg.DagsterInstance, Path]:
+    """The persistent Dagster instance `prefgen run` records its runs in, and its folder:
+    $DAGSTER_HOME when set, else the config's `paths.dagster_home` (created if missing).
+    `dagster dev` with DAGSTER_HOME set to that folder shows the runs."""
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        return dg.DagsterInstance.get(), Path(home)
+    folder = config.resolve(config.paths.dagster_home).resolve()  # Dagster wants it absolute
+    folder.mkdir(parents=True, exist_ok=True)
+    # Opening a new instance creates its tables: two runs starting at once would both try.
+    with FileLock(str(folder / "prefgen-open.lock"), timeout=OPEN_TIMEOUT_S):
+        return dg.DagsterInstance.from_config(str(folder)), folder
+
+
+def ui_command(config_path: Path, dagster_home: Path) -> str:
+    """The `dagster dev` command that shows the runs recorded in `dagster_home`, with this
+    config's assets, sensor and schedule."""
+    dagster = Path(sys.executable).parent / "dagster"
+    program = str(dagster) if dagster.exists() else "dagster"
+    words = [
+        f"PREFGEN_CONFIG={shlex.quote(str(config_path.resolve()))}",
+        f"DAGSTER_HOME={shlex.quote(str(dagster_home))}",
+        shlex.quote(program),
+        "dev -m prefgen_dagster.defs.definitions",
+    ]
+    return " ".join(words)
 
 
 def _run(

@@ -20,9 +20,11 @@ def held_back_only(batch) -> bool:
 
 
 INTERRUPTED_ERROR = "DagsterExecutionInterruptedError"
+# The step error of a failed blocking check: the batch was held back, nothing broke.
+CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
 # Step errors that are not the step's own: a failed blocking check (its check line says so)
 # and an interrupt (Ctrl-C or SIGTERM; `prefgen` says so in one line).
-_NOT_OWN_ERRORS = ("DagsterAssetCheckFailedError", INTERRUPTED_ERROR)
+_NOT_OWN_ERRORS = (CHECK_FAILED_ERROR, INTERRUPTED_ERROR)
 
 
 def interrupted(result) -> bool:

@@ -1,6 +1,7 @@
 """Assets made from `dbt_like_sql/`: one per model file, plus the export, which writes the
 final pairs of every batch that passed its blocking checks."""
 
+import re
 from typing import Any
 
 import dagster as dg
@@ -11,10 +12,13 @@ from prefgen_dagster.defs.assets import GROUP, common_metadata
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.export import dataset as export
-from prefgen_dagster.export.card import dataset_card
+from prefgen_dagster.export.card import dataset_card, write_plots
+from prefgen_dagster.judging.plan import judge_settings
+from prefgen_dagster.judging.plots import LabelFrames, label_plots, read_frames
 from prefgen_dagster.judging.summary import histogram
 from prefgen_dagster.sql.project import SqlFile, SqlProject, column_lineage
 from prefgen_dagster.stages import pipeline_hash
+from prefgen_dagster.storage.columns import EXPORT
 
 EXPORT_GROUP = "export"
 
@@ -31,7 +35,7 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
         group_name=GROUP,
         kinds={"duckdb", "sql"},
         deps=deps,
-        description=f"SQL model `{model.path.name}`.\n\n" + _leading_comment(model.sql),
+        description=f"SQL model `{model.path.name}`.\n\n" + comment_markdown(model.sql),
         metadata={"sql_file": dg.MetadataValue.path(str(model.path))},
     )
     def _model(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
@@ -42,7 +46,7 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
         storage.replace_partition(model.name, batch_id, frame)
         lineage = column_lineage(model, storage.column_types())
         meta = {
-            **metadata.frame_metadata(frame),
+            **metadata.frame_metadata(frame, model.name),
             **common_metadata(config),
             "dagster/column_lineage": metadata.column_lineage(
                 {
@@ -57,13 +61,45 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
     return _model
 
 
-def _leading_comment(sql: str) -> str:
-    lines = []
+# In a comment, an indented `term   what it means` line is an item of a list of terms.
+_TERM = re.compile(r"^ {2,7}(\S+) +(.*)$")
+_CONTINUED = re.compile(r"^ {8,}\S")
+
+
+def comment_markdown(sql: str) -> str:
+    """The file's leading `--` comment as markdown, so the UI keeps its shape. The comments
+    are wrapped prose: indented `term   meaning` lines become list items (deeper-indented
+    lines continue them), and a line after a blank one or after the end of a sentence starts
+    a new paragraph."""
+    blocks: list[list[str]] = []  # [kind ("item" or "text"), markdown]
+    fresh = True
     for line in sql.splitlines():
         if not line.startswith("--"):
             break
-        lines.append(line[2:].strip())
-    return "\n".join(lines)
+        text = line[3:] if line.startswith("-- ") else line[2:]
+        stripped = text.strip()
+        term = _TERM.match(text)
+        if term:
+            blocks.append(["item", f"* `{term.group(1)}` {term.group(2).strip()}"])
+        elif (
+            stripped
+            and not fresh
+            and (
+                _CONTINUED.match(text)
+                if blocks[-1][0] == "item"
+                else not blocks[-1][1].endswith((".", ":"))
+            )
+        ):
+            blocks[-1][1] += " " + stripped
+        elif stripped:
+            blocks.append(["text", stripped])
+        fresh = not stripped
+    parts = []
+    for i, (kind, text) in enumerate(blocks):
+        if i:
+            parts.append("\n" if kind == "item" == blocks[i - 1][0] else "\n\n")
+        parts.append(text)
+    return "".join(parts)
 
 
 def _pair_metadata(frame: pl.DataFrame) -> dict[str, Any]:
@@ -79,6 +115,9 @@ def _pair_metadata(frame: pl.DataFrame) -> dict[str, Any]:
     if "dropped_because" in frame.columns:
         rule = frame["dropped_because"].str.split(":").list.first().fill_null("kept")
         meta["dropped_because"] = metadata.distribution(rule, "rule")
+    # The margin plot: the one of the label plots that these rows have data for.
+    empty = pl.DataFrame()
+    meta["plots"] = metadata.plots(label_plots(LabelFrames(empty, empty, empty, frame)))
     return meta
 
 
@@ -87,7 +126,7 @@ def build_export_asset(project: SqlProject) -> dg.AssetsDefinition:
     `graph.build_graph`)."""
 
     @dg.asset(
-        name="preference_dataset",
+        name=EXPORT,
         group_name=EXPORT_GROUP,
         kinds={"duckdb", "huggingface"},
         deps=["dpo_pairs"],
@@ -97,14 +136,28 @@ def build_export_asset(project: SqlProject) -> dg.AssetsDefinition:
         disk and Parquet in TRL's conversational format."""
         config, storage = prefgen.open()
         blocking = [check.name for check in project.checks if check.blocking]
-        pairs, summary = export.collect_pairs(storage, blocking)
-        records = export.to_trl_records(pairs, config.names_by_identity())
-        card = dataset_card(records, summary, config, pipeline_hash(config))
+        judge = judge_settings(config) if config.judge else None
+        pairs, summary = export.collect_pairs(storage, blocking, judge)
+        records = export.to_trl_records(
+            pairs, config.names_by_identity(), config.export.test_fraction
+        )
+        drawn = label_plots(
+            read_frames(storage, summary["batches_exported"], pairs),
+            config.names_by_identity(),
+            config.checks.min_canary_accuracy,
+        )
+        card = dataset_card(records, summary, config, pipeline_hash(config), drawn)
         held = export.held_back_pairs(storage, summary["held_back_reasons"])
         paths = export.write_dataset(records, config.resolve(config.paths.export_dir), card, held)
+        write_plots(drawn, config.resolve(config.paths.export_dir))
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(records),
+                "dagster/column_schema": metadata.column_schema(
+                    EXPORT, dict(pl.DataFrame(records).schema)
+                ),
+                "preview": dg.MetadataValue.md(metadata.pairs_preview(records)),
+                "plots": metadata.plots(drawn),
                 **common_metadata(config),
                 "batches_exported": dg.MetadataValue.json(summary["batches_exported"]),
                 "batches_held_back": dg.MetadataValue.json(summary["batches_held_back"]),

@@ -17,10 +17,16 @@ from prefgen_dagster.export import dataset
 from prefgen_dagster.ids import source_version, stable_hash
 from prefgen_dagster.sql.project import SqlCheck, SqlFile
 
+# Vars that stamp where rows came from rather than shape them: `settings_hash` changes with
+# every setting, and counting it would mark `dpo_pairs` changed by any edit. The pairs are
+# rebuilt, and stamped anew, when a stage before them re-runs (their inputs' data versions).
+PROVENANCE_VARS = frozenset({"settings_hash"})
+
 
 def sql_file_version(model: SqlFile, values: dict[str, Any]) -> str:
     """The SQL text and the values of the vars it reads (`min_margin`, `strategy`, ...)."""
-    return stable_hash([model.sql, {name: values.get(name) for name in model.variables}])
+    shaping = [name for name in model.variables if name not in PROVENANCE_VARS]
+    return stable_hash([model.sql, {name: values.get(name) for name in shaping}])
 
 
 def with_checks(version: str, checks: list[SqlCheck], values: dict[str, Any]) -> str:

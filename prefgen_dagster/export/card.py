@@ -3,23 +3,38 @@
 The card starts with the YAML block the Hugging Face Hub reads (license, task, size, tags,
 and a `configs` entry pointing at the Parquet shard, so `datasets.load_dataset` reads the
 folder as the Hub would), then says what the rows are, which models wrote and judged them,
-with which settings, what the gates kept out, and how to train on it with TRL.
+with which settings, what the gates kept out, plots of the labels (PNG files in `plots/`,
+linked from the card), and how to train on it with TRL.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import yaml
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.export.dataset import RATING_RANGE
+from prefgen_dagster.export.dataset import SPLITS
+from prefgen_dagster.judging.plots import PLOTS_DIR, Plot, markdown
+from prefgen_dagster.storage.columns import EXPORT, describe
 
-# The shard's path inside the uploaded folder, as the Hub's `configs` names it.
-HUB_SHARD = "data/train-00000-of-00001.parquet"
+
+def hub_shard(split: str) -> str:
+    """A split's one Parquet shard inside the uploaded folder, as the Hub's `configs` names
+    it."""
+    return f"data/{split}-00000-of-00001.parquet"
+
+
+def present_splits(records: list[dict[str, Any]]) -> list[str]:
+    """The splits that have rows, in `SPLITS` order (`train` alone when nothing was
+    exported: the Hub needs one)."""
+    found = {record["split"] for record in records}
+    return [split for split in SPLITS if split in found] or [SPLITS[0]]
 
 
 def _size_category(rows: int) -> str:
@@ -29,8 +44,10 @@ def _size_category(rows: int) -> str:
     return "100K<n<1M" if rows < 1_000_000 else "n>1M"
 
 
-def card_metadata(rows: int, config: PipelineConfig) -> dict[str, Any]:
+def card_metadata(records: list[dict[str, Any]], config: PipelineConfig) -> dict[str, Any]:
     """The card's YAML block."""
+    rows = len(records)
+    files = [{"split": split, "path": hub_shard(split)} for split in present_splits(records)]
     return {
         "license": config.export.license,
         "pretty_name": config.export.pretty_name,
@@ -38,20 +55,23 @@ def card_metadata(rows: int, config: PipelineConfig) -> dict[str, Any]:
         "task_categories": ["text-generation"],
         "size_categories": [_size_category(rows)],
         "tags": ["dpo", "preference", "synthetic", "ultrafeedback", "evol-quality", "prefgen"],
-        "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": HUB_SHARD}]}
-        ],
+        "configs": [{"config_name": "default", "data_files": files}],
     }
 
 
 def dataset_card(
-    records: list[dict[str, Any]], summary: dict[str, Any], config: PipelineConfig, settings: str
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    config: PipelineConfig,
+    settings: str,
+    plots: Sequence[Plot] = (),
 ) -> str:
-    """README.md for the export: the YAML block, then the card in prose and lists."""
+    """README.md for the export: the YAML block, then the card in prose and lists. `plots`
+    are linked by their relative path; `write_plots` puts the files there."""
     judge = config.judge
     margins = [r["margin"] for r in records if r["margin"] is not None]
     models = Counter(r["chosen_model"] for r in records)
-    front = yaml.safe_dump(card_metadata(len(records), config), sort_keys=False)
+    front = yaml.safe_dump(card_metadata(records, config), sort_keys=False)
     lines = [
         "---",
         front.rstrip(),
@@ -80,7 +100,13 @@ def dataset_card(
             else "* judge: none"
         ),
         f"* pairs: strategy `{config.pairing.strategy}`, min margin {config.pairing.min_margin}",
-        f"* settings hash: `{settings}` (every row carries the ids that trace it back)",
+        f"* settings hash: `{settings}` (each row's `settings_hash` says what it was made "
+        "with, and its ids trace it back)",
+        *(
+            [f"* rows made with older settings (not re-run since): {stale}"]
+            if (stale := sum(r["settings_hash"] != settings for r in records))
+            else []
+        ),
         "",
         "## Statistics",
         "",
@@ -100,17 +126,14 @@ def dataset_card(
         f"* pairs dropped by the pair rule (see candidate_pairs.dropped_because): "
         f"{summary['pairs_dropped']}",
         "",
+        *(["## Plots", "", markdown(list(plots), embed=False), ""] if plots else []),
         "## Columns",
         "",
-        "* `prompt`, `chosen`, `rejected`: the conversation (TRL's conversational format)",
-        "* `score_chosen`, `score_rejected`: the judge's mean 1-5 ratings",
-        "* `margin`: score_chosen - score_rejected, in rating points (1-4). TRL's",
-        "  `RewardTrainer` uses a column named `margin` in its loss when it is present; drop",
-        "  or rename it if that is not wanted. `DPOTrainer` ignores it.",
-        f"* `margin_normalized`: margin / {RATING_RANGE:g}, in [0, 1]",
-        "* `chosen_model`, `rejected_model`: the model names of the config; `*_origin`:",
-        "  `pooled` or `evolved`; `pair_id`, `instruction_id`, `*_completion_id`, `batch_id`,",
-        "  `source`, `source_row`: where each pair came from (`prefgen inspect PAIR_ID`)",
+        *(
+            [f"* `{name}`: {describe(EXPORT, name)}" for name in records[0]]
+            if records
+            else ["_no pairs exported_"]
+        ),
         "",
         "## Use",
         "",
@@ -118,7 +141,7 @@ def dataset_card(
         "from datasets import load_dataset",
         "from trl import DPOConfig, DPOTrainer",
         "",
-        'pairs = load_dataset("<this repo or folder>", split="train")',
+        'pairs = load_dataset("<this repo or folder>", split="train")  # and "test"',
         "trainer = DPOTrainer(model=model, args=DPOConfig(output_dir='out'),",
         "                     train_dataset=pairs, processing_class=tokenizer)",
         "```",
@@ -132,17 +155,36 @@ def dataset_card(
     return "\n".join(lines) + "\n"
 
 
+def write_plots(plots: Sequence[Plot], export_dir: Path) -> list[Path]:
+    """The card's plots as PNG files under `export_dir/plots/`, replacing the last export's
+    (a plot whose data is gone must not stay behind)."""
+    folder = export_dir / PLOTS_DIR
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    paths = [export_dir / plot.file for plot in plots]
+    for plot, path in zip(plots, paths, strict=True):
+        path.write_bytes(plot.png)
+    return paths
+
+
 def hub_folder(export_dir: Path, target: Path) -> Path:
-    """The folder a Hub upload sends: the exported Parquet as its one train shard, and the
-    card. Made from what the export wrote, so it is exactly what was exported."""
+    """The folder a Hub upload sends: the exported Parquet as its one train shard, the card,
+    and the plots it links. Made from what the export wrote, so it is exactly what was
+    exported."""
     parquet = export_dir / "preference_dataset.parquet"
     if not parquet.exists():
         raise FileNotFoundError(f"{parquet}: nothing exported yet (run a batch first)")
     if target.exists():
         shutil.rmtree(target)
-    (target / HUB_SHARD).parent.mkdir(parents=True)
-    shutil.copyfile(parquet, target / HUB_SHARD)
+    (target / "data").mkdir(parents=True)
+    rows = pl.read_parquet(parquet)
+    for split in present_splits(rows.select("split").to_dicts() if rows.height else []):
+        part = rows.filter(pl.col("split") == split) if rows.height else rows
+        part.write_parquet(target / hub_shard(split))
     shutil.copyfile(export_dir / "README.md", target / "README.md")
+    if (export_dir / PLOTS_DIR).is_dir():
+        shutil.copytree(export_dir / PLOTS_DIR, target / PLOTS_DIR)
     return target
 
 

@@ -9,6 +9,7 @@ context check.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import unicodedata
@@ -139,6 +140,7 @@ def ingest(
     those rows are rejected as `seen before: ...` (see `seen_before_reason`).
     Rejected rows come back in source order."""
     result = IngestResult()
+    fields = (instruction_field, system_prompt_field)
     first_seen: dict[str, int] = {}
     pending: list[tuple[RawRow, str, str, str | None]] = []
     for row in rows:
@@ -159,9 +161,9 @@ def ingest(
             continue
         pending.append((row, iid, instruction, system_prompt))
         if len(pending) == CONTEXT_CHECK_CHUNK:
-            _settle(pending, fits_context, source, batch_id, result)
+            _settle(pending, fits_context, source, batch_id, result, fields)
             pending = []
-    _settle(pending, fits_context, source, batch_id, result)
+    _settle(pending, fits_context, source, batch_id, result, fields)
     result.rejected.sort(key=lambda rejected: rejected["source_row"])
     return result
 
@@ -172,6 +174,7 @@ def _settle(
     source: str,
     batch_id: str,
     result: IngestResult,
+    fields: tuple[str, str],
 ) -> None:
     """Accept the pending rows, or reject those whose prompt does not fit the context."""
     prompts = [(instruction, system_prompt) for _, _, instruction, system_prompt in pending]
@@ -188,8 +191,18 @@ def _settle(
                 "system_prompt": system_prompt,
                 "source": source,
                 "source_row": row.source_row,
+                "input_fields": input_fields(row, fields),
             }
         )
+
+
+def input_fields(row: RawRow, used: tuple[str, ...]) -> str | None:
+    """The row's other fields (an `id`, a `category`, ...) as a JSON object, carried to the
+    export as they came; None when the row has none. Values JSON cannot hold (a Parquet
+    date) are written as text."""
+    assert row.record is not None
+    extra = {name: value for name, value in row.record.items() if name not in used}
+    return json.dumps(extra, ensure_ascii=False, sort_keys=True, default=str) if extra else None
 
 
 def _rejected(row: RawRow, reason: str, source: str, batch_id: str) -> dict[str, Any]:

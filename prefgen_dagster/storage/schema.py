@@ -1,9 +1,10 @@
 """The DuckDB file's tables, its schema version, and the steps from each older version.
 
 Each table's columns are written once, here: the file's DDL and the typed frames the stages
-write (`Table.frame`) both come from them. A column added here reaches an older file when it
-is opened (with its default; see `Storage`), so a new column needs no migration step;
-`MIGRATIONS` is for the changes that adding a column cannot express.
+write (`Table.frame`) both come from them; what each column means is in `columns.py`. A
+column added here reaches an older file when it is opened (with its default; see
+`Storage`), so a new column needs no migration step; `MIGRATIONS` is for the changes that
+adding a column cannot express.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ TABLES: dict[str, Table] = {
             """
             batch_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
             instruction VARCHAR NOT NULL, system_prompt VARCHAR, source VARCHAR NOT NULL,
-            source_row INTEGER NOT NULL""",
+            source_row INTEGER NOT NULL, input_fields VARCHAR""",
         ),
         _table(
             "rejected_inputs",
@@ -176,7 +177,7 @@ TABLES: dict[str, Table] = {
             chosen_completion_id VARCHAR NOT NULL, rejected_completion_id VARCHAR NOT NULL,
             chosen_model VARCHAR, rejected_model VARCHAR, chosen_origin VARCHAR,
             rejected_origin VARCHAR, chosen_rating DOUBLE, rejected_rating DOUBLE, margin DOUBLE,
-            strategy VARCHAR, judge_agreement DOUBLE""",
+            strategy VARCHAR, judge_agreement DOUBLE, settings_hash VARCHAR""",
         ),
         _table(
             "check_results",

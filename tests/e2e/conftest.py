@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from datasets import Dataset, concatenate_datasets, load_from_disk
 
 from prefgen_dagster.cli import DEMO_CONFIG, TINY_CONFIG
 from prefgen_dagster.local_models.packaged import make_smollm2
@@ -46,6 +47,13 @@ def write_config(workdir: Path, models_dir: Path, **overrides: Any) -> Path:
     path = workdir / "prefgen.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def exported_pairs(workdir: Path) -> Dataset:
+    """Every exported pair, both splits (the export's `dataset/` is a DatasetDict)."""
+    splits = load_from_disk(str(workdir / "data" / "export" / "dataset"))
+    assert list(splits) == ["train", "test"]
+    return concatenate_datasets(list(splits.values()))
 
 
 def drop_batch(workdir: Path, name: str, lines: list[str]) -> Path:

@@ -50,12 +50,17 @@ def vllm_server(model_dir: Path, served_name: str, log: Path) -> Iterator[str]:
         _wait_ready(base_url, process, log)
         yield base_url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group; SIGKILL if it is still there after 30 s."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _wait_ready(base_url: str, process: subprocess.Popen, log: Path) -> None:
@@ -96,8 +101,7 @@ def dagster_webserver(
             time.sleep(1)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        _stop(process)
 
 
 def graphql(url: str, query: str) -> dict:

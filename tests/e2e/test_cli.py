@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
-from datasets import load_from_disk
 
 from prefgen_dagster.local_models.tiny import make_tiny_model
 from tests.conftest import CLEAN_ENV
 
-from .conftest import write_config
+from .conftest import exported_pairs, write_config
 from .test_pipeline_vllm import mt_bench_lines
 
 
@@ -52,7 +52,7 @@ def test_prefgen_run_prints_summary(tmp_path: Path, tiny_models: Path) -> None:
         capture_output=True,
         text=True,
         timeout=600,
-        env=CLEAN_ENV,
+        env={key: value for key, value in CLEAN_ENV.items() if key != "DAGSTER_HOME"},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
@@ -66,10 +66,19 @@ def test_prefgen_run_prints_summary(tmp_path: Path, tiny_models: Path) -> None:
     # tiny.yaml measures no labels (random models), and the summary says so.
     assert "Label quality" in out
     assert "WARNING: canaries are off, so the judge's accuracy is not measured" in out
-    dataset = load_from_disk(str(tmp_path / "data" / "export" / "dataset"))
+    dataset = exported_pairs(tmp_path)
     assert len(dataset) == int(exported.group(1))
     # vLLM's own logs went to a file, not to the terminal.
     engine_log = tmp_path / "data" / "engines.log"
     assert f"Engine logs: {engine_log}" in out
     assert "Resolved architecture" in engine_log.read_text()
     assert "Resolved architecture" not in out + done.stderr
+    # The batch run and the export run are kept in the instance beside the DuckDB file.
+    home = (tmp_path / "data" / "dagster").resolve()
+    assert f"Runs:        {home}" in out
+    assert f"DAGSTER_HOME={home} " in out
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert len(instance.get_runs()) == 2
+    finally:
+        instance.dispose()

@@ -8,13 +8,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from datasets import load_from_disk
 
 from prefgen_dagster.defs.pipeline_run import materialize_batch
 from prefgen_dagster.sql.project import load_project
 from prefgen_dagster.storage.schema import PARTITIONED_TABLES
 
-from .conftest import drop_batch, write_config
+from .conftest import drop_batch, exported_pairs, write_config
 
 MT_BENCH = Path(__file__).resolve().parents[3] / "shared" / "data" / "mt-bench-80.jsonl"
 LLM_ASSETS = ("pooled_completions", "evolved_completions", "ratings")
@@ -108,7 +107,7 @@ def test_full_graph_on_vllm_then_rerun_is_free(workdir: Path, tiny_models: Path)
         assert checks["pair_integrity"].passed
         assert checks["input_reconciliation"].passed
 
-        dataset = load_from_disk(str(workdir / "data" / "export" / "dataset"))
+        dataset = exported_pairs(workdir)
         [export_event] = export.asset_materializations_for_node("preference_dataset")
         # dpo_pairs holds the final pairs: the export writes them as they are, and what the
         # pair rule dropped is counted from candidate_pairs.

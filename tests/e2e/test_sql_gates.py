@@ -9,13 +9,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from datasets import load_from_disk
 
 from prefgen_dagster.defs.pipeline_run import materialize_batch, materialize_export
 from prefgen_dagster.sql.project import SQL_ROOT
 from tests.conftest import CLEAN_ENV
 
-from .conftest import drop_batch, write_config
+from .conftest import drop_batch, exported_pairs, write_config
 from .servers import dagster_webserver, graphql
 from .test_pipeline_vllm import mt_bench_lines
 
@@ -82,7 +81,7 @@ def test_sql_only_check_blocks_a_batch_and_shows_in_the_ui(
     assert export.success
     [event] = export.asset_materializations_for_node("preference_dataset")
     assert event.metadata["batches_held_back"].value == ["flagged.jsonl"]
-    dataset = load_from_disk(str(workdir / "data" / "export" / "dataset"))
+    dataset = exported_pairs(workdir)
     assert set(dataset["batch_id"]) == {"clean.jsonl"}
 
     env = {

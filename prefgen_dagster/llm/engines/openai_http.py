@@ -127,9 +127,14 @@ class OpenAIHTTPEngine:
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         attempts = errors = overloads = 0
+        err: Exception | None = None
         while True:
             server = servers[(index + attempts) % len(servers)]
             wave = await server.limit.acquire()
+            if deadline is not None and err is not None and loop.time() >= deadline:
+                # The deadline came while waiting for a slot: no attempt is made.
+                await server.limit.release(wave, "failed")
+                return _failed(err, attempts)
             deadline = deadline or loop.time() + self._spec.deadline_s
             attempts += 1
             started = loop.time()
@@ -138,9 +143,10 @@ class OpenAIHTTPEngine:
                 result = await _watched(_ask(server.client, kwargs), server.stall, deadline)
                 outcome = "answered"
             except DeadlineExceeded as late:
-                return _failed(late, attempts)
+                # A retry cut off by the deadline: the server's own last error says more.
+                return _failed(err or late, attempts)
             except Exception as error:  # every failure is reported per request, never raised
-                err: Exception = error
+                err = error
                 if _is_overload(err):
                     outcome = "overloaded"
             finally:

@@ -1,5 +1,5 @@
-"""A snapshot of the asset graph: every asset's key, deps, partitions, group, kinds, checks
-and what its code version is made of. A change to the graph shows up here as a diff to
+"""A snapshot of the asset graph: every asset's key, deps, partitions, group, kinds, owners,
+tags, checks and what its code version is made of. A change to the graph shows up here as a diff to
 review; regenerate with `UPDATE_SNAPSHOTS=1 pytest tests/unit/defs/test_asset_graph_snapshot.py`."""
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ def graph_snapshot() -> dict[str, Any]:
                 "partitioned": spec.partitions_def is not None,
                 "group": spec.group_name,
                 "kinds": sorted(spec.kinds),
+                "owners": list(spec.owners),
+                # The kinds are listed above; their `dagster/kind/*` tags would repeat them.
+                "tags": {k: v for k, v in spec.tags.items() if not k.startswith("dagster/")},
                 # What the code version is derived from (its value moves with every edit).
                 "code_version_from": (
                     {"code": list(stage.code), "settings": stage.section}

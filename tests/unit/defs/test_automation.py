@@ -14,7 +14,7 @@ import yaml
 
 from prefgen_dagster.cli import TINY_CONFIG
 from prefgen_dagster.config import load_config
-from prefgen_dagster.defs.automation import catch_up_schedule
+from prefgen_dagster.defs.automation import PARTITION_TAG, catch_up_schedule, last_run_failed
 from prefgen_dagster.defs.definitions import build_definitions
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.pipeline_run import materialize_batch
@@ -75,6 +75,39 @@ def test_schedule_retries_failed_and_outdated_batches_only(config_path: Path) ->
         failed, export = materialize_batch(config_path, "broke.jsonl", instance, log_level="ERROR")
         assert not failed.success and export is None
         assert requested(instance) == ["broke.jsonl", "old.jsonl"]
+
+
+def test_a_batch_held_back_by_its_checks_is_not_a_failed_run() -> None:
+    """A run failed by a blocking check held the batch back (re-running gives the same
+    verdict); a run failed by its own step is retried."""
+
+    @dg.asset
+    def pairs() -> None:
+        """Stands in for a batch's last asset."""
+
+    @dg.asset_check(asset=pairs, blocking=True)
+    def gate() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False)
+
+    @dg.asset
+    def broken() -> None:
+        raise RuntimeError("the engine fell over")
+
+    with dg.instance_for_test() as instance:
+        for batch_id, assets, checks in (
+            ("held.jsonl", [pairs], [gate]),
+            ("broke.jsonl", [broken], []),
+        ):
+            result = dg.materialize(
+                [*assets, *checks],
+                instance=instance,
+                tags={PARTITION_TAG: batch_id},
+                raise_on_error=False,
+            )
+            assert not result.success
+        assert not last_run_failed(instance, "held.jsonl")
+        assert last_run_failed(instance, "broke.jsonl")
+        assert not last_run_failed(instance, "never-ran.jsonl")
 
 
 def test_export_follows_any_batch_even_when_another_never_ran(config_path: Path) -> None:

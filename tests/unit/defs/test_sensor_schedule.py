@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
 import yaml
 
 from prefgen_dagster.config import PipelineConfig, load_config
+from prefgen_dagster.defs import automation
 from prefgen_dagster.defs.automation import inbox_sensor, stale_batches
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import CONFIG_ENV, PrefgenResource
@@ -120,6 +123,27 @@ def test_a_second_file_only_runs_the_new_one(inbox: Path, instance: dg.DagsterIn
     drop(inbox, "two.jsonl")
     second = evaluate(instance, first.cursor)
     assert [r.partition_key for r in second.run_requests] == ["two.jsonl"]
+
+
+def test_a_batch_the_cli_already_ran_is_not_run_again(
+    inbox: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prefgen run` records its runs in the instance `dagster dev` then opens: the sensor
+    sees the file in the inbox for the first time, but its batch is done."""
+    path = drop(inbox, "done.jsonl", age=60.0)
+    instance.add_dynamic_partitions(batches.name, ["done.jsonl"])
+    materialize_pairs(instance, "done.jsonl", "hash-1")  # now: after the file was written
+    result = evaluate(instance)
+    assert result.run_requests == []
+    assert result.dynamic_partitions_requests == []
+    assert "done.jsonl" in json.loads(result.cursor)
+
+    # Rewritten after its pairs were made; the sensor looks a minute later, once it settled.
+    drop(inbox, path.name, text='{"instruction": "changed"}\n', age=-30.0)
+    later = time.time() + 60
+    monkeypatch.setattr(automation, "time", SimpleNamespace(time=lambda: later))
+    again = evaluate(instance, result.cursor)
+    assert [r.partition_key for r in again.run_requests] == ["done.jsonl"]
 
 
 # --- batch_file ----------------------------------------------------------------------------

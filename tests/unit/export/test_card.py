@@ -14,8 +14,9 @@ from huggingface_hub import DatasetCard
 
 from prefgen_dagster.cli import main
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.export.card import HUB_SHARD, dataset_card, hub_folder
+from prefgen_dagster.export.card import dataset_card, hub_folder, hub_shard, write_plots
 from prefgen_dagster.export.dataset import write_dataset
+from prefgen_dagster.judging.plots import LabelFrames, label_plots
 
 SUMMARY: dict[str, Any] = {
     "batches_exported": ["b1.jsonl"],
@@ -25,7 +26,7 @@ SUMMARY: dict[str, Any] = {
 }
 
 
-def record(pair_id: str, margin: float) -> dict[str, Any]:
+def record(pair_id: str, margin: float, split: str = "train") -> dict[str, Any]:
     return {
         "prompt": [{"role": "user", "content": f"question {pair_id}"}],
         "chosen": [{"role": "assistant", "content": "good"}],
@@ -34,6 +35,8 @@ def record(pair_id: str, margin: float) -> dict[str, Any]:
         "score_rejected": 5.0 - margin,
         "margin": margin,
         "margin_normalized": margin / 4,
+        "split": split,
+        "settings_hash": "settings-hash" if pair_id != "p2" else "older",
         "chosen_model": "gen-a",
         "rejected_model": "gen-b",
         "pair_id": pair_id,
@@ -42,9 +45,12 @@ def record(pair_id: str, margin: float) -> dict[str, Any]:
 
 @pytest.fixture
 def exported(tmp_path: Path, config: PipelineConfig) -> Path:
-    records = [record("p1", 2.0), record("p2", 3.0)]
-    card = dataset_card(records, SUMMARY, config, "settings-hash")
+    records = [record("p1", 2.0), record("p2", 3.0), record("p3", 2.0, split="test")]
+    empty = pl.DataFrame()
+    plots = label_plots(LabelFrames(empty, empty, empty, pl.DataFrame(records)))
+    card = dataset_card(records, SUMMARY, config, "settings-hash", plots)
     write_dataset(records, tmp_path / "export", card, pl.DataFrame())
+    write_plots(plots, tmp_path / "export")
     return tmp_path / "export"
 
 
@@ -54,26 +60,46 @@ def test_the_card_has_the_hub_metadata_block(exported: Path) -> None:
     assert front["license"] == "other"
     assert front["size_categories"] == ["n<1K"]
     assert front["configs"] == [
-        {"config_name": "default", "data_files": [{"split": "train", "path": HUB_SHARD}]}
+        {
+            "config_name": "default",
+            "data_files": [
+                {"split": "train", "path": hub_shard("train")},
+                {"split": "test", "path": hub_shard("test")},
+            ],
+        }
     ]
     data = DatasetCard.load(exported / "README.md").data.to_dict()
     assert data["task_categories"] == ["text-generation"]
     for part in (
         "* judge: judge-m, listwise",
-        "* mean margin: 2.50",
+        "* mean margin: 2.33",
         "  * b2.jsonl: judge_canary_accuracy: 0.50 below 0.70",
         "pairs dropped by the pair rule (see candidate_pairs.dropped_because): 3",
         "`RewardTrainer` uses a column named `margin`",
+        "* `split`: train or test",
         "UltraFeedback",
     ):
         assert part in text, part
+    assert "None" not in text.split("## Columns")[1]  # every column is described
+
+
+def test_the_card_links_the_plots_it_wrote(exported: Path) -> None:
+    text = (exported / "README.md").read_text()
+    plots = text.split("## Plots\n\n")[1].split("\n## ")[0]
+    assert plots.startswith("![Margins of the pairs](plots/margins.png)\n\n_Rating points")
+    assert (exported / "plots" / "margins.png").read_bytes().startswith(b"\x89PNG")
+    # The next export's plots replace these; a plot without data is not left behind.
+    assert write_plots([], exported) == []
+    assert list((exported / "plots").iterdir()) == []
 
 
 def test_the_push_folder_loads_as_the_hub_would(exported: Path, tmp_path: Path) -> None:
     folder = hub_folder(exported, tmp_path / "hub")
+    assert (folder / "plots" / "margins.png").is_file()
     pairs = load_dataset(str(folder))
-    assert list(pairs) == ["train"]
+    assert list(pairs) == ["train", "test"]
     assert pairs["train"]["pair_id"] == ["p1", "p2"]
+    assert pairs["test"]["pair_id"] == ["p3"]
     assert pairs["train"][0]["chosen"] == [{"role": "assistant", "content": "good"}]
 
 
@@ -93,7 +119,9 @@ def test_push_dry_run_and_its_errors(
     assert main(["push", "me/pairs", "--dry-run", str(target), "--config", str(config_path)]) == 0
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*.*")) == [
         "README.md",
-        HUB_SHARD,
+        hub_shard("test"),
+        hub_shard("train"),
+        "plots/margins.png",
     ]
     capsys.readouterr()
     assert main(["push", "me/pairs", "--config", str(config_path)]) == 2  # no HF_TOKEN here

@@ -14,14 +14,17 @@ from datasets import load_from_disk
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export.card import dataset_card
 from prefgen_dagster.export.dataset import (
+    OTHER_JUDGE,
     collect_pairs,
     held_back_pairs,
+    input_columns,
+    split_of,
     to_trl_records,
     write_dataset,
 )
 from prefgen_dagster.sql.project import SqlCheck, load_project
 from prefgen_dagster.storage.store import Storage
-from tests.unit.rows import build_models, completion_row, instruction_row
+from tests.unit.rows import build_models, completion_row, instruction_row, rating_row
 from tests.unit.rows import pair_row as dpo_pair_row
 
 Insert = Callable[[str, list[dict[str, Any]]], None]
@@ -51,16 +54,26 @@ def pair_row(**overrides: Any) -> dict[str, Any]:
         "rejected_model": "models/b",  # not in the config: as stored
         "chosen_origin": "evolved",
         "rejected_origin": "pooled",
+        "chosen_generation_system_prompt": "You are terse.",
+        "rejected_generation_system_prompt": None,
+        "judges": ["models/j"],
+        "judge_modes": ["listwise"],
         "judge_agreement": 1.0,
+        "strategy": "judge",
+        "settings_hash": "s1",
+        "input_fields": '{"category": "science", "id": 7}',
     }
     return {**row, **overrides}
 
 
 def test_trl_record_shape() -> None:
     frame = pl.DataFrame(
-        [pair_row(), pair_row(pair_id="p2", system_prompt=None, rejected_text=None)]
+        [
+            pair_row(),
+            pair_row(pair_id="p2", system_prompt=None, rejected_text=None, input_fields=None),
+        ]
     )
-    with_system, without_system = to_trl_records(frame, {"models/a": "gen-a"})
+    with_system, without_system = to_trl_records(frame, {"models/a": "gen-a", "models/j": "j"})
     assert with_system == {
         "prompt": [
             {"role": "system", "content": "Be brief."},
@@ -72,11 +85,18 @@ def test_trl_record_shape() -> None:
         "score_rejected": 2.0,
         "margin": 3.0,
         "margin_normalized": 0.75,
+        "split": "train",
         "chosen_model": "gen-a",  # the config's name, not the path
         "rejected_model": "models/b",  # not in the config: as stored
         "chosen_origin": "evolved",
         "rejected_origin": "pooled",
+        "chosen_generation_system_prompt": "You are terse.",
+        "rejected_generation_system_prompt": None,
+        "judges": ["j"],
+        "judge_mode": "listwise",
         "judge_agreement": 1.0,
+        "strategy": "judge",
+        "settings_hash": "s1",
         "pair_id": "p1",
         "instruction_id": "i1",
         "chosen_completion_id": "c1",
@@ -84,9 +104,35 @@ def test_trl_record_shape() -> None:
         "batch_id": "b1",
         "source": "b1.jsonl",
         "source_row": 3,
+        "input_category": "science",
+        "input_id": 7,
     }
     assert without_system["prompt"] == [{"role": "user", "content": "Explain tides."}]
     assert without_system["rejected"] == [{"role": "assistant", "content": ""}]
+    assert (without_system["input_category"], without_system["input_id"]) == (None, None)
+
+
+def test_input_fields_become_one_typed_column_each() -> None:
+    columns = input_columns(
+        ['{"id": 1, "tags": ["a"], "score": 2}', None, '{"id": 2, "score": 2.5, "tags": "b"}']
+    )
+    assert columns == {
+        "input_id": [1, None, 2],
+        "input_score": [2.0, None, 2.5],  # ints and floats: floats
+        "input_tags": ['["a"]', None, '"b"'],  # a list, or mixed kinds: JSON text
+    }
+    assert input_columns([None, None]) == {}
+
+
+def test_the_split_is_by_instruction_and_stable() -> None:
+    ids = [f"instruction-{n}" for n in range(2000)]
+    splits = [split_of(i, 0.1) for i in ids]
+    assert 150 < splits.count("test") < 250
+    assert splits == [split_of(i, 0.1) for i in ids]  # the same every time
+    assert {split_of(i, 0.0) for i in ids} == {"train"}
+    # Every pair of one instruction lands in the same split.
+    frame = pl.DataFrame([pair_row(pair_id=f"p{n}", instruction_id="i9") for n in range(5)])
+    assert len({r["split"] for r in to_trl_records(frame, test_fraction=0.5)}) == 1
 
 
 # --- collect_pairs on crafted rows ---------------------------------------------------------
@@ -199,6 +245,29 @@ def test_collect_pairs_holds_back_and_reads_the_final_pairs(
     assert records["a1"]["margin"] == 3.0
 
 
+def test_one_export_never_mixes_judges(
+    three_batches: Storage, config: PipelineConfig, insert_rows: Insert
+) -> None:
+    """a.jsonl passed its checks, but its labels came from judge settings `old`: with the
+    current settings `new` it is held back, with a reason; with `old` it goes out."""
+    insert_rows(
+        "ratings",
+        [
+            rating_row(cid, "a1-i", value, "a.jsonl", judge="models/j", judge_settings="old")
+            for cid, value in (("a1-c", 5), ("a1-r", 2))
+        ],
+    )
+    _, summary = collect_pairs(three_batches, BLOCKING, judge_settings="new")
+    assert "a.jsonl" not in summary["batches_exported"]
+    assert summary["held_back_reasons"]["a.jsonl"] == [
+        f"{OTHER_JUDGE} (re-run its ratings to export it)"
+    ]
+    pairs, summary = collect_pairs(three_batches, BLOCKING, judge_settings="old")
+    assert summary["batches_exported"] == ["a.jsonl"]
+    [record] = [r for r in to_trl_records(pairs, {"models/j": "judge-j"}) if r["pair_id"] == "a1"]
+    assert (record["judges"], record["judge_mode"]) == (["judge-j"], "listwise")
+
+
 def test_batch_goes_out_once_its_blocking_checks_pass(
     three_batches: Storage, config: PipelineConfig
 ) -> None:
@@ -253,4 +322,5 @@ def test_held_back_batches_keep_their_pairs_and_reasons_apart(
     assert pl.read_parquet(paths["held_back"]).height == 0
     # Nothing exported at all: the dataset still loads, with no rows.
     write_dataset([], tmp_path / "export", card, held)
-    assert len(load_from_disk(paths["dataset_dir"])) == 0
+    empty = load_from_disk(paths["dataset_dir"])
+    assert {name: len(split) for name, split in empty.items()} == {"train": 0, "test": 0}

@@ -320,3 +320,16 @@ def test_100k_line_file_in_bounded_memory(tmp_path: Path) -> None:
     assert len(result.rejected) == 2000
     assert rejected_by_row(result)[3] == "duplicate of row 1"
     assert peak < 150 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_the_rows_own_fields_are_kept_for_the_export(tmp_path: Path) -> None:
+    path = tmp_path / "fields.jsonl"
+    lines = [
+        {"instruction": "Name a planet.", "id": 7, "category": "space", "system_prompt": "Hi."},
+        {"instruction": "Name a river."},
+    ]
+    path.write_text("\n".join(json.dumps(line) for line in lines), encoding="utf-8")
+    first, second = ingest_file(path).accepted
+    # The instruction and system prompt have columns of their own; the rest travels as JSON.
+    assert json.loads(first["input_fields"]) == {"id": 7, "category": "space"}
+    assert second["input_fields"] is None

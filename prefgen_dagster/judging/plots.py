@@ -1,0 +1,275 @@
+"""Pictures of the labels: frames in, small PNGs out (pure; the Dagster UI and the dataset
+card show them).
+
+Each plot function returns PNG bytes, or None when its data is absent (no canaries, a
+pointwise judge that shows one text per request, no pairs yet), so a caller shows only what
+the batch has. Figures are made with `matplotlib.figure.Figure` and the Agg canvas, never
+pyplot: nothing needs a display, and no figure outlives the call that drew it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import polars as pl
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from prefgen_dagster.judging.calibration import item_scores, mean_rating_by_position
+from prefgen_dagster.storage.store import Storage
+
+# Small enough that a base64 PNG stays a few tens of KB in the run's metadata.
+_SIZE_IN = (4.0, 3.0)
+_DPI = 80
+RATINGS = (1, 2, 3, 4, 5)
+CHANCE = 0.5
+# Where the export writes the plots, beside the card that links them.
+PLOTS_DIR = "plots"
+
+
+@dataclass(frozen=True)
+class Plot:
+    name: str  # the file stem in the export's plots/ folder
+    title: str
+    caption: str
+    png: bytes
+
+    @property
+    def file(self) -> str:
+        """The plot's path in the export folder, relative to the card."""
+        return f"{PLOTS_DIR}/{self.name}.png"
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass(frozen=True)
+class LabelFrames:
+    """What the plots read: `ratings` rows, `candidates` (completion_id, chars),
+    `judge_calibration` rows and pairs (`dpo_pairs` or the export's; margin)."""
+
+    ratings: pl.DataFrame
+    candidates: pl.DataFrame
+    calibration: pl.DataFrame
+    pairs: pl.DataFrame
+
+
+def read_frames(
+    storage: Storage, batch_ids: list[str], pairs: pl.DataFrame | None = None
+) -> LabelFrames:
+    """The batches' ratings, candidates and calibration from DuckDB, and the `pairs` whose
+    margins to plot, if any: when the ratings are written the batch's pairs are not made
+    yet, and the export passes the pairs it exports."""
+    where = "WHERE batch_id IN (SELECT unnest(?::VARCHAR[]))"
+    ratings = storage.query(
+        f"SELECT judge, purpose, position, shown, rating, aspect, completion_id FROM ratings "
+        f"{where}",
+        [batch_ids],
+    )
+    return LabelFrames(
+        ratings=ratings,
+        candidates=_candidates(storage, where, batch_ids),
+        calibration=storage.query(f"SELECT * FROM judge_calibration {where}", [batch_ids]),
+        pairs=pl.DataFrame() if pairs is None else pairs,
+    )
+
+
+def _candidates(storage: Storage, where: str, batch_ids: list[str]) -> pl.DataFrame:
+    # `candidates` is a SQL model's table, created by its first run.
+    if "candidates" not in storage.column_types():
+        return pl.DataFrame()
+    return storage.query(f"SELECT completion_id, chars FROM candidates {where}", [batch_ids])
+
+
+def _figure(title: str) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=_SIZE_IN, dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.set_title(title, fontsize=10)
+    axes.tick_params(labelsize=8)
+    return figure, axes
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI)
+    return buffer.getvalue()
+
+
+def _labels(ratings: pl.DataFrame) -> pl.DataFrame:
+    if ratings.is_empty():
+        return ratings
+    return ratings.filter((pl.col("purpose") == "label") & pl.col("rating").is_not_null())
+
+
+def rating_histogram(ratings: pl.DataFrame) -> bytes | None:
+    """How often each judge gave each rating (labels only), bars side by side."""
+    labels = _labels(ratings)
+    if labels.is_empty():
+        return None
+    judges = sorted(set(labels["judge"].to_list()))
+    figure, axes = _figure("Ratings per judge")
+    width = 0.8 / len(judges)
+    for i, judge in enumerate(judges):
+        counts = labels.filter(pl.col("judge") == judge)["rating"].value_counts()
+        by_rating = dict(zip(counts["rating"].to_list(), counts["count"].to_list(), strict=True))
+        offsets = [r - 0.4 + width * (i + 0.5) for r in RATINGS]
+        axes.bar(offsets, [by_rating.get(r, 0) for r in RATINGS], width, label=judge)
+    axes.set_xticks(RATINGS)
+    axes.set_xlabel("rating", fontsize=8)
+    axes.set_ylabel("texts", fontsize=8)
+    axes.legend(fontsize=7)
+    return _png(figure)
+
+
+def margin_histogram(pairs: pl.DataFrame) -> bytes | None:
+    """The pairs' margins (rating points between chosen and rejected)."""
+    if pairs.is_empty() or "margin" not in pairs.columns:
+        return None
+    margins = pairs["margin"].drop_nulls().to_list()
+    if not margins:
+        return None
+    figure, axes = _figure("Margins of the pairs")
+    axes.hist(margins, bins=[x / 4 for x in range(17)], color="tab:green", edgecolor="white")
+    axes.set_xlabel("margin (rating points)", fontsize=8)
+    axes.set_ylabel("pairs", fontsize=8)
+    return _png(figure)
+
+
+def rating_by_position(ratings: pl.DataFrame) -> bytes | None:
+    """Each judge's mean rating by the text's place in its prompt: flat for a judge that
+    reads the texts, sloped for one that rates by position."""
+    if ratings.is_empty():
+        return None
+    means = mean_rating_by_position(ratings)
+    if not means:
+        return None
+    figure, axes = _figure("Mean rating by position in the prompt")
+    for judge, by_position in means.items():
+        positions = sorted(by_position, key=int)
+        axes.plot(
+            [int(p) for p in positions],
+            [by_position[p] for p in positions],
+            marker="o",
+            label=judge,
+        )
+    axes.set_xlabel("position (1 = shown first)", fontsize=8)
+    axes.set_ylabel("mean rating", fontsize=8)
+    axes.set_ylim(1, 5)
+    axes.legend(fontsize=7)
+    return _png(figure)
+
+
+def length_vs_rating(ratings: pl.DataFrame, candidates: pl.DataFrame) -> bytes | None:
+    """Each text's score against its length: a rising cloud means the judge rewards length."""
+    labels = _labels(ratings)
+    if labels.is_empty() or candidates.is_empty():
+        return None
+    scored = item_scores(labels).join(
+        candidates.select("completion_id", "chars"), on="completion_id"
+    )
+    if scored.is_empty():
+        return None
+    figure, axes = _figure("Length vs rating")
+    for judge in sorted(set(scored["judge"].to_list())):
+        mine = scored.filter(pl.col("judge") == judge)
+        axes.scatter(mine["chars"].to_list(), mine["score"].to_list(), s=10, alpha=0.6, label=judge)
+    axes.set_xlabel("characters", fontsize=8)
+    axes.set_ylabel("score (mean rating)", fontsize=8)
+    axes.legend(fontsize=7)
+    return _png(figure)
+
+
+def canary_accuracy(calibration: pl.DataFrame, bound: float | None = None) -> bytes | None:
+    """Each judge's canary accuracy over the rows' batches (ties as half), with chance and
+    the gate's bound drawn across."""
+    if calibration.is_empty() or not calibration["canaries"].sum():
+        return None
+    totals = (
+        calibration.group_by("judge")
+        .agg(
+            pl.col("canaries").sum(),
+            pl.col("canaries_correct").sum(),
+            pl.col("canaries_tied").sum(),
+        )
+        .filter(pl.col("canaries") > 0)
+        .sort("judge")
+    )
+    shares = (totals["canaries_correct"] + 0.5 * totals["canaries_tied"]) / totals["canaries"]
+    figure, axes = _figure("Canary accuracy")
+    axes.bar(totals["judge"].to_list(), shares.to_list(), color="tab:blue")
+    axes.axhline(CHANCE, color="grey", linestyle="--", label="chance")
+    if bound is not None:
+        axes.axhline(bound, color="tab:red", linestyle=":", label=f"gate bound {bound:g}")
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("share right", fontsize=8)
+    axes.legend(fontsize=7)
+    return _png(figure)
+
+
+def label_plots(
+    frames: LabelFrames, names: dict[str, str] | None = None, bound: float | None = None
+) -> list[Plot]:
+    """Every plot the frames have data for, judges named as the config names them
+    (`names`: identity -> name); `bound` is checks.min_canary_accuracy."""
+    ratings, calibration = _named(frames.ratings, names), _named(frames.calibration, names)
+    drawn: list[tuple[str, str, str, Callable[[], bytes | None]]] = [
+        (
+            "ratings_by_judge",
+            "Ratings per judge",
+            "How often each judge gave each 1-5 rating to the candidates.",
+            lambda: rating_histogram(ratings),
+        ),
+        (
+            "margins",
+            "Margins of the pairs",
+            "Rating points between chosen and rejected, over the final pairs.",
+            lambda: margin_histogram(frames.pairs),
+        ),
+        (
+            "rating_by_position",
+            "Rating by position",
+            "Mean rating by the text's place in the judge's prompt; a slope is position bias.",
+            lambda: rating_by_position(ratings),
+        ),
+        (
+            "length_vs_rating",
+            "Length vs rating",
+            "Each candidate's score against its length; a rising cloud is length bias.",
+            lambda: length_vs_rating(ratings, frames.candidates),
+        ),
+        (
+            "canary_accuracy",
+            "Canary accuracy",
+            "Share of canaries (a real answer against a corrupted copy) each judge got right.",
+            lambda: canary_accuracy(calibration, bound),
+        ),
+    ]
+    plots = []
+    for name, title, caption, draw in drawn:
+        png = draw()
+        if png is not None:
+            plots.append(Plot(name, title, caption, png))
+    return plots
+
+
+def _named(frame: pl.DataFrame, names: dict[str, str] | None) -> pl.DataFrame:
+    if not names or "judge" not in frame.columns:
+        return frame
+    return frame.with_columns(pl.col("judge").replace(names))
+
+
+def markdown(plots: list[Plot], embed: bool) -> str:
+    """Each plot as a markdown image with its caption below: embedded as a data URI (the
+    Dagster UI), or linked to its file in the export folder (the dataset card)."""
+    if not plots:
+        return "_no data to plot yet_"
+    return "\n\n".join(
+        f"![{plot.title}]({plot.data_uri if embed else plot.file})\n\n_{plot.caption}_"
+        for plot in plots
+    )
