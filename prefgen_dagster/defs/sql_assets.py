@@ -13,12 +13,14 @@ from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.export import dataset as export
 from prefgen_dagster.export.card import dataset_card, write_plots
+from prefgen_dagster.export.story import story
 from prefgen_dagster.judging.plan import judge_settings
 from prefgen_dagster.judging.plots import LabelFrames, label_plots, read_frames
 from prefgen_dagster.judging.summary import histogram
 from prefgen_dagster.sql.project import SqlFile, SqlProject, column_lineage
 from prefgen_dagster.stages import pipeline_hash
 from prefgen_dagster.storage.columns import EXPORT
+from prefgen_dagster.storage.store import Storage
 
 EXPORT_GROUP = "export"
 
@@ -55,6 +57,7 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
                 }
             ),
             **_pair_metadata(frame),
+            **_pair_story(storage, frame),
         }
         return dg.MaterializeResult(metadata=meta, data_version=metadata.data_version(frame))
 
@@ -119,6 +122,17 @@ def _pair_metadata(frame: pl.DataFrame) -> dict[str, Any]:
     empty = pl.DataFrame()
     meta["plots"] = metadata.plots(label_plots(LabelFrames(empty, empty, empty, frame)))
     return meta
+
+
+def _pair_story(storage: Storage, frame: pl.DataFrame) -> dict[str, Any]:
+    """One pair's whole story, as `prefgen inspect` prints it: an example of tracing any
+    pair of the batch from its instruction to the pairing decision."""
+    if not frame.height or "pair_id" not in frame.columns:
+        return {}
+    pair_id = frame["pair_id"].sort()[0]
+    text = story(storage, pair_id).replace("```", "'''")  # keep the code block whole
+    command = f"prefgen inspect {pair_id} --config <your config>"
+    return {"one_pair_story": dg.MetadataValue.md(f"`{command}`\n\n```\n{text}\n```")}
 
 
 def build_export_asset(project: SqlProject) -> dg.AssetsDefinition:

@@ -13,6 +13,7 @@ import pytest
 
 from prefgen_dagster.config import load_config
 from prefgen_dagster.defs.pipeline_run import materialize_batch
+from prefgen_dagster.export.story import story
 from prefgen_dagster.storage.store import Storage
 from tests.unit.http_pipeline import POOL, reply, write_http_config
 from tests.unit.llm.fault_server import FaultServer
@@ -77,6 +78,11 @@ def test_a_few_lasting_failures_still_export_the_complete_pairs(
     assert pairs.height == INSTRUCTIONS - BROKEN
     exported = stage_metadata(export, "preference_dataset")["dagster/row_count"]
     assert exported == storage.query("SELECT count(*) AS n FROM dpo_pairs")["n"][0] > 0
+    # The UI shows one pair's whole story on the pairs, as `prefgen inspect` prints it.
+    first = storage.query("SELECT min(pair_id) AS p FROM dpo_pairs")["p"][0]
+    shown = stage_metadata(batch, "dpo_pairs")["one_pair_story"]
+    assert shown.startswith(f"`prefgen inspect {first} ")
+    assert story(storage, first) in shown
     # Every request is accounted for: answered, or failed with its reason.
     failed = storage.query(
         "SELECT c.error, f.runs FROM completions c JOIN failed_calls f USING (call_id)"
