@@ -87,11 +87,11 @@ def _batch_asset(
     """`table`: the asset's main table; a model's table gets its columns from its first run,
     so only the schema's tables have a column schema before one."""
     known = TABLES.get(table)
-    columns = {}
-    if known:
-        # A column definition is "name TYPE ...", as in the DDL.
-        types = dict(column.split()[:2] for column in known.columns)
-        columns = {"dagster/column_schema": metadata.column_schema(table, types)}
+    columns = (
+        {"dagster/column_schema": metadata.column_schema(table, known.column_types)}
+        if known
+        else {}
+    )
     return asset.map_asset_specs(
         lambda spec: spec.replace_attributes(
             code_version=code_version,

@@ -45,12 +45,18 @@ class Table:
         return f"CREATE TABLE IF NOT EXISTS {self.name} (\n    {body});"
 
     @property
+    def column_types(self) -> dict[str, str]:
+        """Each column's DuckDB type (a definition reads "name TYPE ...", as in DDL)."""
+        return dict(column.split()[:2] for column in self.columns)
+
+    @property
     def frame_schema(self) -> dict[str, Any]:
         """The polars schema of the rows a stage writes (database-stamped columns left out)."""
+        stamped = {column.split()[0] for column in self.columns if _STAMPED in column}
         return {
-            column.split()[0]: _POLARS_TYPES[column.split()[1]]
-            for column in self.columns
-            if _STAMPED not in column
+            name: _POLARS_TYPES[kind]
+            for name, kind in self.column_types.items()
+            if name not in stamped
         }
 
     def frame(self, rows: Iterable[dict[str, Any]]) -> pl.DataFrame:
