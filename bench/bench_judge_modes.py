@@ -25,9 +25,10 @@ from prefgen_dagster.cli import DEMO_CONFIG, SMOLLM2_FOLDER
 from prefgen_dagster.config import load_config
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.defs.partitions import batches
-from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.defs.resources import run_resources
 from prefgen_dagster.judging.calibration import accuracy_by_kind
 from prefgen_dagster.judging.run import rate_completions
+from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.local_models.packaged import make_smollm2
 from prefgen_dagster.local_models.tiny import TINY_MODELS, make_tiny_model
 from prefgen_dagster.storage.store import Storage
@@ -73,7 +74,7 @@ def prepare(workdir: Path, limit: int) -> Path:
             selection=dg.AssetSelection.assets(*UP_TO_JUDGING),
             partition_key=BATCH,
             instance=instance,
-            resources={"prefgen": PrefgenResource(config_path=str(config_path))},
+            resources=run_resources(str(config_path)),
             raise_on_error=True,
         )
     assert result.success
@@ -89,7 +90,8 @@ def judge_with(config_path: Path, mode: str) -> dict:
     config = load_config(mode_path)
     storage = Storage(config.resolve(config.paths.duckdb_path))
     started = time.perf_counter()
-    judged, stats = rate_completions(config, storage, BATCH)
+    with EnginePool() as engines:  # a fresh engine per mode, as the docstring says
+        judged, stats = rate_completions(config, storage, BATCH, engines)
     wall = time.perf_counter() - started
     [row] = judged.calibration.filter(pl.col("sets_labels")).to_dicts()
     parse_ok = judged.ratings.filter(pl.col("parse_status") == "ok").height

@@ -1,10 +1,13 @@
 """Benchmark: the same LLM work through the prefgen pipeline and straight through vLLM.
 
 1. The pipeline runs one batch of MT-Bench instructions end to end (`prefgen_dagster.cli.
-   run_batch`: real Dagster `materialize` calls, DuckDB writes, one engine per stage and
-   model) on a fresh DuckDB file.
+   run_batch`: real Dagster `materialize` calls, DuckDB writes, one engine per model for the
+   run) on a fresh DuckDB file. Where its time went is read from the Dagster instance
+   (`breakdown.py`).
 2. It runs again on the same file: every request is a cache hit, so no engine is called.
-3. A child process of this script reads every request back from the `llm_calls` table and
+3. `--grow P`: P % more instructions are added to the batch file and it runs again: what
+   growing a finished batch costs.
+4. A child process of this script reads every request back from the `llm_calls` table and
    replays them with `vllm.LLM.chat`: one engine per model, all of its requests in one call.
 
 Both sides are timed by wall clock with module imports done beforehand and engine start-ups
@@ -47,7 +50,6 @@ class CallLog:
     calls: int
     prompt_tokens: int
     completion_tokens: int
-    generate_seconds: float  # sum of latency_s: each chunk's chat() time, spread over its rows
 
 
 @dataclass
@@ -62,32 +64,35 @@ class DirectResult:
     cpu_seconds: float
     startup_seconds: dict[str, float]
     identical_texts: int
+    peak_rss_mb: float = 0.0
 
 
 @dataclass
 class PipelineRun:
-    """One `run_batch`: wall and CPU seconds of this process, and whether it succeeded."""
+    """One `run_batch`: wall and CPU seconds of this process, whether it succeeded, and
+    where its time went (seconds per part, see `breakdown.py`)."""
 
     seconds: float
     cpu_seconds: float
     ok: bool
+    parts: dict[str, float]
 
 
 # --- input -----------------------------------------------------------------------------------
 
 
-def load_instructions(path: Path, limit: int | None, repeat: int) -> list[dict[str, str]]:
-    """The first `limit` instructions of `path`, `repeat` times over.
+def load_instructions(path: Path, limit: int | None, count: int) -> list[dict[str, str]]:
+    """`count` instructions: the first `limit` of `path`, over and over.
 
     Copies after the first get a " (variant k)" suffix, or ingestion would deduplicate them.
     """
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     rows = rows[:limit] if limit is not None else rows
     records = []
-    for k in range(repeat):
+    for index in range(count):
+        row, k = rows[index % len(rows)], index // len(rows)
         suffix = f" (variant {k})" if k else ""
-        for row in rows:
-            records.append({"id": f"{row['id']}#{k}", "instruction": row["instruction"] + suffix})
+        records.append({"id": f"{row['id']}#{k}", "instruction": row["instruction"] + suffix})
     return records
 
 
@@ -99,6 +104,8 @@ def prepare_workdir(
     The config is copied so that its relative paths (DuckDB file, inbox, ./models) resolve
     inside `workdir`.
     """
+    from prefgen_dagster.cli import SMOLLM2_FOLDER
+    from prefgen_dagster.local_models.packaged import make_smollm2
     from prefgen_dagster.local_models.tiny import make_tiny_models
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +115,8 @@ def prepare_workdir(
     if duckdb_path.exists():
         raise SystemExit(f"{duckdb_path} exists: the benchmark needs a fresh DuckDB file")
     make_tiny_models(workdir)
+    if SMOLLM2_FOLDER in config_path.read_text():  # the real model (demo.yaml)
+        make_smollm2(workdir / SMOLLM2_FOLDER)
     batch = workdir / "input" / BATCH_NAME
     batch.parent.mkdir(exist_ok=True)
     batch.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -129,7 +138,7 @@ def warm_imports() -> None:
 def duckdb_file(config_path: Path) -> Path:
     from prefgen_dagster.config import load_config
 
-    config = load_config(config_path)
+    config = load_config(config_path, check_environment=False)  # models come later
     return config.resolve(config.paths.duckdb_path)
 
 
@@ -139,13 +148,39 @@ def cpu_seconds() -> float:
     return times.user + times.system
 
 
-def time_pipeline(batch: Path, config_path: Path) -> PipelineRun:
-    """One `run_batch` (all stages + export): wall and CPU seconds, and whether it succeeded."""
-    from prefgen_dagster.cli import run_batch
+def peak_rss_mb() -> float:
+    """The most memory this process has held so far: VmHWM (getrusage's maxrss would count
+    the parent's peak in the child process)."""
+    status = Path("/proc/self/status").read_text()
+    [line] = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024
 
+
+def time_pipeline(batch: Path, config_path: Path) -> PipelineRun:
+    """One `run_batch` (all stages + export): its seconds, and where they went."""
+    from breakdown import run_ids, time_by_part
+
+    from prefgen_dagster.cli import run_batch
+    from prefgen_dagster.config import load_config
+
+    config = load_config(config_path)
+    dagster_home = config.resolve(config.paths.dagster_home)
+    before = run_ids(dagster_home) if dagster_home.exists() else set()
     started, cpu = time.perf_counter(), cpu_seconds()
     status = run_batch(batch, config_path)
-    return PipelineRun(time.perf_counter() - started, cpu_seconds() - cpu, status == 0)
+    seconds = time.perf_counter() - started
+    parts = time_by_part(dagster_home, run_ids(dagster_home) - before, seconds)
+    return PipelineRun(seconds, cpu_seconds() - cpu, status == 0, parts)
+
+
+def grow_batch(batch: Path, data: Path, limit: int | None, percent: float) -> int:
+    """Append `percent` % more instructions (new variants) to the batch file; how many."""
+    lines = batch.read_text(encoding="utf-8").splitlines()
+    extra = max(1, round(len(lines) * percent / 100))
+    records = load_instructions(data, limit, len(lines) + extra)[len(lines) :]
+    with batch.open("a", encoding="utf-8") as out:
+        out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return extra
 
 
 def read_call_log(db_path: Path) -> CallLog:
@@ -156,11 +191,11 @@ def read_call_log(db_path: Path) -> CallLog:
     try:
         row = con.execute(
             "SELECT count(*), coalesce(sum(prompt_tokens), 0), "
-            "coalesce(sum(completion_tokens), 0), coalesce(sum(latency_s), 0) FROM llm_calls"
+            "coalesce(sum(completion_tokens), 0) FROM llm_calls"
         ).fetchone()
     finally:
         con.close()
-    return CallLog(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+    return CallLog(int(row[0]), int(row[1]), int(row[2]))
 
 
 # --- direct side (runs in a child process) ---------------------------------------------------
@@ -245,6 +280,7 @@ def replay(db_path: Path, config_path: Path) -> DirectResult:
         gc.collect()
     result.total_seconds = time.perf_counter() - started
     result.cpu_seconds = cpu_seconds() - cpu
+    result.peak_rss_mb = peak_rss_mb()
     return result
 
 
@@ -279,44 +315,70 @@ def print_report(
     cold: PipelineRun,
     warm: PipelineRun,
     warm_calls: int,
-    direct: DirectResult,
+    grown: tuple[int, PipelineRun, int] | None,
+    direct: DirectResult | None,
+    pipeline_rss_mb: float,
 ) -> None:
     pipe_tokens = (log.completion_tokens, log.prompt_tokens + log.completion_tokens)
-    direct_tokens = (direct.completion_tokens, direct.prompt_tokens + direct.completion_tokens)
-    total, generate = direct.total_seconds, direct.generate_seconds
     print(f"\n== prefgen pipeline vs direct vLLM: {instructions} instructions ==")
     for label, mine, theirs in (
-        ("LLM requests", log.calls, direct.requests),
-        ("prompt tokens", log.prompt_tokens, direct.prompt_tokens),
-        ("completion tokens", log.completion_tokens, direct.completion_tokens),
+        ("LLM requests", log.calls, direct and direct.requests),
+        ("prompt tokens", log.prompt_tokens, direct and direct.prompt_tokens),
+        ("completion tokens", log.completion_tokens, direct and direct.completion_tokens),
     ):
-        print(f"{label:<22}{mine:>10,}  (direct replay: {theirs:,})")
-    print(f"{'identical outputs':<22}{direct.identical_texts:>10,}  of {direct.requests:,}\n")
-    header = f"{'':<40}{'seconds':>9}{'vs direct':>11}{'cpu s':>9}"
+        replayed = f"  (direct replay: {theirs:,})" if direct else ""
+        print(f"{label:<22}{mine:>10,}{replayed}")
+    if direct:
+        print(f"{'identical outputs':<22}{direct.identical_texts:>10,}  of {direct.requests:,}")
+    header = f"\n{'':<40}{'seconds':>9}{'vs direct':>11}{'cpu s':>9}"
     header += f"{'compl tok/s':>13}{'all tok/s':>11}"
     print(header + "\n" + "-" * len(header))
-    rows = [
-        ("pipeline, cold cache (wall)", cold.seconds, total, cold.cpu_seconds, pipe_tokens),
-        ("direct vLLM (wall, with engine start)", total, total, direct.cpu_seconds, direct_tokens),
-        ("pipeline, engine generate only", log.generate_seconds, generate, None, pipe_tokens),
-        ("direct vLLM, chat() only", generate, generate, None, direct_tokens),
-        ("pipeline, warm cache (wall)", warm.seconds, 0.0, warm.cpu_seconds, (0, 0)),
-    ]
+    total = direct.total_seconds if direct else 0.0
+    generate = direct.generate_seconds if direct else 0.0
+    rows = [("pipeline, cold cache (wall)", cold.seconds, total, cold.cpu_seconds, pipe_tokens)]
+    if direct:
+        direct_tokens = (direct.completion_tokens, direct.prompt_tokens + direct.completion_tokens)
+        rows += [
+            ("direct vLLM (wall, with engine start)", total, total, direct.cpu_seconds,
+             direct_tokens),
+                ("pipeline, engine generate only", cold.parts["engine generate"], generate, None,
+             pipe_tokens),
+            ("direct vLLM, chat() only", generate, generate, None, direct_tokens),
+        ]  # fmt: skip
+    rows.append(("pipeline, warm cache (wall)", warm.seconds, 0.0, warm.cpu_seconds, (0, 0)))
+    if grown:
+        added, run, _ = grown
+        rows.append((f"pipeline, +{added} instructions (wall)", run.seconds, 0.0,
+                     run.cpu_seconds, (0, 0)))  # fmt: skip
     for row in rows:
         print(_row(*row))
-    print(
-        f"\nratio pipeline/direct: {cold.seconds / total:.2f}x wall, "
-        f"{log.generate_seconds / generate:.2f}x generate-only"
-    )
-    startups = ", ".join(f"{m} {s:.1f} s" for m, s in direct.startup_seconds.items())
-    print(f"direct engine start-ups: {startups}")
+    runs = {"cold": cold, "warm": warm} | ({"grown": grown[1]} if grown else {})
+    print(f"\nwhere the pipeline's time went (seconds){''.join(f'{n:>9}' for n in runs)}")
+    for part in cold.parts:
+        print(f"  {part:<56}" + "".join(f"{run.parts[part]:>9.1f}" for run in runs.values()))
+    if direct:
+        print(
+            f"\nratio pipeline/direct: {cold.seconds / total:.2f}x wall, "
+            f"{cold.parts['engine generate'] / generate:.2f}x generate-only"
+        )
+        startups = ", ".join(f"{m} {s:.1f} s" for m, s in direct.startup_seconds.items())
+        print(f"direct engine start-ups: {startups}")
+    print(f"pipeline engine start-ups: {cold.parts['engine start-ups']:.1f} s")
+    rss = f"peak RSS: pipeline {pipeline_rss_mb:,.0f} MB"
+    print(rss + (f", direct {direct.peak_rss_mb:,.0f} MB" if direct else ""))
     print(f"warm-cache rerun: {warm_calls} engine calls, {warm.seconds:.1f} s")
+    if grown:
+        added, run, calls = grown
+        print(
+            f"+{added} instructions: {calls} engine calls, {run.seconds:.1f} s = "
+            f"{100 * run.seconds / cold.seconds:.1f} % of the cold run"
+        )
     print(
         "note: the direct side replays every recorded request per model in one chat() call;\n"
         "      the pipeline runs its stages in sequence (evolution needs the completions,\n"
-        "      judging needs both) and starts an engine per stage and model, so the direct\n"
-        "      figure is an idealized lower bound. Module imports are excluded on both sides.\n"
-        "      cpu s well below seconds means other load on the machine slowed that run."
+        "      judging needs both), so the direct figure is an idealized lower bound.\n"
+        "      Module imports are excluded on both sides. cpu s well below seconds means\n"
+        "      other load on the machine slowed that run."
     )
 
 
@@ -328,34 +390,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="instructions (JSONL)")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N instructions")
-    parser.add_argument("--repeat", type=int, default=1, help="repeat them K times (variants)")
+    parser.add_argument("--limit", type=int, default=None, help="use the first L instructions")
+    parser.add_argument(
+        "--count", type=int, default=None, help="N instructions: the L over and over (variants)"
+    )
+    parser.add_argument(
+        "--grow", type=float, default=1.0, help="then add this %% more and run again (0: skip)"
+    )
+    parser.add_argument("--no-direct", action="store_true", help="skip the direct replay")
     parser.add_argument("--config", type=Path, default=TINY_CONFIG, help="pipeline config")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     parser.add_argument("--replay-db", type=Path, help=argparse.SUPPRESS)  # child process mode
     parser.add_argument("--replay-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeat < 1 or (args.limit is not None and args.limit < 1):
-        parser.error("--limit and --repeat must be at least 1")
+    if (args.count is not None and args.count < 1) or (args.limit is not None and args.limit < 1):
+        parser.error("--limit and --count must be at least 1")
     return args
 
 
 def run_benchmark(args: argparse.Namespace, workdir: Path) -> int:
-    records = load_instructions(args.data, args.limit, args.repeat)
+    count = args.count or args.limit or len(args.data.read_text().splitlines())
+    records = load_instructions(args.data, args.limit, count)
     config_path, batch = prepare_workdir(workdir, args.config, records)
     db_path = duckdb_file(config_path)
     warm_imports()
 
     cold = time_pipeline(batch, config_path)
+    rss = peak_rss_mb()
     log = read_call_log(db_path)
+    # The direct side replays the cold run's requests, before any other run adds its own.
+    direct = None
+    if not args.no_direct:
+        direct = replay_in_child(db_path, config_path, workdir / "direct.json")
     warm = time_pipeline(batch, config_path)
     warm_calls = read_call_log(db_path).calls - log.calls  # each engine call adds a row
-    direct = replay_in_child(db_path, config_path, workdir / "direct.json")
+    grown = None
+    if args.grow > 0:
+        added = grow_batch(batch, args.data, args.limit, args.grow)
+        calls = read_call_log(db_path).calls
+        run = time_pipeline(batch, config_path)
+        grown = (added, run, read_call_log(db_path).calls - calls)
 
-    print_report(len(records), log, cold, warm, warm_calls, direct)
-    if not (cold.ok and warm.ok):
+    print_report(len(records), log, cold, warm, warm_calls, grown, direct, rss)
+    runs = [cold, warm] + ([grown[1]] if grown else [])
+    if not all(run.ok for run in runs):
         print("warning: a pipeline run did not succeed (see its summary above)")
-    return 0 if cold.ok and warm.ok else 1
+    return 0 if all(run.ok for run in runs) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,6 +128,12 @@ def section_models(config: PipelineConfig, section: Section) -> list[str]:
     return []
 
 
+def models_after(config: PipelineConfig, section: Section) -> set[str]:
+    """The models that the stages after `section` call: the engines a run keeps after it."""
+    later = SECTIONS[SECTIONS.index(section) + 1 :]
+    return {name for later_section in later for name in section_models(config, later_section)}
+
+
 def settings_hash(config: PipelineConfig, section: Section) -> str:
     """Hash of the settings one stage's own output depends on: its part of the config and
     the models it calls. What it reads from earlier stages is left out (Dagster follows that

@@ -42,8 +42,8 @@ class PathsConfig(Strict):
 
 
 class EngineConfig(Strict):
-    # Requests go to the engine a whole stage at a time; the token budget is checked before
-    # each chunk of this many. Answers are saved as they arrive, whatever the chunk size.
+    # Requests go to the engine a whole stage at a time; with a token_budget, it is checked
+    # before each chunk of this many. Answers are saved as they arrive, whatever the chunk size.
     chunk_size: int = Field(512, gt=0)
     # Answers arriving together are written to the llm_calls cache at most this often (a
     # write costs ~30 ms); a crash loses the requests in flight and at most this much.
@@ -54,6 +54,10 @@ class EngineConfig(Strict):
     # Hard cap on the tokens (prompt + completion) that engines may spend in one Dagster run;
     # checked between chunks. Cached calls cost nothing. None: no cap.
     token_budget: int | None = Field(None, gt=0)
+    # A run starts each model's engine once and keeps it while a later stage calls the model;
+    # at most this many are held at once (the least recently used is closed to make room).
+    # None: no bound. On one GPU that fits one model at a time, set 1.
+    max_loaded_models: int | None = Field(None, gt=0)
 
 
 class ExportConfig(Strict):

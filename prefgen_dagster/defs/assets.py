@@ -16,7 +16,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.cost import context_warnings, plan_batch
 from prefgen_dagster.defs import metadata
 from prefgen_dagster.defs.partitions import batches
-from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.defs.resources import EnginesResource, PrefgenResource
 from prefgen_dagster.defs.step_log import progress_in_run_log
 from prefgen_dagster.evolution.run import evolve_completions
 from prefgen_dagster.generation.run import generate_completions
@@ -137,13 +137,13 @@ def _display_path(path: Path, config: PipelineConfig) -> str:
     deps=[raw_instructions],
 )
 def pooled_completions(
-    context: dg.AssetExecutionContext, prefgen: PrefgenResource
+    context: dg.AssetExecutionContext, prefgen: PrefgenResource, engines: EnginesResource
 ) -> dg.MaterializeResult:
     """`num_completions` answers per pool model per instruction (table `completions`)."""
     config, storage = prefgen.open()
-    with progress_in_run_log(context):
+    with progress_in_run_log(context), engines.for_stage(config, GENERATION.section) as pool:
         frame, stats = generate_completions(
-            config, storage, context.partition_key, run_id=context.run_id
+            config, storage, context.partition_key, pool, context.run_id
         )
     storage.replace_partition(GENERATION.table, context.partition_key, frame)
     extra = {}
@@ -168,13 +168,13 @@ def pooled_completions(
     deps=[pooled_completions],
 )
 def evolved_completions(
-    context: dg.AssetExecutionContext, prefgen: PrefgenResource
+    context: dg.AssetExecutionContext, prefgen: PrefgenResource, engines: EnginesResource
 ) -> dg.MaterializeResult:
     """EvolQuality rewrites of every pooled completion, `num_evolutions` rounds deep."""
     config, storage = prefgen.open()
-    with progress_in_run_log(context):
+    with progress_in_run_log(context), engines.for_stage(config, EVOLUTION.section) as pool:
         frame, stats = evolve_completions(
-            config, storage, context.partition_key, run_id=context.run_id
+            config, storage, context.partition_key, pool, context.run_id
         )
     storage.replace_partition(EVOLUTION.table, context.partition_key, frame)
     extra = (
@@ -192,7 +192,9 @@ def evolved_completions(
     # The texts it rates: the `candidates` SQL model (pooled and evolved completions).
     deps=["candidates"],
 )
-def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
+def ratings(
+    context: dg.AssetExecutionContext, prefgen: PrefgenResource, engines: EnginesResource
+) -> dg.MaterializeResult:
     """UltraFeedback 1-5 ratings with rationales; unparseable answers stay NULL with raw text.
     The judge also rates the batch's canaries (table `canaries`) and, listwise, a reversed
     second look at some instructions; how it did is in `judge_calibration`."""
@@ -203,9 +205,9 @@ def ratings(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.M
             f"judge(s) {self_judging} also generate completions or rewrites; LLM judges tend to "
             "prefer their own text (self-preference bias). Consider a judge outside the pool."
         )
-    with progress_in_run_log(context):
+    with progress_in_run_log(context), engines.for_stage(config, JUDGING.section) as pool:
         judged, stats = rate_completions(
-            config, storage, context.partition_key, run_id=context.run_id
+            config, storage, context.partition_key, pool, context.run_id
         )
     frame = judged.ratings
     storage.replace_partitions(

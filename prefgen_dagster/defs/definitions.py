@@ -19,7 +19,7 @@ from prefgen_dagster.defs.automation import (
     inbox_sensor,
 )
 from prefgen_dagster.defs.graph import build_graph
-from prefgen_dagster.defs.resources import PrefgenResource, default_config_path
+from prefgen_dagster.defs.resources import default_config_path, run_resources
 
 
 def build_definitions(
@@ -37,7 +37,10 @@ def build_definitions(
         jobs=[batch_job],
         sensors=[inbox_sensor, automation_sensor],
         schedules=[catch_up_schedule],
-        resources={"prefgen": PrefgenResource(config_path=config_path)},
+        resources=run_resources(config_path),
+        # Every step of a run in the run's process: a model used by several stages starts
+        # once per run (`EnginesResource`). The stages run one after another anyway.
+        executor=dg.in_process_executor,
     )
 
 

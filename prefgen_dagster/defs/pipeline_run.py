@@ -13,7 +13,7 @@ from filelock import FileLock
 from prefgen_dagster.config import PipelineConfig, load_config
 from prefgen_dagster.defs.graph import PipelineGraph, build_graph
 from prefgen_dagster.defs.partitions import batches
-from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.defs.resources import run_resources
 
 OPEN_TIMEOUT_S = 60
 
@@ -59,7 +59,7 @@ def _run(
         selection=dg.AssetSelection.assets(*selection),
         partition_key=partition_key,
         instance=instance,
-        resources={"prefgen": PrefgenResource(config_path=str(Path(config_path).resolve()))},
+        resources=run_resources(str(Path(config_path).resolve())),
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         raise_on_error=False,
     )

@@ -1,13 +1,19 @@
-"""The one Dagster resource: where the pipeline config lives, and what it opens."""
+"""The Dagster resources: where the pipeline config lives (and what it opens), and the
+run's engines."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from prefgen_dagster.config import PipelineConfig, load_config
+from prefgen_dagster.llm.pool import EnginePool
+from prefgen_dagster.stages import Section, models_after
 from prefgen_dagster.storage.store import Storage
 
 CONFIG_ENV = "PREFGEN_CONFIG"
@@ -32,3 +38,33 @@ class PrefgenResource(dg.ConfigurableResource):
         """The config, read once, and the DuckDB file it names."""
         config = self.config()
         return config, Storage(config.resolve(config.paths.duckdb_path))
+
+
+class EnginesResource(dg.ConfigurableResource):
+    """The run's engines, one per model (`llm/pool.py`). Dagster sets a resource up once per
+    run and process; the code location runs every step of a run in one process
+    (`in_process_executor`, as `dg.materialize` does), so a model used by several stages
+    starts once per run. The engines are closed when the run ends."""
+
+    _pool: EnginePool | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._pool = EnginePool()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    @contextmanager
+    def for_stage(self, config: PipelineConfig, section: Section) -> Iterator[EnginePool]:
+        """The pool for one stage; afterwards the engines no later stage calls are closed."""
+        assert self._pool is not None, "set up by Dagster when a run starts"
+        try:
+            yield self._pool
+        finally:
+            self._pool.keep_only(models_after(config, section))
+
+
+def run_resources(config_path: str | Path) -> dict[str, dg.ConfigurableResource]:
+    """The resources every run of the assets takes: the config and the run's engines."""
+    return {"prefgen": PrefgenResource(config_path=str(config_path)), "engines": EnginesResource()}

@@ -10,7 +10,8 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.evolution import prompt
 from prefgen_dagster.evolution.plan import plan_evolution_round
 from prefgen_dagster.llm.plan import answered_row
-from prefgen_dagster.llm.runner import EngineFactory, RunStats, ask, open_engine
+from prefgen_dagster.llm.pool import EnginePool
+from prefgen_dagster.llm.runner import RunStats, ask
 from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage, batch_instructions, batch_rows
 from prefgen_dagster.text.embeddings import embed_rows
@@ -21,7 +22,7 @@ def evolve_completions(
     config: PipelineConfig,
     storage: Storage,
     batch_id: str,
-    engine_factory: EngineFactory = open_engine,
+    engines: EnginePool,
     run_id: str | None = None,
 ) -> tuple[pl.DataFrame, RunStats]:
     """`num_evolutions` rounds; each round is one stage-wide batch built on the previous one.
@@ -35,7 +36,7 @@ def evolve_completions(
         # A text whose request failed has nothing to rewrite; its row says why.
         parents = [row for row in parents if row["error"] is None]
         plans = plan_evolution_round(parents, instructions, config, round_index, batch_id)
-        answers = ask(plans, storage, config, engine_factory, total, run_id)
+        answers = ask(plans, storage, config, engines, total, run_id)
         parents = [answered_row(p, answers[p.request.call_id]) for p in plans]
         for row in parents:
             row["echoed_marker"] = echoed_marker(row["text"], tuple(prompt.HEADINGS.values()))

@@ -10,7 +10,8 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.generation.diversity import max_similarity_to_earlier
 from prefgen_dagster.generation.plan import plan_completions, regeneration
 from prefgen_dagster.llm.plan import answered_row
-from prefgen_dagster.llm.runner import EngineFactory, RunStats, ask, open_engine
+from prefgen_dagster.llm.pool import EnginePool
+from prefgen_dagster.llm.runner import RunStats, ask
 from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage, batch_instructions
 from prefgen_dagster.text.embeddings import embed_rows
@@ -21,7 +22,7 @@ def generate_completions(
     config: PipelineConfig,
     storage: Storage,
     batch_id: str,
-    engine_factory: EngineFactory = open_engine,
+    engines: EnginePool,
     run_id: str | None = None,
 ) -> tuple[pl.DataFrame, RunStats]:
     """The pool's completions, with the diversity guard: a completion too close to an
@@ -41,7 +42,7 @@ def generate_completions(
     answers: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
     for attempt in range(diversity.max_regenerations + 1):
-        answers |= ask(pending, storage, config, engine_factory, total, run_id)
+        answers |= ask(pending, storage, config, engines, total, run_id)
         rows = [answered_row(p, answers[p.request.call_id]) for p in plans]
         answered = [row for row in rows if row["error"] is None]
         for row in rows:

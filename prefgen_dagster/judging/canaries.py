@@ -25,7 +25,7 @@ import math
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prefgen_dagster.ids import seed_from, stable_hash
@@ -49,8 +49,8 @@ class Canary:
     corrupted_text: str
     # The completion the corrupted text was taken from (other_answer, weaker_model).
     corrupted_from_id: str | None
-    # Shown first in the base order; drawn per canary, so a judge that rates by position is
-    # right on about half of them.
+    # Shown first in the base order: on exactly half of each kind's canaries (one more when
+    # odd), by a hash of the canary, so a judge that rates by position is right on half.
     corrupted_first: bool
 
     @property
@@ -174,10 +174,22 @@ def build_canaries(
                     intact_text=source["text"],
                     corrupted_text=text,
                     corrupted_from_id=from_id,
-                    corrupted_first=seed_from("canary-order", seed, canary_id) % 2 == 1,
+                    corrupted_first=False,  # set below, once the kind's canaries are known
                 )
             )
-    return canaries
+    return balanced_order(canaries, seed)
+
+
+def balanced_order(canaries: list[Canary], seed: int) -> list[Canary]:
+    """The canaries with the corrupted side first on every other canary of each kind, in an
+    order drawn by hash: a coin per canary would leave a position judge right on 18 of 25
+    now and then, and its accuracy's interval above one half."""
+    flipped: set[str] = set()
+    for kind in {canary.kind for canary in canaries}:
+        ids = sorted(c.canary_id for c in canaries if c.kind == kind)
+        ranked = sorted(ids, key=lambda cid: seed_from("canary-order", seed, cid))
+        flipped |= set(ranked[1::2])
+    return [replace(c, corrupted_first=c.canary_id in flipped) for c in canaries]
 
 
 def _usable_source(row: dict[str, Any], models: Sequence[str], max_repetition: float) -> bool:

@@ -15,7 +15,8 @@ from prefgen_dagster.judging.parse import REQUEST_FAILED, failed, parse_verdict
 from prefgen_dagster.judging.plan import JudgeKey, judge_groups, plan_judging, rating_rows
 from prefgen_dagster.judging.prompt import ASPECTS
 from prefgen_dagster.llm.plan import model_identity
-from prefgen_dagster.llm.runner import EngineFactory, RunStats, ask, open_engine
+from prefgen_dagster.llm.pool import EnginePool
+from prefgen_dagster.llm.runner import RunStats, ask
 from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage, batch_instructions
 
@@ -34,7 +35,7 @@ def rate_completions(
     config: PipelineConfig,
     storage: Storage,
     batch_id: str,
-    engine_factory: EngineFactory = open_engine,
+    engines: EnginePool,
     run_id: str | None = None,
 ) -> tuple[Judged, RunStats]:
     """Judge each instruction's completions (evolved ones, and the pooled originals unless
@@ -67,7 +68,7 @@ def rate_completions(
         plans = plan_judging(groups, instructions, config, attempt, retry)
         if not plans:
             break
-        answers = ask(plans, storage, config, engine_factory, total, run_id)
+        answers = ask(plans, storage, config, engines, total, run_id)
         retry = set()
         for plan in plans:
             answer = answers[plan.request.call_id]

@@ -1,8 +1,10 @@
 """Runs a stage's LLM requests through the `llm_calls` cache and the engines.
 
 Only requests missing from the cache reach an engine; each model's missing requests go to
-its engine as one stage-wide batch, and every answer is saved as it arrives (`saver.py`), so
-a crash or an interrupt loses only the requests in flight.
+its engine (from the run's `EnginePool`) as one stage-wide batch, ordered so that requests
+sharing a prompt prefix are next to each other (the engine's prefix cache then reuses it),
+and every answer is saved as it arrives (`saver.py`), so a crash or an interrupt loses only
+the requests in flight.
 
 A request that still fails after the engine's retries is an outcome, not a crash: it is
 noted in `failed_calls` with its error, and the stage goes on with what it has (its rows for
@@ -14,19 +16,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.llm.plan import Planned
+from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.llm.progress import Progress
 from prefgen_dagster.llm.saver import AnswerSaver, recover_journals
-from prefgen_dagster.llm.types import Engine, LLMRequest, LLMResult
+from prefgen_dagster.llm.types import LLMRequest, LLMResult
 from prefgen_dagster.storage.store import Storage
-
-EngineFactory = Callable[[PipelineConfig, str], Engine]
 
 
 class EngineFailed(RuntimeError):
@@ -77,6 +78,9 @@ class RunStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     engine_seconds: float = 0.0
+    # Engines this stage started (a model the run's pool already held costs none).
+    engine_starts: int = 0
+    engine_start_seconds: float = 0.0
     # Distinct requests with no answer: failed in this run, or given up after earlier runs.
     failed: int = 0
     given_up: int = 0
@@ -93,44 +97,45 @@ class RunStats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "engine_seconds": round(self.engine_seconds, 3),
+            "engine_starts": self.engine_starts,
+            "engine_start_seconds": round(self.engine_start_seconds, 3),
         }
 
     def add(self, other: RunStats) -> None:
-        for name in ("requested", "cache_hits", "engine_calls", "failed", "given_up"):
+        for name in (
+            "requested",
+            "cache_hits",
+            "engine_calls",
+            "failed",
+            "given_up",
+            "prompt_tokens",
+            "completion_tokens",
+            "engine_seconds",
+            "engine_starts",
+            "engine_start_seconds",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.engine_seconds += other.engine_seconds
         for model, count in other.per_model_calls.items():
             self.per_model_calls[model] = self.per_model_calls.get(model, 0) + count
         self.failed_by_kind.update(other.failed_by_kind)
-
-
-def open_engine(config: PipelineConfig, model_name: str) -> Engine:
-    """A real engine for one model of the config (imports the backend lazily)."""
-    spec = config.models[model_name]
-    if spec.backend == "vllm":
-        from prefgen_dagster.llm.engines.vllm_offline import VLLMOfflineEngine
-
-        return VLLMOfflineEngine(config.model_location(model_name), spec)
-    from prefgen_dagster.llm.engines.openai_http import OpenAIHTTPEngine
-
-    return OpenAIHTTPEngine(spec)
 
 
 def run_requests(
     requests: Sequence[tuple[str, LLMRequest]],
     storage: Storage,
     config: PipelineConfig,
-    engine_factory: EngineFactory = open_engine,
+    engines: EnginePool,
     run_id: str | None = None,
 ) -> tuple[dict[str, dict[str, Any]], RunStats]:
     """Answer `(model_name, request)` pairs; returns a row per distinct call id (an
     `llm_calls` row, or for a failed request one whose `error` says why), and counts.
+    Engines come from `engines` and stay there for later stages.
 
     With `engine.token_budget` set, the tokens that the engine spent for `run_id` (all stages
-    of one Dagster run) are checked before every chunk, and the stage stops with
-    `TokenBudgetReached` once they reach the budget; what finished is cached.
+    of one Dagster run) are checked before every chunk of `engine.chunk_size` requests, and
+    the stage stops with `TokenBudgetReached` once they reach the budget; what finished is
+    cached. Without a budget a model's requests go in one piece (a chunk boundary lets the
+    engine run out of work while its last requests finish).
     """
     stats = RunStats(requested=len(requests))
     recover_journals(storage)  # answers a killed run got but had not yet written
@@ -151,39 +156,40 @@ def run_requests(
         if call_id not in answers:
             missing.setdefault(model_name, []).append(request)
 
-    for model_name, pending in missing.items():
+    # Models already loaded first: with `max_loaded_models` set, the others may push them out.
+    for model_name in sorted(missing, key=lambda name: name not in engines.loaded):
+        pending = prefix_order(missing[model_name])
+        starts, start_seconds = len(engines.starts), engines.start_seconds
         try:
-            engine = engine_factory(config, model_name)
+            engine = engines.get(config, model_name)
         except Exception as err:
             raise engine_failure(config, model_name, "to start", err, answers, unique) from err
+        stats.engine_starts += len(engines.starts) - starts
+        stats.engine_start_seconds += engines.start_seconds - start_seconds
         progress = Progress(model_name, len(pending), cached=cached[model_name])
         # Leaving the saver writes what arrived, also on an interrupt or an engine error.
         with AnswerSaver(storage, run_id, config.engine.save_interval_s) as saver:
-            try:
-                chunk_size = config.engine.chunk_size
-                for start in range(0, len(pending), chunk_size):
-                    unasked = len(unique) - len(answers) - len(saver.rows)
-                    _check_budget(storage, config, run_id, unasked)
-                    chunk = pending[start : start + chunk_size]
-                    began = time.perf_counter()
-                    try:
-                        results = engine.generate(chunk, partial(_save_one, saver, progress, chunk))
-                    except Exception as err:
-                        answers.update(saver.rows)
-                        number = start // chunk_size + 1
-                        when = f"on chunk {number} of {-(-len(pending) // chunk_size)}"
-                        raise engine_failure(
-                            config, model_name, when, err, answers, unique
-                        ) from err
-                    for index, result in enumerate(results):
-                        _save_one(saver, progress, chunk, index, result)
-                    saver.flush()  # the token budget reads what the cache holds
-                    stats.engine_seconds += time.perf_counter() - began
-                    stats.engine_calls += len(chunk)
-                    calls = stats.per_model_calls
-                    calls[model_name] = calls.get(model_name, 0) + len(chunk)
-            finally:
-                engine.close()
+            budget = config.engine.token_budget
+            chunk_size = len(pending) if budget is None else config.engine.chunk_size
+            for start in range(0, len(pending), chunk_size):
+                unasked = len(unique) - len(answers) - len(saver.rows)
+                _check_budget(storage, config, run_id, unasked)
+                chunk = pending[start : start + chunk_size]
+                began = time.perf_counter()
+                try:
+                    results = engine.generate(chunk, partial(_save_one, saver, progress, chunk))
+                except Exception as err:
+                    answers.update(saver.rows)
+                    number = start // chunk_size + 1
+                    when = f"on chunk {number} of {-(-len(pending) // chunk_size)}"
+                    raise engine_failure(config, model_name, when, err, answers, unique) from err
+                for index, result in enumerate(results):
+                    _save_one(saver, progress, chunk, index, result)
+                saver.flush()  # the token budget reads what the cache holds
+                stats.engine_seconds += time.perf_counter() - began
+                stats.engine_calls += len(chunk)
+                calls = stats.per_model_calls
+                calls[model_name] = calls.get(model_name, 0) + len(chunk)
         answers.update(saver.rows)
 
     for row in answers.values():
@@ -193,6 +199,17 @@ def run_requests(
             stats.failed_by_kind[row["error"].split(":", 1)[0].strip()] += 1
     stats.failed = sum(1 for row in answers.values() if "error" in row)
     return answers, stats
+
+
+def prefix_order(requests: Sequence[LLMRequest]) -> list[LLMRequest]:
+    """The requests sorted by their messages, role and text in turn: requests that share a
+    prompt prefix (a system prompt, an instruction, a judge rubric with the same
+    instruction) end up next to each other, so the engine still has that prefix cached.
+    Each request carries its own seed, so the order changes no answer."""
+    return sorted(
+        requests,
+        key=lambda request: [part for m in request.messages for part in (m["role"], m["content"])],
+    )
 
 
 def _save_one(
@@ -234,13 +251,13 @@ def ask(
     plans: list[Planned],
     storage: Storage,
     config: PipelineConfig,
-    engine_factory: EngineFactory,
+    engines: EnginePool,
     total: RunStats,
     run_id: str | None,
 ) -> dict[str, dict[str, Any]]:
     """Answer a stage's planned requests (see `run_requests`), adding the counts to `total`."""
     answers, stats = run_requests(
-        [(p.model_name, p.request) for p in plans], storage, config, engine_factory, run_id
+        [(p.model_name, p.request) for p in plans], storage, config, engines, run_id
     )
     total.add(stats)
     return answers

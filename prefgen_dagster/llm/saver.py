@@ -5,6 +5,8 @@ appended to this process's journal, `<duckdb file>.journal/<pid>.jsonl` (one `wr
 it survives the process being killed), then written to `llm_calls` / `failed_calls` with
 the others that arrived since the last write, at most every `save_interval_s` (opening the
 DuckDB file costs about 30 ms, too much per answer), and at the end or on an interrupt.
+Those writes run on a thread of their own, one after another, so the engine (which calls
+`add` between its steps) does not wait for DuckDB.
 
 The next run first moves the journals of processes that are gone into the cache
 (`recover_journals`). So a SIGKILL loses only the requests in flight; Ctrl-C and SIGTERM
@@ -17,6 +19,7 @@ import contextlib
 import json
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,9 @@ class AnswerSaver:
         self._path = journal_dir(storage) / f"{os.getpid()}.jsonl"
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._journal = self._path.open("a", encoding="utf-8")
+        # One writer thread: the writes keep their order, and DuckDB sees one writer.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefgen-saver")
+        self._last_write_done: Future[None] | None = None
         # Every result seen, by call id: the rows the stage reads back.
         self.rows: dict[str, dict[str, Any]] = {}
 
@@ -48,9 +54,13 @@ class AnswerSaver:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """Write what is buffered, then drop the journal (the cache has all of it now)."""
-        self.flush()
-        self._journal.close()
+        """Write what is buffered, then drop the journal (the cache has all of it now). If
+        a write failed, the journal stays for the next run to recover."""
+        try:
+            self.flush()
+        finally:
+            self._writer.shutdown()
+            self._journal.close()
         self._path.unlink(missing_ok=True)
 
     def add(self, request: LLMRequest, result: LLMResult) -> bool:
@@ -68,15 +78,24 @@ class AnswerSaver:
         self._journal.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._journal.flush()
         if time.monotonic() - self._last_write >= self._interval_s:
-            self.flush()
+            self._write_buffered()
         return True
 
     def flush(self) -> None:
-        """Write what is buffered to DuckDB."""
+        """Write what is buffered to DuckDB and wait until every write is done."""
+        self._write_buffered()
+        if self._last_write_done is not None:
+            self._last_write_done.result()  # raises what a write raised
+
+    def _write_buffered(self) -> None:
+        """Hand the buffered rows to the writer thread (after the writes before them)."""
+        if self._last_write_done is not None and self._last_write_done.done():
+            self._last_write_done.result()  # a failed write stops the stage here
         answered, failed = self._answered, self._failed
         self._answered, self._failed = [], []
-        write_rows(self._storage, answered, failed)
         self._last_write = time.monotonic()
+        if answered or failed:
+            self._last_write_done = self._writer.submit(write_rows, self._storage, answered, failed)
 
 
 def write_rows(

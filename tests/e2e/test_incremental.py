@@ -13,7 +13,7 @@ from prefgen_dagster.config import load_config
 from prefgen_dagster.defs.definitions import build_definitions
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.defs.pipeline_run import materialize_batch
-from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.defs.resources import run_resources
 
 from .conftest import drop_batch, write_config
 from .test_pipeline_vllm import LLM_ASSETS, engine_calls, mt_bench_lines
@@ -64,7 +64,7 @@ def test_added_instruction_and_changed_judge_cost_only_their_calls(
             selection=["ratings", "candidate_pairs", "dpo_pairs"],
             partition_key="grow.jsonl",
             instance=instance,
-            resources={"prefgen": PrefgenResource(config_path=str(config_path))},
+            resources=run_resources(str(config_path)),
         )
         assert rejudged.success
         assert engine_calls(rejudged, "ratings") == 4

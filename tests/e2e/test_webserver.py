@@ -12,7 +12,7 @@ import yaml
 
 from prefgen_dagster.config import load_config
 from prefgen_dagster.defs.graph import build_graph
-from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.defs.resources import run_resources
 from prefgen_dagster.sql.project import load_project
 from tests.conftest import CLEAN_ENV
 
@@ -159,7 +159,7 @@ def test_ui_stale_view_follows_the_config(tmp_path: Path, tiny_models: Path) -> 
                 selection=["ratings"],
                 partition_key="three.jsonl",
                 instance=instance,
-                resources={"prefgen": PrefgenResource(config_path=str(config_path))},
+                resources=run_resources(str(config_path)),
             )
         assert rerun.success
         assert stale_view(url, "three.jsonl") == {

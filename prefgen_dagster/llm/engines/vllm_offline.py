@@ -20,7 +20,11 @@ from prefgen_dagster.llm.types import LLMRequest, LLMResult, OnResult
 
 
 class VLLMOfflineEngine:
-    """One `vllm.LLM` kept for as long as a stage needs it."""
+    """One `vllm.LLM` kept for as long as the run's stages need it."""
+
+    # Engines in one process share vLLM's distributed state; closing one ends it for all
+    # (the run's `EnginePool` closes them together).
+    shares_process_state = True
 
     def __init__(self, location: str, spec: ModelSpec):
         # In-process engine core: fast to start and no worker processes to clean up.

@@ -214,6 +214,7 @@ def test_the_sensor_watches_the_inbox_of_the_config_the_definitions_were_built_w
     drop(inbox, "a.jsonl")
     defs = build_definitions(config_path=config_path)
     sensor = defs.resolve_sensor_def("inbox_sensor")
-    context = dg.build_sensor_context(instance=instance, resources=defs.resources)
-    result = sensor(context)
+    # `with`: the definitions' resources include the run's engines, which have a lifecycle.
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        result = sensor(context)
     assert added_partitions(result) == ["a.jsonl"]

@@ -15,6 +15,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.evolution.plan import plan_evolution_round
 from prefgen_dagster.generation import run
 from prefgen_dagster.generation.plan import draw_pool, plan_completions, regeneration
+from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.llm.types import LLMRequest, LLMResult, OnResult
 from prefgen_dagster.storage.store import Storage
 from tests.unit.conftest import config_dict
@@ -236,7 +237,7 @@ def test_regeneration_keeps_the_slot_and_warms_up(config: PipelineConfig) -> Non
 
 @dataclass
 class SameAnswer:
-    """An `engine_factory` whose engines give every request the same text, and log them."""
+    """An engine opener whose engines give every request the same text, and log them."""
 
     asked: list[LLMRequest] = field(default_factory=list)
 
@@ -261,7 +262,7 @@ def test_each_regeneration_attempt_warms_by_step_times_attempt(
     generation = {**config_dict()["generation"], "diversity": {"max_regenerations": 2}}
     config = make_config(generation=generation)
     engine = SameAnswer()
-    frame, stats = run.generate_completions(config, storage, BATCH, engine)
+    frame, stats = run.generate_completions(config, storage, BATCH, EnginePool(engine))
     # Five slots; all but the first repeat it, so they are asked again twice.
     assert frame["regenerations"].to_list() == [0, 2, 2, 2, 2]
     # Each round asks only the slots it regenerates: 5 + 4 + 4 distinct requests, each

@@ -17,7 +17,7 @@ import yaml
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs.assets import raw_instructions
 from prefgen_dagster.defs.partitions import batches
-from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.defs.resources import run_resources
 from prefgen_dagster.ingest.batches import batch_file
 from prefgen_dagster.ingest.context import ContextLimits
 from prefgen_dagster.ingest.read import read_rows
@@ -358,7 +358,7 @@ def test_raw_instructions_stores_every_row_and_its_reason(
         [raw_instructions],
         partition_key=name,
         instance=instance,
-        resources={"prefgen": PrefgenResource(config_path=str(config_path))},
+        resources=run_resources(str(config_path)),
     )
     assert result.success
     storage = Storage(tmp_path / "p.duckdb")

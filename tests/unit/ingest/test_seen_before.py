@@ -16,7 +16,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs.assets import raw_instructions
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.report import print_summary
-from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.defs.resources import run_resources
 from prefgen_dagster.ingest.read import RawRow
 from prefgen_dagster.ingest.validate import SEEN_BEFORE, ingest, instruction_id
 from prefgen_dagster.stages import pipeline_hash
@@ -89,7 +89,7 @@ class Inbox:
             [raw_instructions],
             partition_key=name,
             instance=self.instance,
-            resources={"prefgen": PrefgenResource(config_path=str(self.config_path))},
+            resources=run_resources(str(self.config_path)),
         )
         assert result.success
         return result

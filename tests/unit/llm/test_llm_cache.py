@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.config.base import SamplingParams
-from prefgen_dagster.llm.runner import EngineFailed, TokenBudgetReached, run_requests
+from prefgen_dagster.llm.pool import EngineOpener, EnginePool
+from prefgen_dagster.llm.runner import (
+    EngineFailed,
+    RunStats,
+    TokenBudgetReached,
+    run_requests,
+)
 from prefgen_dagster.llm.saver import AnswerSaver, journal_dir
 from prefgen_dagster.llm.types import LLMRequest, LLMResult, OnResult
 from prefgen_dagster.storage.store import Storage
@@ -17,7 +24,7 @@ from prefgen_dagster.storage.store import Storage
 
 @dataclass
 class ScriptedEngines:
-    """An `engine_factory` whose engines answer `echo: <prompt>` and record every call.
+    """An engine opener whose engines answer `echo: <prompt>` and record every call.
 
     Prompts listed in `failing` come back with an error result; once `crash_after_chunks`
     chunks have been answered, the next `generate` raises instead; `interrupt_after` answers
@@ -71,6 +78,18 @@ class ScriptedEngine:
         self.script.closed.append(self.model_name)
 
 
+def run_with(
+    opener: EngineOpener,
+    requests: list[tuple[str, LLMRequest]],
+    storage: Storage,
+    config: PipelineConfig,
+    run_id: str | None = None,
+) -> tuple[dict[str, dict[str, Any]], RunStats]:
+    """`run_requests` with a pool of its own, closed afterwards (as a run's is)."""
+    with EnginePool(opener) as engines:
+        return run_requests(requests, storage, config, engines, run_id)
+
+
 def prompt_of(request: LLMRequest) -> str:
     return request.messages[-1]["content"]
 
@@ -88,15 +107,16 @@ def cached_call_count(storage: Storage) -> int:
 
 
 def with_chunk_size(config: PipelineConfig, size: int) -> PipelineConfig:
+    """Chunks of `size`: they pace a token budget, so a budget is set (one never reached)."""
     raw = config.model_dump(mode="json")
-    raw["engine"] = {"chunk_size": size}
+    raw["engine"] = {"chunk_size": size, "token_budget": 10**9}
     return PipelineConfig.model_validate(raw)
 
 
 def test_first_run_asks_each_unique_request_once(storage: Storage, config: PipelineConfig) -> None:
     engines = ScriptedEngines()
     requests = pairs("a", "b", "a", "c") + pairs("z", model_name="gen-b")
-    answers, stats = run_requests(requests, storage, config, engines)
+    answers, stats = run_with(engines, requests, storage, config)
     assert sorted(engines.asked) == ["a", "b", "c", "z"]
     assert sorted(engines.opened) == ["gen-a", "gen-b"]
     assert sorted(engines.closed) == ["gen-a", "gen-b"]
@@ -112,9 +132,9 @@ def test_first_run_asks_each_unique_request_once(storage: Storage, config: Pipel
 
 def test_second_run_is_served_from_the_cache(storage: Storage, config: PipelineConfig) -> None:
     requests = pairs("a", "b", "c")
-    first, _ = run_requests(requests, storage, config, ScriptedEngines())
+    first, _ = run_with(ScriptedEngines(), requests, storage, config)
     engines = ScriptedEngines()
-    second, stats = run_requests(requests, storage, config, engines)
+    second, stats = run_with(engines, requests, storage, config)
     assert engines.chunks == []
     assert engines.opened == []  # no engine is even loaded
     assert stats.engine_calls == 0
@@ -127,10 +147,10 @@ def test_second_run_is_served_from_the_cache(storage: Storage, config: PipelineC
 
 
 def test_a_changed_request_misses_the_cache(storage: Storage, config: PipelineConfig) -> None:
-    run_requests(pairs("a"), storage, config, ScriptedEngines())
+    run_with(ScriptedEngines(), pairs("a"), storage, config)
     engines = ScriptedEngines()
     other_seed = [("gen-a", req("a", seed=2))]
-    run_requests(other_seed, storage, config, engines)
+    run_with(engines, other_seed, storage, config)
     assert engines.asked == ["a"]
     assert cached_call_count(storage) == 2
 
@@ -141,7 +161,7 @@ def test_failed_requests_are_an_outcome_and_a_rerun_asks_only_them(
     config = with_chunk_size(config, 2)
     requests = pairs("p1", "p2", "p3", "p4", "p5")
     broken = ScriptedEngines(failing={"p4", "p5"})
-    answers, stats = run_requests(requests, storage, config, broken)
+    answers, stats = run_with(broken, requests, storage, config)
     assert (stats.failed, dict(stats.failed_by_kind)) == (2, {"HTTP 503": 2})
     assert [answers[r.call_id].get("error") for _, r in requests] == [None] * 3 + ["HTTP 503"] * 2
     assert [chunk for _, chunk in broken.chunks] == [["p1", "p2"], ["p3", "p4"], ["p5"]]
@@ -151,7 +171,7 @@ def test_failed_requests_are_an_outcome_and_a_rerun_asks_only_them(
     assert storage.query("SELECT count(*) AS n FROM failed_calls")["n"][0] == 2
 
     healthy = ScriptedEngines()
-    answers, stats = run_requests(requests, storage, config, healthy)
+    answers, stats = run_with(healthy, requests, storage, config)
     assert healthy.asked == ["p4", "p5"]
     assert (stats.cache_hits, stats.engine_calls, stats.failed) == (3, 2, 0)
     assert [answers[r.call_id]["response"] for _, r in requests] == [
@@ -167,11 +187,11 @@ def test_a_request_that_fails_in_max_failed_runs_runs_is_not_asked_again_until_r
     runs = config.engine.max_failed_runs
     for run in range(1, runs + 1):
         broken = ScriptedEngines(failing={"bad"})
-        run_requests(requests, storage, config, broken)
-        assert broken.asked == (["bad"] if run > 1 else ["ok", "bad"])
+        run_with(broken, requests, storage, config)
+        assert broken.asked == (["bad"] if run > 1 else ["bad", "ok"])  # sorted by text
         assert storage.failures([req("bad").call_id])[req("bad").call_id]["runs"] == run
     idle = ScriptedEngines(failing={"bad"})
-    answers, stats = run_requests(requests, storage, config, idle)
+    answers, stats = run_with(idle, requests, storage, config)
     assert idle.opened == []  # nothing to ask: the only unanswered request is given up
     assert (stats.failed, stats.given_up) == (1, 1)
     assert answers[req("bad").call_id]["error"].startswith(f"GivenUp: failed in {runs} runs")
@@ -179,7 +199,7 @@ def test_a_request_that_fails_in_max_failed_runs_runs_is_not_asked_again_until_r
 
     assert storage.retry_failures() == 1
     healthy = ScriptedEngines()
-    answers, stats = run_requests(requests, storage, config, healthy)
+    answers, stats = run_with(healthy, requests, storage, config)
     assert healthy.asked == ["bad"]
     assert (stats.failed, answers[req("bad").call_id]["response"]) == (0, "echo: bad")
 
@@ -192,11 +212,11 @@ def test_answers_are_saved_as_they_arrive_and_an_interrupt_keeps_them(
     requests = pairs(*(f"q{i}" for i in range(6)))
     interrupted = ScriptedEngines(interrupt_after=3)
     with pytest.raises(KeyboardInterrupt):
-        run_requests(requests, storage, config, interrupted)
+        run_with(interrupted, requests, storage, config)
     assert interrupted.closed == ["gen-a"]
     assert cached_call_count(storage) == 3
     rerun = ScriptedEngines()
-    run_requests(requests, storage, config, rerun)
+    run_with(rerun, requests, storage, config)
     assert rerun.asked == ["q3", "q4", "q5"]
 
 
@@ -211,12 +231,12 @@ def test_engine_crash_keeps_the_chunks_written_before_it(
         r"4 of this stage's 5 distinct requests are cached"
     )
     with pytest.raises(EngineFailed, match=expected):
-        run_requests(requests, storage, config, crashing)
+        run_with(crashing, requests, storage, config)
     assert crashing.closed == ["gen-a"]  # closed even though it raised
     assert cached_call_count(storage) == 4
 
     healthy = ScriptedEngines()
-    run_requests(requests, storage, config, healthy)
+    run_with(healthy, requests, storage, config)
     assert healthy.asked == ["p5"]
 
 
@@ -243,7 +263,7 @@ def test_an_engine_that_cannot_start_says_why_and_whether_memory_is_the_cause(
         raise error
 
     with pytest.raises(EngineFailed, match=f"failed to start: {type(error).__name__}") as raised:
-        run_requests(pairs("p1"), storage, config, failing_start)
+        run_with(failing_start, pairs("p1"), storage, config)
     assert ("It ran out of memory" in str(raised.value)) == about_memory
     assert cached_call_count(storage) == 0
 
@@ -259,12 +279,12 @@ def test_token_budget_stops_between_chunks_and_a_new_run_goes_on(
     # Each answer costs 10 prompt + 2 completion tokens: 24 per chunk of two. After two
     # chunks (48 tokens) the budget of 45 is spent and the third chunk is not sent.
     with pytest.raises(TokenBudgetReached, match="used 48 tokens of engine.token_budget 45"):
-        run_requests(requests, storage, budgeted, engines, run_id="run-1")
+        run_with(engines, requests, storage, budgeted, run_id="run-1")
     assert engines.asked == ["q0", "q1", "q2", "q3"]
     assert storage.tokens_spent("run-1") == 48
     assert cached_call_count(storage) == 4
     # The next run has a budget of its own and asks only what is not cached yet.
-    answers, stats = run_requests(requests, storage, budgeted, engines, run_id="run-2")
+    answers, stats = run_with(engines, requests, storage, budgeted, run_id="run-2")
     assert engines.asked[4:] == ["q4", "q5"]
     assert (len(answers), stats.engine_calls, stats.cache_hits) == (6, 2, 4)
 
@@ -276,13 +296,28 @@ def test_answers_of_a_killed_run_are_recovered_from_its_journal(
     run moves them into the cache instead of asking again."""
     requests = pairs("k0", "k1", "k2")
     saver = AnswerSaver(storage, "killed-run", interval_s=3600)
-    for _, request in requests[:2]:
+    for index, (_, request) in enumerate(requests[:2]):
         saver.add(request, LLMResult(f"echo: {prompt_of(request)}", "stop", 10, 2))
-    assert cached_call_count(storage) == 1  # the first is written at once, the second journaled
+        if index == 0:
+            saver.flush()  # the first reaches DuckDB, the second is only journaled
+    assert cached_call_count(storage) == 1
     # (the process dies here: no flush, no exit)
     rerun = ScriptedEngines()
-    answers, stats = run_requests(requests, storage, config, rerun)
+    answers, stats = run_with(rerun, requests, storage, config)
     assert rerun.asked == ["k2"]
     assert stats.cache_hits == 2
     assert answers[requests[0][1].call_id]["run_id"] == "killed-run"
     assert list(journal_dir(storage).iterdir()) == []
+
+
+def test_without_a_token_budget_a_models_requests_go_in_one_call(
+    storage: Storage, config: PipelineConfig
+) -> None:
+    """A chunk boundary would let the engine run dry while a chunk's last requests finish."""
+    raw = config.model_dump(mode="json")
+    raw["engine"] = {"chunk_size": 2}
+    engines = ScriptedEngines()
+    run_with(
+        engines, pairs("p1", "p2", "p3", "p4", "p5"), storage, PipelineConfig.model_validate(raw)
+    )
+    assert [chunk for _, chunk in engines.chunks] == [["p1", "p2", "p3", "p4", "p5"]]
