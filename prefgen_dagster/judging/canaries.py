@@ -49,7 +49,7 @@ class Canary:
     corrupted_text: str
     # The completion the corrupted text was taken from (other_answer, weaker_model).
     corrupted_from_id: str | None
-    # Shown first in the base order: on exactly half of each kind's canaries (one more when
+    # Shown first in the base order: on exactly half of each kind's canaries (one fewer when
     # odd), by a hash of the canary, so a judge that rates by position is right on half.
     corrupted_first: bool
 

@@ -73,13 +73,11 @@ class EnginePool:
             self._engines[model_name] = held  # now the most recently used
             return held[1]
         if held is not None:  # the config changed between stages: its settings are stale
-            held[1].close()
+            self._engines[model_name] = held
+            self._close_with_shared(model_name)
         limit = config.engine.max_loaded_models
         while limit is not None and len(self._engines) >= limit:
-            oldest = next(iter(self._engines))  # the least recently used
-            together = self._shared() if _shares(self._engines[oldest][1]) else [oldest]
-            for name in together:
-                self._close(name)
+            self._close_with_shared(next(iter(self._engines)))  # the least recently used
         began = time.perf_counter()
         engine = self._opener(config, model_name)
         self.start_seconds += time.perf_counter() - began
@@ -102,6 +100,12 @@ class EnginePool:
 
     def close(self) -> None:
         self.keep_only(())
+
+    def _close_with_shared(self, model_name: str) -> None:
+        """Close one engine; if it shares process state, close every engine that does."""
+        shared = _shares(self._engines[model_name][1])
+        for name in self._shared() if shared else [model_name]:
+            self._close(name)
 
     def _shared(self) -> list[str]:
         return [name for name, (_, engine) in self._engines.items() if _shares(engine)]

@@ -115,6 +115,12 @@ def test_engines_sharing_process_state_are_closed_only_together(
         pool.get(limited, name)
     assert pool.loaded == ["judge-m"]
     assert opener.log[-3:] == ["close gen-a", "close gen-b", "open judge-m"]
+    # A model whose settings changed restarts, and takes the others down with it.
+    pool.get(config, "gen-a")
+    models = config_dict()["models"]
+    models["judge-m"]["max_model_len"] = 1024
+    pool.get(make_config(models=models), "judge-m")
+    assert opener.log[-4:] == ["open gen-a", "close gen-a", "close judge-m", "open judge-m"]
     pool.close()
 
 
