@@ -46,7 +46,8 @@ class AnswerSaver:
         self._journal = self._path.open("a", encoding="utf-8")
         # One writer thread: the writes keep their order, and DuckDB sees one writer.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefgen-saver")
-        self._last_write_done: Future[None] | None = None
+        # Writes handed to the thread whose outcome is not yet checked.
+        self._writes: list[Future[None]] = []
         # Every result seen, by call id: the rows the stage reads back.
         self.rows: dict[str, dict[str, Any]] = {}
 
@@ -84,18 +85,24 @@ class AnswerSaver:
     def flush(self) -> None:
         """Write what is buffered to DuckDB and wait until every write is done."""
         self._write_buffered()
-        if self._last_write_done is not None:
-            self._last_write_done.result()  # raises what a write raised
+        self._check_writes(wait=True)
 
     def _write_buffered(self) -> None:
         """Hand the buffered rows to the writer thread (after the writes before them)."""
-        if self._last_write_done is not None and self._last_write_done.done():
-            self._last_write_done.result()  # a failed write stops the stage here
+        self._check_writes(wait=False)
         answered, failed = self._answered, self._failed
         self._answered, self._failed = [], []
         self._last_write = time.monotonic()
         if answered or failed:
-            self._last_write_done = self._writer.submit(write_rows, self._storage, answered, failed)
+            self._writes.append(self._writer.submit(write_rows, self._storage, answered, failed))
+
+    def _check_writes(self, wait: bool) -> None:
+        """Raise what a finished write raised (every one, not only the last: a failed write
+        followed by a good one must still stop the stage and keep the journal)."""
+        for write in list(self._writes):
+            if wait or write.done():
+                write.result()
+                self._writes.remove(write)
 
 
 def write_rows(

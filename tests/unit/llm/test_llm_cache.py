@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -321,3 +322,32 @@ def test_without_a_token_budget_a_models_requests_go_in_one_call(
         engines, pairs("p1", "p2", "p3", "p4", "p5"), storage, PipelineConfig.model_validate(raw)
     )
     assert [chunk for _, chunk in engines.chunks] == [["p1", "p2", "p3", "p4", "p5"]]
+
+
+def test_a_failed_cache_write_is_raised_even_after_a_later_one_succeeds(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes run on a thread: the first fails, the second succeeds; leaving the saver
+    still raises, and the journal stays for the next run to recover."""
+    from prefgen_dagster.llm import saver as saver_module
+
+    real_write = saver_module.write_rows
+    calls: list[int] = []
+
+    def flaky_write(*args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.3)  # still running when the second write is handed over
+            raise OSError("disk full")
+        real_write(*args)
+
+    monkeypatch.setattr(saver_module, "write_rows", flaky_write)
+    requests = pairs("w0", "w1")
+    with (
+        pytest.raises(OSError, match="disk full"),
+        AnswerSaver(storage, "run", interval_s=0) as saver,
+    ):
+        for _, request in requests:
+            saver.add(request, LLMResult(f"echo: {prompt_of(request)}", "stop", 10, 2))
+    assert len(calls) == 2
+    assert list(journal_dir(storage).iterdir()) != []
