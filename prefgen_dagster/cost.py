@@ -84,25 +84,36 @@ def prompt_bounds(
     evol = config.evol_quality
     by_id = {row["instruction_id"]: row for row in instructions}
     criterion = evol.criteria[0]
-    # The rewrite prompt around an empty response, plus the response at its longest (the
-    # first round rewrites a completion, later rounds a rewrite).
-    evolution = [
-        prompt_tokens(
-            evol_messages(
-                by_id[p.row["instruction_id"]]["instruction"], "", criterion, evol.custom_criteria
+    # The rewrite prompt around an empty response (the same for every completion of an
+    # instruction), plus the response at its longest (the first round rewrites a
+    # completion, later rounds a rewrite).
+    rewritten = list(dict.fromkeys(p.row["instruction_id"] for p in plans))
+    rewrite_prompts = dict(
+        zip(
+            rewritten,
+            prompts_tokens(
+                [
+                    evol_messages(by_id[iid]["instruction"], "", criterion, evol.custom_criteria)
+                    for iid in rewritten
+                ],
+                counters.for_model(evol.model),
+                config,
             ),
-            counters.for_model(evol.model),
-            config,
+            strict=True,
         )
+    )
+    evolution = [
+        rewrite_prompts[p.row["instruction_id"]]
         + max(p.request.sampling.max_tokens, evol.sampling.max_tokens)
         for p in plans
     ]
     # Judge requests hold short stand-ins for the texts: each counts as the longest text.
     longest = longest_text(config)
     judge_prompts = [
-        prompt_tokens(plan.request.messages, counters.for_model(plan.model_name), config)
-        + longest * len(plan.row.completion_ids)
-        for plan in judge_plans
+        size + longest * len(plan.row.completion_ids)
+        for plan, size in zip(
+            judge_plans, planned_prompt_tokens(judge_plans, counters, config), strict=True
+        )
     ]
     judge: dict[str, int] = {}
     for plan, size in zip(judge_plans, judge_prompts, strict=True):
@@ -111,12 +122,32 @@ def prompt_bounds(
     return PromptBounds(evolution, judge_prompts, judge, _candidates(config, plans))
 
 
-def prompt_tokens(
-    messages: list[dict[str, str]], counter: TokenCounter, config: PipelineConfig
-) -> int:
-    """A prompt's tokens: its messages, plus the chat template's markup (the margin ingest
-    keeps for it too)."""
-    return counter.total([m["content"] for m in messages]) + config.input.context_margin_tokens
+def prompts_tokens(
+    prompts: list[list[dict[str, str]]], counter: TokenCounter, config: PipelineConfig
+) -> list[int]:
+    """Each prompt's tokens: its messages, plus the chat template's markup (the margin ingest
+    keeps for it too). All texts go to the counter in one call (a call per prompt costs
+    more than the counting at a few thousand prompts)."""
+    counts = iter(counter.count([m["content"] for messages in prompts for m in messages]))
+    margin = config.input.context_margin_tokens
+    return [sum(next(counts) for _ in messages) + margin for messages in prompts]
+
+
+def planned_prompt_tokens(
+    plans: list[Planned], counters: TokenCounters, config: PipelineConfig
+) -> list[int]:
+    """Each planned request's prompt tokens (`prompts_tokens`), one counting call per model."""
+    sizes = [0] * len(plans)
+    by_model: dict[str, list[int]] = {}
+    for index, plan in enumerate(plans):
+        by_model.setdefault(plan.model_name, []).append(index)
+    for name, indexes in by_model.items():
+        prompts = [plans[index].request.messages for index in indexes]
+        for index, size in zip(
+            indexes, prompts_tokens(prompts, counters.for_model(name), config), strict=True
+        ):
+            sizes[index] = size
+    return sizes
 
 
 def _candidates(config: PipelineConfig, plans: list[Planned]) -> dict[str, int]:
@@ -162,10 +193,7 @@ def estimate(batch: BatchPlan) -> list[StageCost]:
     """The cost of generation, evolution and judging for a planned batch."""
     config, plans, judge_plans, bounds = batch.config, batch.generation, batch.judging, batch.bounds
     # Counted here, not in `plan_batch`: the warnings (run at ingest) do not need them.
-    gen_prompt = sum(
-        prompt_tokens(p.request.messages, batch.counters.for_model(p.model_name), config)
-        for p in plans
-    )
+    gen_prompt = sum(planned_prompt_tokens(plans, batch.counters, config))
     gen_completion = sum(p.request.sampling.max_tokens for p in plans)
     regenerations = config.generation.diversity.max_regenerations
     generation = StageCost(

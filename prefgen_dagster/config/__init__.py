@@ -45,9 +45,10 @@ class EngineConfig(Strict):
     # Requests go to the engine a whole stage at a time; with a token_budget, it is checked
     # before each chunk of this many. Answers are saved as they arrive, whatever the chunk size.
     chunk_size: int = Field(512, gt=0)
-    # Answers arriving together are written to the llm_calls cache at most this often (a
-    # write costs ~30 ms); a crash loses the requests in flight and at most this much.
-    save_interval_s: float = Field(0.5, gt=0)
+    # Each answer is journaled as it arrives (a crash loses only the requests in flight); the
+    # journal is moved into the llm_calls cache at most this often, and at the stage's end.
+    # A write opens the DuckDB file (tens of ms, on a thread beside the engine's).
+    save_interval_s: float = Field(5.0, gt=0)
     # A request that failed (after its retries) in this many runs is not asked again until
     # `prefgen retry-failed`; until then its rows carry the error.
     max_failed_runs: int = Field(3, gt=0)

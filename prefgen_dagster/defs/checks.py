@@ -34,34 +34,37 @@ def build_sql_check(
     def _check(context: dg.AssetCheckExecutionContext, prefgen: PrefgenResource):
         config, storage = prefgen.open()
         batch_id = context.partition_key
-        offending = storage.query(*check.render(batch_id, config.sql_vars()))
-        table = project.asset_table(check.asset)
-        total = storage.query(f"SELECT count(*) AS n FROM {table} WHERE batch_id = ?", [batch_id])
-        checked = int(total["n"][0])
-        reason = failure_reason(offending)
-        storage.record_check(
-            {
-                "batch_id": batch_id,
-                "check_name": check.name,
-                "asset": check.asset,
-                "severity": check.severity,
-                "blocking": check.blocking,
-                "passed": offending.is_empty(),
-                "failing_rows": offending.height,
-                "reason": reason,
-            }
-        )
-        return dg.AssetCheckResult(
-            passed=offending.is_empty(),
-            severity=severity,
-            metadata={
-                "failing_rows": offending.height,
-                "checked_rows": checked,
-                "failure_rate": round(offending.height / checked, 4) if checked else 0.0,
-                **({"reason": reason} if reason else {}),
-                "sample_rows": dg.MetadataValue.md(metadata.markdown_table(offending, 10)),
-            },
-        )
+        with storage.session():  # one connection for the check's queries
+            offending = storage.query(*check.render(batch_id, config.sql_vars()))
+            table = project.asset_table(check.asset)
+            total = storage.query(
+                f"SELECT count(*) AS n FROM {table} WHERE batch_id = ?", [batch_id]
+            )
+            checked = int(total["n"][0])
+            reason = failure_reason(offending)
+            storage.record_check(
+                {
+                    "batch_id": batch_id,
+                    "check_name": check.name,
+                    "asset": check.asset,
+                    "severity": check.severity,
+                    "blocking": check.blocking,
+                    "passed": offending.is_empty(),
+                    "failing_rows": offending.height,
+                    "reason": reason,
+                }
+            )
+            return dg.AssetCheckResult(
+                passed=offending.is_empty(),
+                severity=severity,
+                metadata={
+                    "failing_rows": offending.height,
+                    "checked_rows": checked,
+                    "failure_rate": round(offending.height / checked, 4) if checked else 0.0,
+                    **({"reason": reason} if reason else {}),
+                    "sample_rows": dg.MetadataValue.md(metadata.markdown_table(offending, 10)),
+                },
+            )
 
     return _check
 

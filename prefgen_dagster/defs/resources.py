@@ -30,6 +30,9 @@ class PrefgenResource(dg.ConfigurableResource):
     afresh (it is small)."""
 
     config_path: str
+    # One `Storage` per DuckDB file for the resource's life: it checks the file's schema on
+    # its first connection only.
+    _storages: dict[Path, Storage] = PrivateAttr(default_factory=dict)
 
     def config(self) -> PipelineConfig:
         return load_config(self.config_path)
@@ -37,7 +40,10 @@ class PrefgenResource(dg.ConfigurableResource):
     def open(self) -> tuple[PipelineConfig, Storage]:
         """The config, read once, and the DuckDB file it names."""
         config = self.config()
-        return config, Storage(config.resolve(config.paths.duckdb_path))
+        path = config.resolve(config.paths.duckdb_path)
+        if path not in self._storages:
+            self._storages[path] = Storage(path)
+        return config, self._storages[path]
 
 
 class EnginesResource(dg.ConfigurableResource):

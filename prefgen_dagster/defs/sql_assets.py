@@ -43,23 +43,24 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
     def _model(context: dg.AssetExecutionContext, prefgen: PrefgenResource) -> dg.MaterializeResult:
         config, storage = prefgen.open()
         batch_id = context.partition_key
-        frame = storage.query(*model.render(batch_id, config.sql_vars()))
-        frame = frame.with_columns(pl.lit(batch_id).alias("batch_id"))
-        storage.replace_partition(model.name, batch_id, frame)
-        lineage = column_lineage(model, storage.column_types())
-        meta = {
-            **metadata.frame_metadata(frame, model.name),
-            **common_metadata(config),
-            "dagster/column_lineage": metadata.column_lineage(
-                {
-                    column: [(project.table_asset(table), name) for table, name in sources]
-                    for column, sources in lineage.items()
-                }
-            ),
-            **_pair_metadata(frame),
-            **_pair_story(storage, frame),
-        }
-        return dg.MaterializeResult(metadata=meta, data_version=metadata.data_version(frame))
+        with storage.session():  # one connection for the step's queries
+            frame = storage.query(*model.render(batch_id, config.sql_vars()))
+            frame = frame.with_columns(pl.lit(batch_id).alias("batch_id"))
+            storage.replace_partition(model.name, batch_id, frame)
+            lineage = column_lineage(model, storage.column_types())
+            meta = {
+                **metadata.frame_metadata(frame, model.name),
+                **common_metadata(config),
+                "dagster/column_lineage": metadata.column_lineage(
+                    {
+                        column: [(project.table_asset(table), name) for table, name in sources]
+                        for column, sources in lineage.items()
+                    }
+                ),
+                **_pair_metadata(frame),
+                **_pair_story(storage, frame),
+            }
+            return dg.MaterializeResult(metadata=meta, data_version=metadata.data_version(frame))
 
     return _model
 
@@ -151,17 +152,15 @@ def build_export_asset(project: SqlProject) -> dg.AssetsDefinition:
         config, storage = prefgen.open()
         blocking = [check.name for check in project.checks if check.blocking]
         judge = judge_settings(config) if config.judge else None
-        pairs, summary = export.collect_pairs(storage, blocking, judge)
+        with storage.session():  # one connection for the export's reads
+            pairs, summary = export.collect_pairs(storage, blocking, judge)
+            frames = read_frames(storage, summary["batches_exported"], pairs)
+            held = export.held_back_pairs(storage, summary["held_back_reasons"])
         records = export.to_trl_records(
             pairs, config.names_by_identity(), config.export.test_fraction
         )
-        drawn = label_plots(
-            read_frames(storage, summary["batches_exported"], pairs),
-            config.names_by_identity(),
-            config.checks.min_canary_accuracy,
-        )
+        drawn = label_plots(frames, config.names_by_identity(), config.checks.min_canary_accuracy)
         card = dataset_card(records, summary, config, pipeline_hash(config), drawn)
-        held = export.held_back_pairs(storage, summary["held_back_reasons"])
         paths = export.write_dataset(records, config.resolve(config.paths.export_dir), card, held)
         write_plots(drawn, config.resolve(config.paths.export_dir))
         return dg.MaterializeResult(

@@ -109,9 +109,7 @@ def write_rows(
     storage: Storage, answered: list[dict[str, Any]], failed: list[dict[str, Any]]
 ) -> None:
     """Answers into the cache (and out of `failed_calls`), failures into `failed_calls`."""
-    storage.store_calls(answered)
-    storage.clear_failures([row["call_id"] for row in answered])
-    storage.record_failures(failed)
+    storage.save_calls(answered, failed)
 
 
 def recover_journals(storage: Storage) -> int:

@@ -32,9 +32,6 @@ class TokenCounter:
     count: Callable[[list[str]], list[int]]
     exact: bool = True
 
-    def total(self, texts: list[str]) -> int:
-        return sum(self.count(texts)) if texts else 0
-
 
 def estimate_tokens(texts: list[str]) -> list[int]:
     return [-(-len(text.encode("utf-8")) // BYTES_PER_TOKEN_ESTIMATE) for text in texts]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from prefgen_dagster.config.base import SamplingParams
@@ -20,9 +21,10 @@ class LLMRequest:
     seed: int
     json_schema: dict[str, Any] | None = None
 
-    @property
+    @cached_property
     def call_id(self) -> str:
-        """The cache key: the same request made anywhere gives the same id."""
+        """The cache key: the same request made anywhere gives the same id (hashed once per
+        request: a stage reads it several times, and a judge prompt is kilobytes long)."""
         return stable_hash(
             {
                 "model": self.model,

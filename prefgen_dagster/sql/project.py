@@ -168,18 +168,18 @@ def column_lineage(
     model: SqlFile, schema: dict[str, dict[str, str]]
 ) -> dict[str, list[tuple[str, str]]]:
     """For each output column of a model, the (table, column) pairs it is computed from."""
-    probe = _probe(model.sql)
-    tree = sqlglot.parse_one(probe, read="duckdb")
-    result = {}
-    for column in tree.named_selects:
-        node = lineage(column, probe, schema=schema, dialect="duckdb")
-        sources = {
-            (leaf.source.name, leaf.name.split(".")[-1])
-            for leaf in node.walk()
-            if not leaf.downstream and isinstance(leaf.source, sqlglot.exp.Table)
-        }
-        result[column] = sorted(sources)
-    return result
+    # Every column at once: the query is parsed and qualified once, not once per column.
+    nodes = lineage(None, _probe(model.sql), schema=schema, dialect="duckdb")
+    return {
+        column: sorted(
+            {
+                (leaf.source.name, leaf.name.split(".")[-1])
+                for leaf in node.walk()
+                if not leaf.downstream and isinstance(leaf.source, sqlglot.exp.Table)
+            }
+        )
+        for column, node in nodes.items()
+    }
 
 
 def _read_header(path: Path) -> dict[str, str]:

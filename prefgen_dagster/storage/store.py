@@ -9,6 +9,7 @@ A partition's rows are replaced in one transaction, so a crash never leaves half
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,10 +53,17 @@ class Storage:
             ) from err
         self._lock = FileLock(str(lock_path), timeout=lock_timeout_s)
         self._initialized = False
+        # The connection a thread holds for a `session`.
+        self._held = threading.local()
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection held under the file lock, closed on exit whatever happens."""
+        """A connection held under the file lock, closed on exit whatever happens (inside
+        a `session`, that session's connection)."""
+        held = getattr(self._held, "con", None)
+        if held is not None:
+            yield held
+            return
         try:
             self._lock.acquire()
         except Timeout as err:
@@ -74,6 +82,19 @@ class Storage:
                 con.close()
         finally:
             self._lock.release()
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """One connection (and the file lock) for a block of short statements: every
+        `connect` of this thread inside the block reuses it. Opening the file costs tens of
+        milliseconds, and a step makes several queries. Never around an engine call: the
+        lock would stall the other processes and this one's answer writer."""
+        with self.connect() as con:
+            self._held.con = con
+            try:
+                yield
+            finally:
+                self._held.con = None
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
         """Create the tables of a new file, migrate an older one, refuse a newer one."""
@@ -176,17 +197,43 @@ class Storage:
 
     def store_calls(self, rows: list[dict[str, Any]]) -> None:
         """Add finished calls to the cache; a call already there is kept as it was."""
-        self._insert("llm_calls", rows, keep="old")
+        self.save_calls(rows, [])
 
-    def _insert(self, table: str, rows: list[dict[str, Any]], keep: str) -> None:
-        """Add rows to a keyed table; on a key already there, keep the `old` or the `new` row."""
-        if not rows:
+    def record_failures(self, rows: list[dict[str, Any]]) -> None:
+        """Note LLM calls that still failed after retries (call_id, model, error, attempts):
+        a call that failed before keeps its latest error and counts one more failed run."""
+        self.save_calls([], rows)
+
+    def save_calls(self, answered: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:
+        """Answers into the cache (a call already there keeps its row) and out of
+        `failed_calls`; failures into `failed_calls`, one more failed run each. One
+        connection and one transaction: an engine's answers are saved every few seconds
+        while it generates, and each connection costs tens of milliseconds."""
+        if not answered and not failed:
             return
-        conflict = {"old": "IGNORE", "new": "REPLACE"}[keep]
         with self.connect() as con:
-            con.register("incoming", TABLES[table].frame(rows).to_arrow())
-            con.execute(f"INSERT OR {conflict} INTO {table} BY NAME SELECT * FROM incoming")
-            con.unregister("incoming")
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if answered:
+                    con.register("incoming", TABLES["llm_calls"].frame(answered).to_arrow())
+                    con.execute("INSERT OR IGNORE INTO llm_calls BY NAME SELECT * FROM incoming")
+                    con.execute(
+                        "DELETE FROM failed_calls WHERE call_id IN (SELECT call_id FROM incoming)"
+                    )
+                    con.unregister("incoming")
+                if failed:
+                    frame = TABLES["failed_calls"].frame(failed).drop("runs")
+                    con.register("failing", frame.to_arrow())
+                    con.execute(
+                        "INSERT OR REPLACE INTO failed_calls BY NAME SELECT f.*, "
+                        "coalesce(old.runs, 0) + 1 AS runs FROM failing f "
+                        "LEFT JOIN failed_calls old USING (call_id)"
+                    )
+                    con.unregister("failing")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
 
     def tokens_spent(self, run_id: str) -> int:
         """Prompt + completion tokens of the calls an engine answered for this run."""
@@ -197,18 +244,6 @@ class Storage:
         )
         return int(frame["n"][0])
 
-    def record_failures(self, rows: list[dict[str, Any]]) -> None:
-        """Note LLM calls that still failed after retries (call_id, model, error, attempts):
-        a call that failed before keeps its latest error and counts one more failed run."""
-        if not rows:
-            return
-        before = self.failures([row["call_id"] for row in rows])
-        self._insert(
-            "failed_calls",
-            [{**row, "runs": before.get(row["call_id"], {}).get("runs", 0) + 1} for row in rows],
-            keep="new",
-        )
-
     def failures(self, call_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The `failed_calls` rows of these calls (calls that never failed are absent)."""
         return self._rows_by_call("failed_calls", call_ids)
@@ -218,15 +253,6 @@ class Storage:
         then); returns how many there are."""
         with self.connect() as con:
             return con.execute("UPDATE failed_calls SET runs = 0").fetchall()[0][0]
-
-    def clear_failures(self, call_ids: Sequence[str]) -> None:
-        """Forget the failures of calls that have since been answered."""
-        if not call_ids:
-            return
-        with self.connect() as con:
-            con.register("answered", pl.DataFrame({"call_id": list(call_ids)}).to_arrow())
-            con.execute("DELETE FROM failed_calls WHERE call_id IN (SELECT call_id FROM answered)")
-            con.unregister("answered")
 
     def table_counts(self, batch_id: str | None = None) -> dict[str, int]:
         counts = {}

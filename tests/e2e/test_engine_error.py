@@ -15,7 +15,7 @@ from prefgen_dagster.cli import TINY_CONFIG
 from prefgen_dagster.config.base import ModelSpec, SamplingParams
 from prefgen_dagster.defs.pipeline_run import materialize_batch
 from prefgen_dagster.defs.report import step_error_message
-from prefgen_dagster.llm.engines.vllm_offline import VLLMOfflineEngine
+from prefgen_dagster.llm.engines.vllm_offline import VLLMOfflineEngine, _sampling_params
 from prefgen_dagster.llm.types import LLMRequest
 
 from .conftest import drop_batch, write_config
@@ -97,13 +97,14 @@ def test_too_long_prompt_and_out_of_memory_keep_finished_work(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-qwen2"])
-def test_prompt_lengths_are_counted_as_vllm_counts_them(tiny_models: Path, model: str) -> None:
-    """The check that keeps too-long prompts away from vLLM must agree with vLLM itself."""
+def test_prompts_are_rendered_and_answered_as_vllm_chat_does(tiny_models: Path, model: str) -> None:
+    """The engine renders prompts itself (once: their lengths keep too-long ones away from
+    vLLM) and queues token ids: the prompts and the answers must be those of `LLM.chat`."""
     spec = ModelSpec.model_validate(yaml.safe_load(TINY_CONFIG.read_text())["models"][model])
     engine = VLLMOfflineEngine(str(tiny_models / model), spec)
     try:
         requests = [
-            LLMRequest(model, messages, SamplingParams(max_tokens=4), seed=1)
+            LLMRequest(model, messages, SamplingParams(max_tokens=8), seed=1)
             for messages in (
                 [{"role": "user", "content": "Hi."}],
                 [{"role": "system", "content": "Be brief."}, {"role": "user", "content": LONG}],
@@ -111,6 +112,15 @@ def test_prompt_lengths_are_counted_as_vllm_counts_them(tiny_models: Path, model
             )
         ]
         answered = engine.generate(requests)
-        assert engine.prompt_tokens(requests) == [result.prompt_tokens for result in answered]
+        by_chat = engine._llm.chat(
+            [request.messages for request in requests],
+            sampling_params=[_sampling_params(request) for request in requests],
+            use_tqdm=False,
+        )
+        assert engine.prompt_token_ids(requests) == [out.prompt_token_ids for out in by_chat]
+        assert [result.prompt_tokens for result in answered] == [
+            len(out.prompt_token_ids) for out in by_chat
+        ]
+        assert [result.text for result in answered] == [out.outputs[0].text for out in by_chat]
     finally:
         engine.close()

@@ -1,11 +1,12 @@
-"""vLLM in-process: the whole list of requests is queued at once (`LLM.enqueue_chat`) and the
-engine is stepped until every one is done, handing each answer on as soon as it finishes
-(what `LLM.chat` does, except that it returns only at the end).
+"""vLLM in-process: the whole list of requests is queued at once and the engine is stepped
+until every one is done, handing each answer on as soon as it finishes (what `LLM.chat`
+does, except that it returns only at the end).
 
-vLLM refuses the whole call when one prompt fills the model's context, so prompts are
-measured first, with the model's own tokenizer and chat template, and those that cannot fit
-come back as `PromptTooLong` errors without being sent: they fail alone, the rest is
-answered (and cached), and no prompt is ever cut short.
+Each prompt is rendered once, here, with the model's own chat template and tokenizer (as
+`LLM.chat` renders it), and queued as token ids. Its length decides first: vLLM refuses the
+whole call when one prompt fills the model's context, so those that cannot fit come back as
+`PromptTooLong` errors without being sent: they fail alone, the rest is answered (and
+cached), and no prompt is ever cut short.
 """
 
 from __future__ import annotations
@@ -52,23 +53,32 @@ class VLLMOfflineEngine:
             if on_result is not None:
                 on_result(index, result)
 
-        too_long = self._prompts_too_long(requests)
-        for index, error in too_long.items():
-            settle(index, LLMResult(None, error=error))
-        sendable = [index for index in range(len(requests)) if index not in too_long]
+        token_ids = self.prompt_token_ids(requests)
+        sendable = []
+        for index, ids in enumerate(token_ids):
+            if len(ids) < self._max_model_len:  # vLLM's rule: room for at least one token
+                sendable.append(index)
+            else:
+                settle(index, LLMResult(None, error=_too_long(len(ids), self._max_model_len)))
         if sendable:
-            self._run(requests, sendable, settle)
+            self._run(requests, token_ids, sendable, settle)
         return [result for result in results if result is not None]
 
-    def _run(self, requests: Sequence[LLMRequest], sendable: list[int], settle: OnResult) -> None:
+    def _run(
+        self,
+        requests: Sequence[LLMRequest],
+        token_ids: list[list[int]],
+        sendable: list[int],
+        settle: OnResult,
+    ) -> None:
         """Queue the requests, then step the engine, settling each one as it finishes."""
-        request_ids = self._llm.enqueue_chat(
-            [requests[index].messages for index in sendable],
+        request_ids = self._llm.enqueue(
+            [{"prompt_token_ids": token_ids[index]} for index in sendable],
             sampling_params=[_sampling_params(requests[index]) for index in sendable],
             use_tqdm=False,
         )
-        # enqueue_chat returns the engine's internal ids ("<id>-<8 random characters>");
-        # outputs and abort_request use the request's own id, the part before the dash.
+        # enqueue returns the engine's internal ids ("<id>-<8 random characters>"); outputs
+        # and abort_request use the request's own id, the part before the dash.
         own_ids = [request_id.rsplit("-", 1)[0] for request_id in request_ids]
         index_of = dict(zip(own_ids, sendable, strict=True))
         engine = self._llm.llm_engine
@@ -91,8 +101,8 @@ class VLLMOfflineEngine:
             if engine.has_unfinished_requests():
                 engine.abort_request(own_ids)
 
-    def prompt_tokens(self, requests: Sequence[LLMRequest]) -> list[int]:
-        """Each request's prompt length as vLLM counts it: the model's chat template, then
+    def prompt_token_ids(self, requests: Sequence[LLMRequest]) -> list[list[int]]:
+        """Each request's prompt as vLLM's chat renders it: the model's chat template, then
         its tokenizer (no special tokens added: the template has them)."""
         tokenizer = self._llm.get_tokenizer()
         texts = [
@@ -101,23 +111,18 @@ class VLLMOfflineEngine:
             )
             for request in requests
         ]
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-
-    def _prompts_too_long(self, requests: Sequence[LLMRequest]) -> dict[int, str]:
-        """{index: error} for prompts that leave no room for an answer (vLLM's own rule:
-        prompt tokens >= max_model_len)."""
-        return {
-            index: (
-                f"PromptTooLong: the prompt has {count} tokens, the model's max_model_len is "
-                f"{self._max_model_len}; raise max_model_len or shorten what goes into it"
-            )
-            for index, count in enumerate(self.prompt_tokens(requests))
-            if count >= self._max_model_len
-        }
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
     def close(self) -> None:
         del self._llm
         gc.collect()
+
+
+def _too_long(prompt_tokens: int, max_model_len: int) -> str:
+    return (
+        f"PromptTooLong: the prompt has {prompt_tokens} tokens, the model's max_model_len is "
+        f"{max_model_len}; raise max_model_len or shorten what goes into it"
+    )
 
 
 def _sampling_params(request: LLMRequest):

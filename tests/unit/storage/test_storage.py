@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -189,3 +190,49 @@ def test_a_lock_held_elsewhere_times_out_with_the_path(tmp_path: Path) -> None:
     with holder, pytest.raises(StorageUnavailable, match=r"prefgen.duckdb: its lock .* 0 s"):
         storage.query("SELECT 1")
     assert storage.query("SELECT 1 AS one")["one"].to_list() == [1]  # free again: fine
+
+
+def test_a_session_makes_its_statements_on_one_connection_and_keeps_other_threads_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = Storage(tmp_path / "p.duckdb")
+    storage.query("SELECT 1")  # the schema is made
+    opened: list[str] = []
+    connect = duckdb.connect
+    monkeypatch.setattr(
+        "prefgen_dagster.storage.store.duckdb.connect",
+        lambda path: opened.append(path) or connect(path),
+    )
+    other: list[int] = []
+    thread = threading.Thread(target=lambda: other.append(storage.query("SELECT 2 AS n").height))
+    with storage.session():
+        storage.store_calls([{"call_id": "c", "model": "m", "request": "{}", "response": "r"}])
+        assert list(storage.cached_calls(["c"])) == ["c"]
+        thread.start()
+        thread.join(timeout=0.5)
+        assert thread.is_alive(), "another thread must wait for the session's lock"
+        assert storage.query("SELECT count(*) AS n FROM llm_calls")["n"][0] == 1
+    thread.join(timeout=30)
+    assert other == [1]
+    assert len(opened) == 2  # the session's, then the other thread's
+    storage.query("SELECT 1")
+    assert len(opened) == 3  # outside a session: one per statement
+
+
+def test_saving_answers_and_failures_counts_failed_runs_and_clears_answered_ones(
+    tmp_path: Path,
+) -> None:
+    storage = Storage(tmp_path / "p.duckdb")
+    failure = {"call_id": "a", "model": "m", "error": "Boom: no", "attempts": 3}
+    storage.save_calls([], [failure, {**failure, "call_id": "b"}])
+    storage.save_calls([], [{**failure, "error": "Boom: again"}])
+    failures = storage.failures(["a", "b"])
+    assert {cid: (row["runs"], row["error"]) for cid, row in failures.items()} == {
+        "a": (2, "Boom: again"),
+        "b": (1, "Boom: no"),
+    }
+    answer = {"call_id": "a", "model": "m", "request": "{}", "response": "r"}
+    storage.save_calls([answer], [])
+    storage.save_calls([{**answer, "response": "later"}], [])
+    assert storage.cached_calls(["a"])["a"]["response"] == "r"  # the first answer stays
+    assert list(storage.failures(["a", "b"])) == ["b"]
