@@ -72,9 +72,11 @@ class Storage:
                 f"{self._lock.timeout:.0f} s; another process holds it (a stuck prefgen run?)"
             ) from err
         try:
+            existed = self.path.exists()
             con = duckdb.connect(str(self.path))
             try:
-                if not self._initialized:
+                # A file made by this connection (also one removed since the last) is empty.
+                if not (self._initialized and existed):
                     self._ensure_schema(con)
                     self._initialized = True
                 yield con

@@ -236,3 +236,13 @@ def test_saving_answers_and_failures_counts_failed_runs_and_clears_answered_ones
     storage.save_calls([{**answer, "response": "later"}], [])
     assert storage.cached_calls(["a"])["a"]["response"] == "r"  # the first answer stays
     assert list(storage.failures(["a", "b"])) == ["b"]
+
+
+def test_a_file_removed_while_its_storage_is_kept_gets_its_tables_again(tmp_path: Path) -> None:
+    """A run keeps one `Storage` per file; removing the file under it must not leave a
+    tableless file behind."""
+    storage = Storage(tmp_path / "p.duckdb")
+    storage.store_calls([{"call_id": "c", "model": "m", "request": "{}", "response": "r"}])
+    (tmp_path / "p.duckdb").unlink()
+    assert storage.cached_calls(["c"]) == {}
+    assert storage.table_counts()["llm_calls"] == 0
