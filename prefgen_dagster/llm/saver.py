@@ -94,7 +94,7 @@ class AnswerSaver:
         self._answered, self._failed = [], []
         self._last_write = time.monotonic()
         if answered or failed:
-            self._writes.append(self._writer.submit(write_rows, self._storage, answered, failed))
+            self._writes.append(self._writer.submit(self._storage.save_calls, answered, failed))
 
     def _check_writes(self, wait: bool) -> None:
         """Raise what a finished write raised (every one, not only the last: a failed write
@@ -103,13 +103,6 @@ class AnswerSaver:
             if wait or write.done():
                 write.result()
                 self._writes.remove(write)
-
-
-def write_rows(
-    storage: Storage, answered: list[dict[str, Any]], failed: list[dict[str, Any]]
-) -> None:
-    """Answers into the cache (and out of `failed_calls`), failures into `failed_calls`."""
-    storage.save_calls(answered, failed)
 
 
 def recover_journals(storage: Storage) -> int:
@@ -127,7 +120,7 @@ def recover_journals(storage: Storage) -> int:
         # Only the answers: a failure is learnt again by asking (recording it twice would
         # count one run's failure as two).
         answered = [row for row in rows if "error" not in row]
-        write_rows(storage, answered, [])
+        storage.save_calls(answered, [])
         path.unlink()
         recovered += len(answered)
     return recovered

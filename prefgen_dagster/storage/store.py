@@ -197,16 +197,9 @@ class Storage:
             frame = _frame(con, f"SELECT t.* FROM {table} t JOIN wanted USING (call_id)")
         return {row["call_id"]: row for row in frame.iter_rows(named=True)}
 
-    def store_calls(self, rows: list[dict[str, Any]]) -> None:
-        """Add finished calls to the cache; a call already there is kept as it was."""
-        self.save_calls(rows, [])
-
-    def record_failures(self, rows: list[dict[str, Any]]) -> None:
-        """Note LLM calls that still failed after retries (call_id, model, error, attempts):
-        a call that failed before keeps its latest error and counts one more failed run."""
-        self.save_calls([], rows)
-
-    def save_calls(self, answered: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:
+    def save_calls(
+        self, answered: Sequence[dict[str, Any]], failed: Sequence[dict[str, Any]] = ()
+    ) -> None:
         """Answers into the cache (a call already there keeps its row) and out of
         `failed_calls`; failures into `failed_calls`, one more failed run each. One
         connection and one transaction: an engine's answers are saved every few seconds

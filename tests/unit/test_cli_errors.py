@@ -179,7 +179,7 @@ def test_estimate_says_how_much_the_cache_already_holds(
     config = load_config(config_path)
     accepted = ingest(read_rows(batch), str(batch), batch.name).accepted
     [first, *rest] = plan_batch(accepted, config, batch.name).generation
-    Storage(config.resolve(config.paths.duckdb_path)).store_calls(
+    Storage(config.resolve(config.paths.duckdb_path)).save_calls(
         [{"call_id": first.request.call_id, "model": "m", "request": "{}", "response": "r"}]
     )
     assert main(["estimate", str(batch), "--config", str(config_path)]) == 0

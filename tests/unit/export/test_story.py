@@ -41,7 +41,7 @@ def paired(storage: Storage, insert_rows: Insert, config: PipelineConfig) -> Sto
             )
         ],
     )
-    storage.store_calls(
+    storage.save_calls(
         [{"call_id": "call-a", "model": "m", "request": "{}", "response": "r", "latency_s": 1.5}]
     )
     insert_rows(

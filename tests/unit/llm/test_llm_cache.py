@@ -329,9 +329,7 @@ def test_a_failed_cache_write_is_raised_even_after_a_later_one_succeeds(
 ) -> None:
     """Writes run on a thread: the first fails, the second succeeds; leaving the saver
     still raises, and the journal stays for the next run to recover."""
-    from prefgen_dagster.llm import saver as saver_module
-
-    real_write = saver_module.write_rows
+    real_write = Storage.save_calls
     calls: list[int] = []
 
     def flaky_write(*args: Any) -> None:
@@ -341,7 +339,7 @@ def test_a_failed_cache_write_is_raised_even_after_a_later_one_succeeds(
             raise OSError("disk full")
         real_write(*args)
 
-    monkeypatch.setattr(saver_module, "write_rows", flaky_write)
+    monkeypatch.setattr(Storage, "save_calls", flaky_write)
     requests = pairs("w0", "w1")
     with (
         pytest.raises(OSError, match="disk full"),

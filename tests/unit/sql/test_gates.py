@@ -460,10 +460,10 @@ def test_llm_request_reconciliation_passes_answered_and_failed_with_a_reason(
         ]  # 19 answered, 1 failed: 5 %, under the 10 % allowed
         + [completion_row("c-bad", "i1", BATCH, call_id="bad", text=None, error="Boom: no")],
     )
-    storage.store_calls(
+    storage.save_calls(
         [{"call_id": f"ok{i}", "model": "m", "request": "{}", "response": "r"} for i in range(19)]
     )
-    storage.record_failures([{"call_id": "bad", "model": "m", "error": "Boom: no"}])
+    storage.save_calls([], [{"call_id": "bad", "model": "m", "error": "Boom: no"}])
     assert run_gate(storage, config, "llm_request_reconciliation").height == 0
 
 
@@ -478,8 +478,8 @@ def test_llm_request_reconciliation_fails_a_lost_call_and_too_many_failures(
             completion_row("c-bad", "i1", BATCH, call_id="bad", text=None, error="Boom: no"),
         ],
     )
-    storage.store_calls([{"call_id": "ok", "model": "m", "request": "{}", "response": "r"}])
-    storage.record_failures([{"call_id": "bad", "model": "m", "error": "Boom: no"}])
+    storage.save_calls([{"call_id": "ok", "model": "m", "request": "{}", "response": "r"}])
+    storage.save_calls([], [{"call_id": "bad", "model": "m", "error": "Boom: no"}])
     offending = run_gate(storage, config, "llm_request_reconciliation")
     assert dict(offending.select("call_id", "reason").iter_rows()) == {
         "lost": "pooled_completions call lost: neither answered nor failed with a reason",

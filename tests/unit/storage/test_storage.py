@@ -206,7 +206,7 @@ def test_a_session_makes_its_statements_on_one_connection_and_keeps_other_thread
     other: list[int] = []
     thread = threading.Thread(target=lambda: other.append(storage.query("SELECT 2 AS n").height))
     with storage.session():
-        storage.store_calls([{"call_id": "c", "model": "m", "request": "{}", "response": "r"}])
+        storage.save_calls([{"call_id": "c", "model": "m", "request": "{}", "response": "r"}])
         assert list(storage.cached_calls(["c"])) == ["c"]
         thread.start()
         thread.join(timeout=0.5)
@@ -242,7 +242,7 @@ def test_a_file_removed_while_its_storage_is_kept_gets_its_tables_again(tmp_path
     """A run keeps one `Storage` per file; removing the file under it must not leave a
     tableless file behind."""
     storage = Storage(tmp_path / "p.duckdb")
-    storage.store_calls([{"call_id": "c", "model": "m", "request": "{}", "response": "r"}])
+    storage.save_calls([{"call_id": "c", "model": "m", "request": "{}", "response": "r"}])
     (tmp_path / "p.duckdb").unlink()
     assert storage.cached_calls(["c"]) == {}
     assert storage.table_counts()["llm_calls"] == 0
