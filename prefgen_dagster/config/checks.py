@@ -10,14 +10,17 @@ so a typo is reported naming its file and field instead of surfacing later insid
 * an openai model's `base_urls` entry that is not an http(s) URL with a host (otherwise found
   only after every retry of the first request has failed);
 * an openai model's `api_key_env` naming an environment variable that is not set (otherwise
-  every request is refused by the server as unauthorized, and retried).
+  every request is refused by the server as unauthorized, and retried);
+* `ray.address` set where the `ray` package is not installed (otherwise the first engine
+  start fails mid-run).
 
-The last check and the folder check depend on the machine, not the file: `load_config` skips
+The environment, folder and Ray checks depend on the machine, not the file: `load_config` skips
 them when asked to (the Dagster code location loads the graph before any model is made).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from difflib import get_close_matches
 from pathlib import Path
@@ -57,6 +60,10 @@ def check_models(config: PipelineConfig, file: str | Path, *, environment: bool 
                 )
         elif environment and (reason := missing_folder(spec.path, base)):
             problems.append((f"{where}.path", reason))
+    if environment and config.ray.address and importlib.util.find_spec("ray") is None:
+        problems.append(
+            ("ray.address", "the ray package is not installed: pip install 'prefgen[ray]'")
+        )
     if problems:
         raise ConfigError(file, problems)
 

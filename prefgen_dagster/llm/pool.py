@@ -36,6 +36,10 @@ EngineOpener = Callable[["PipelineConfig", str], Engine]
 def open_engine(config: PipelineConfig, model_name: str) -> Engine:
     """A real engine for one model of the config (imports the backend lazily)."""
     spec = config.models[model_name]
+    if spec.backend == "vllm" and config.ray.address is not None:
+        from prefgen_dagster.llm.engines.ray_shards import RayShardedEngine
+
+        return RayShardedEngine(config, model_name)
     if spec.backend == "vllm":
         from prefgen_dagster.llm.engines.vllm_offline import VLLMOfflineEngine
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -182,6 +183,21 @@ def test_an_unset_api_key_env_names_the_variable_and_the_model(
     )
     monkeypatch.setenv(KEY_ENV, "secret")
     assert load_config(path).models["srv"].api_key_env == KEY_ENV
+
+
+def test_a_ray_address_without_ray_installed_says_what_to_install(
+    write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(ray={"address": "auto"})
+    assert load_config(path).ray.address == "auto"  # ray is installed here
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "ray" else real_find_spec(name)
+    )
+    assert error_of(path) == (
+        "ray.address: the ray package is not installed: pip install 'prefgen[ray]'"
+    )
+    assert load_config(path, check_environment=False).ray.address == "auto"
 
 
 def test_the_shape_only_load_skips_what_depends_on_this_machine(
