@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -18,8 +19,8 @@ from prefgen_dagster.config.base import SamplingParams
 from prefgen_dagster.defs.pipeline_run import materialize_batch
 from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.llm.runner import run_requests
-from prefgen_dagster.llm.shards import PARTIAL
-from prefgen_dagster.llm.types import LLMRequest
+from prefgen_dagster.llm.shards import PARTIAL, ShardFiles, model_prefix, record
+from prefgen_dagster.llm.types import LLMRequest, LLMResult
 from prefgen_dagster.storage.store import Storage
 
 from .conftest import drop_batch, write_config
@@ -77,6 +78,20 @@ def test_llm_stages_on_ray_match_the_in_process_run(
     assert len(llm_calls(local)) > 20
 
 
+def numbered_requests(identity: str, count: int) -> list[LLMRequest]:
+    """Requests whose answers have many lengths, so that a shard's answers arrive one
+    after another."""
+    return [
+        LLMRequest(
+            identity,
+            [{"role": "user", "content": f"Write about the number {i}."}],
+            SamplingParams(temperature=1.0, max_tokens=32 + (i * 37) % 480),
+            seed=i,
+        )
+        for i in range(count)
+    ]
+
+
 def kill_after_journaled(shard_dir: Path, pid: int, lines: int, killed: list[int]) -> None:
     """SIGKILL the worker `pid` once a shard of it has journaled `lines` answers."""
     deadline = time.monotonic() + KILL_TIMEOUT_S
@@ -97,17 +112,7 @@ def test_a_worker_killed_mid_stage_loses_only_what_was_in_flight(
     config = load_config(write_config(tmp_path, tiny_models, ray=ray))
     storage = Storage(config.resolve(config.paths.duckdb_path))
     model = "tiny-qwen2"
-    identity = config.models[model].path
-    # Answers of many lengths, so that a shard's answers arrive one after another.
-    requests = [
-        LLMRequest(
-            identity,
-            [{"role": "user", "content": f"Write about the number {i}."}],
-            SamplingParams(temperature=1.0, max_tokens=32 + (i * 37) % 480),
-            seed=i,
-        )
-        for i in range(120)
-    ]
+    requests = numbered_requests(config.models[model].path, 120)
     killed: list[int] = []
     with EnginePool() as pool:
         engine = pool.get(config, model)
@@ -127,3 +132,30 @@ def test_a_worker_killed_mid_stage_loses_only_what_was_in_flight(
     # its journal, and the restarted worker sent only the rest.
     assert engine.reused >= 5
     assert engine.sent + engine.reused == len(requests)
+
+
+@pytest.mark.slow
+def test_answers_a_killed_run_left_in_shard_files_are_not_asked_again(
+    tmp_path: Path, tiny_models: Path, cluster: str
+) -> None:
+    config = load_config(write_config(tmp_path, tiny_models, ray={"address": cluster}))
+    storage = Storage(config.resolve(config.paths.duckdb_path))
+    model = "tiny-qwen2"
+    identity = config.models[model].path
+    requests = numbered_requests(identity, 30)
+    # A run killed with its driver left a finished shard and a worker's partial journal.
+    files = ShardFiles(str(config.resolve(config.ray.shard_dir)))
+    left = LLMResult("left by a killed run", "stop", 5, 4)
+    files.finish(f"{model_prefix(identity)}done", [record(r.call_id, left) for r in requests[:5]])
+    with files.journal(f"{model_prefix(identity)}lost") as journal:
+        for request in requests[5:8]:
+            journal.write(json.dumps(record(request.call_id, left)) + "\n")
+
+    with EnginePool() as pool:
+        engine = pool.get(config, model)
+        answers, stats = run_requests([(model, r) for r in requests], storage, config, pool)
+
+    assert stats.failed == 0 and len(answers) == 30
+    assert engine.sent == 22  # only what no shard file held
+    assert [answers[r.call_id]["response"] for r in requests[:8]] == [left.text] * 8
+    assert storage.query("SELECT count(*) AS n FROM llm_calls").item() == 30
