@@ -47,9 +47,22 @@ class ModelSpec(Strict):
     # Retries after errors (5xx, timeouts, dropped connections, malformed bodies); overload
     # replies (429, 503) do not use them up, only time.
     max_retries: int = Field(4, ge=0)
+    # Several base URLs share the load: each attempt goes to the one with the most room. One
+    # whose last `cooldown_after_failures` attempts failed (not counting 429/503) is taken out
+    # for `cooldown_s`, then tried with one request; each failed try doubles the cool-down,
+    # up to `max_cooldown_s` (see `engines/fleet.py`). A single base URL is never taken out.
+    cooldown_after_failures: int = Field(3, gt=0)
+    cooldown_s: float = Field(10.0, gt=0)
+    max_cooldown_s: float = Field(120.0, gt=0)
 
     @model_validator(mode="after")
     def _openai_needs_urls(self) -> ModelSpec:
         if self.backend == "openai" and not self.base_urls:
             raise ValueError("an openai backend needs at least one entry in base_urls")
+        return self
+
+    @model_validator(mode="after")
+    def _cooldown_bounds(self) -> ModelSpec:
+        if self.max_cooldown_s < self.cooldown_s:
+            raise ValueError("max_cooldown_s must be at least cooldown_s")
         return self

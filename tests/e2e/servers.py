@@ -3,6 +3,7 @@ and a scripted judge that rates by position (for the label gates to catch)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +32,30 @@ def free_port() -> int:
 @contextmanager
 def vllm_server(model_dir: Path, served_name: str, log: Path) -> Iterator[str]:
     """Yields the server's base URL (…/v1) once it answers; stops it afterwards."""
+    with vllm_servers(model_dir, served_name, [log]) as [(base_url, _)]:
+        yield base_url
+
+
+@contextmanager
+def vllm_servers(
+    model_dir: Path, served_name: str, logs: list[Path]
+) -> Iterator[list[tuple[str, subprocess.Popen]]]:
+    """One server per log file, all for the same model, started together. Yields each one's
+    base URL (…/v1) and process once all answer, so that a test may stop one itself (SIGTERM
+    to its process group); those still running are stopped afterwards."""
+    started: list[tuple[str, subprocess.Popen]] = []
+    try:
+        for log in logs:
+            started.append(_start_vllm(model_dir, served_name, log))
+        for (base_url, process), log in zip(started, logs, strict=True):
+            _wait_ready(base_url, process, log)
+        yield started
+    finally:
+        for _, process in started:
+            _stop(process)
+
+
+def _start_vllm(model_dir: Path, served_name: str, log: Path) -> tuple[str, subprocess.Popen]:
     port = free_port()
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -45,21 +70,19 @@ def vllm_server(model_dir: Path, served_name: str, log: Path) -> Iterator[str]:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        _wait_ready(base_url, process, log)
-        yield base_url
-    finally:
-        _stop(process)
+    return f"http://127.0.0.1:{port}/v1", process
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group; SIGKILL if it is still there after 30 s."""
-    os.killpg(process.pid, signal.SIGTERM)
+    """SIGTERM to the server's process group; SIGKILL if it is still there after 30 s. A group
+    that a test stopped already is left as it is."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 

@@ -1,21 +1,24 @@
-"""Any OpenAI-compatible server: adaptive concurrency, retries with backoff, several base URLs.
+"""Any OpenAI-compatible server: a fleet of base URLs, adaptive concurrency, retries with backoff.
 
 Retries are done here rather than by the `openai` client (whose own retries are turned
 off): the client retries 408/409/429/5xx, timeouts and dropped connections, but takes a 200
 whose body is not a chat completion (bad JSON, no `choices`) as an answer. One loop covers
 every fault and keeps each request bounded in attempts and in time:
 
+* each attempt goes to the server of the model's `base_urls` with the most room for it, and
+  a retry to another one than the last if it can; a server whose attempts keep failing is
+  taken out for a cool-down (`fleet`);
 * an overload reply (429, 503) halves the server's concurrency (`pacing.AdaptiveLimit`) and
   is retried after the server's `Retry-After` (or a backoff) without using up a retry: the
   server is busy, not broken;
 * any other retryable fault (5xx, timeouts, dropped connections, malformed bodies, an attempt
   that stalls far beyond the answers so far: `pacing.StallTimer`) uses one of `max_retries`;
-  a retry goes to the next base URL, so one bad replica does not fail its share;
 * between attempts, exponential backoff with jitter, or the server's `Retry-After` when it
   asks for longer;
-* every attempt and wait of one request fits in `deadline_s` from its first attempt; a wait
-  that would end past it is not made, and an answer still arriving then (a server trickling
-  bytes, which no read timeout catches) is cut off.
+* every attempt and wait of one request fits in `deadline_s` from its first attempt (and
+  before it, no request waits longer than that for a fleet whose servers are all out); a
+  wait that would end past it is not made, and an answer still arriving then (a server
+  trickling bytes, which no read timeout catches) is cut off.
 
 A request that still fails comes back as `LLMResult(error="<Kind>: <message>")` with the
 number of attempts in `extra["attempts"]`; `generate` never raises for one request. Each
@@ -33,14 +36,20 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import openai
 
 from prefgen_dagster.config.base import ModelSpec
-from prefgen_dagster.llm.engines.pacing import AdaptiveLimit, StallTimer
+from prefgen_dagster.llm.engines.fleet import (
+    DeadlineExceeded,
+    Fleet,
+    Outcome,
+    Server,
+    ServersCoolingDown,
+)
+from prefgen_dagster.llm.engines.pacing import StallTimer
 from prefgen_dagster.llm.engines.signals import run_interruptibly
 from prefgen_dagster.llm.types import LLMRequest, LLMResult, OnResult
 
@@ -58,16 +67,12 @@ class MalformedResponse(Exception):
     """A 2xx answer whose body is not a chat completion."""
 
 
-class DeadlineExceeded(Exception):
-    """The request's attempts and waits used up its time budget."""
-
-
 class StalledAttempt(Exception):
     """An attempt took far longer than the server's answers so far (see `pacing`)."""
 
 
 class OpenAIHTTPEngine:
-    """Sends a stage's requests concurrently, spread round-robin over the base URLs."""
+    """Sends a stage's requests concurrently over the model's fleet of base URLs."""
 
     def __init__(self, spec: ModelSpec):
         self._spec = spec
@@ -88,57 +93,53 @@ class OpenAIHTTPEngine:
     async def _generate_all(
         self, requests: Sequence[LLMRequest], on_result: OnResult
     ) -> list[LLMResult]:
-        servers = [
-            _Server(
-                openai.AsyncOpenAI(
-                    base_url=url,
-                    api_key=self._api_key or "none",
-                    timeout=httpx.Timeout(
-                        self._spec.timeout_s, connect=self._spec.connect_timeout_s
-                    ),
-                    max_retries=0,
-                ),
-                AdaptiveLimit(self._spec.max_concurrency),
-                StallTimer(self._spec.timeout_s),
-            )
-            for url in self._spec.base_urls
-        ]
+        timeout = httpx.Timeout(self._spec.timeout_s, connect=self._spec.connect_timeout_s)
+        fleet = Fleet.build(
+            self._spec,
+            lambda url: openai.AsyncOpenAI(
+                base_url=url, api_key=self._api_key or "none", timeout=timeout, max_retries=0
+            ),
+        )
         try:
             return await asyncio.gather(
                 *(
-                    self._generate_one(index, request, servers, on_result)
+                    self._generate_one(index, request, fleet, on_result)
                     for index, request in enumerate(requests)
                 )
             )
         finally:
-            for server in servers:
+            for server in fleet.servers:
                 await server.client.close()
 
     async def _generate_one(
-        self, index: int, request: LLMRequest, servers: list[_Server], on_result: OnResult
+        self, index: int, request: LLMRequest, fleet: Fleet[openai.AsyncOpenAI], on_result: OnResult
     ) -> LLMResult:
-        result = await self._attempts(index, request, servers)
+        result = await self._attempts(request, fleet)
         on_result(index, result)
         return result
 
-    async def _attempts(self, index: int, request: LLMRequest, servers: list[_Server]) -> LLMResult:
-        """One request with its retries; the concurrency slot is held per attempt only."""
+    async def _attempts(self, request: LLMRequest, fleet: Fleet[openai.AsyncOpenAI]) -> LLMResult:
+        """One request with its retries; a place on a server is held per attempt only."""
         kwargs = self._request_kwargs(request)
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         attempts = errors = overloads = 0
         err: Exception | None = None
+        # Where the last attempt went: the next one goes elsewhere if it can.
+        server: Server[openai.AsyncOpenAI] | None = None
         while True:
-            server = servers[(index + attempts) % len(servers)]
-            wave = await server.limit.acquire()
-            if deadline is not None and err is not None and loop.time() >= deadline:
-                # The deadline came while waiting for a slot: no attempt is made.
-                await server.limit.release(wave, "failed")
-                return _failed(err, attempts)
+            try:
+                ticket = await fleet.acquire(server, deadline)
+            except ServersCoolingDown as out:
+                last = f"; last error: {_describe(err)}" if err else ""
+                return _failed(ServersCoolingDown(f"{out}{last}"), attempts)
+            except DeadlineExceeded as late:
+                return _failed(err or late, attempts)
+            server = ticket.server
             deadline = deadline or loop.time() + self._spec.deadline_s
             attempts += 1
             started = loop.time()
-            outcome = "failed"
+            outcome: Outcome = "failed"
             try:
                 result = await _watched(_ask(server.client, kwargs), server.stall, deadline)
                 outcome = "answered"
@@ -147,10 +148,9 @@ class OpenAIHTTPEngine:
                 return _failed(err or late, attempts)
             except Exception as error:  # every failure is reported per request, never raised
                 err = error
-                if _is_overload(err):
-                    outcome = "overloaded"
+                outcome = _outcome(err)
             finally:
-                await server.limit.release(wave, outcome)
+                await fleet.release(ticket, outcome, err)
             if outcome == "answered":
                 server.stall.record(loop.time() - started)
                 result.latency_s = loop.time() - started
@@ -188,15 +188,6 @@ class OpenAIHTTPEngine:
         """Nothing is held between calls."""
 
 
-@dataclass
-class _Server:
-    """One base URL: its client, how many requests it takes now, how fast it answers."""
-
-    client: openai.AsyncOpenAI
-    limit: AdaptiveLimit
-    stall: StallTimer
-
-
 async def _watched(ask: Awaitable[LLMResult], stall: StallTimer, deadline: float) -> LLMResult:
     """Await one attempt, giving it up when it has taken far longer than the server's answers
     so far (`StalledAttempt`; the bound is looked at again as other answers come in) or when
@@ -226,8 +217,15 @@ def _ignore(index: int, result: LLMResult) -> None:
     """The `on_result` of a caller that only wants the returned list."""
 
 
-def _is_overload(err: Exception) -> bool:
-    return isinstance(err, openai.APIStatusError) and err.status_code in OVERLOAD_STATUS
+def _outcome(err: Exception) -> Outcome:
+    """What a failed attempt says about its server (see `fleet.Outcome`)."""
+    if isinstance(err, openai.APIStatusError):
+        if err.status_code in OVERLOAD_STATUS:
+            return "overloaded"
+        return "broken" if err.status_code >= 500 else "failed"
+    if isinstance(err, openai.APIConnectionError | MalformedResponse | StalledAttempt):
+        return "broken"
+    return "failed"
 
 
 async def _ask(client: openai.AsyncOpenAI, kwargs: dict[str, Any]) -> LLMResult:
@@ -291,8 +289,13 @@ def _retry_after(err: Exception) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def _failed(err: Exception, attempts: int) -> LLMResult:
+def _describe(err: Exception) -> str:
     text = f"{type(err).__name__}: {err}"
     if isinstance(err, openai.APIConnectionError) and err.__cause__ is not None:
         text += f" ({type(err.__cause__).__name__}: {err.__cause__})"
-    return LLMResult(text=None, error=text[:MAX_ERROR_CHARS], extra={"attempts": attempts})
+    return text
+
+
+def _failed(err: Exception, attempts: int) -> LLMResult:
+    error = _describe(err)[:MAX_ERROR_CHARS]
+    return LLMResult(text=None, error=error, extra={"attempts": attempts})

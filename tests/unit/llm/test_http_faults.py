@@ -8,7 +8,7 @@ tests cover the retries, the `failed_calls` table, the counts and the rerun toge
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.config.base import SamplingParams
-from prefgen_dagster.llm.engines import openai_http, pacing
+from prefgen_dagster.llm.engines import pacing
 from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.llm.runner import run_requests
 from prefgen_dagster.llm.types import LLMRequest
@@ -40,29 +40,6 @@ FAULTS: dict[str, tuple[str, int | None]] = {
     "trickle": ("DeadlineExceeded", 1),  # the first attempt runs into the request's deadline
 }
 RECOVERABLE = [fault for fault, (_, attempts) in FAULTS.items() if attempts != 1]
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openai_http, "BACKOFF_BASE_S", 0.05)
-    monkeypatch.setattr(openai_http, "BACKOFF_CAP_S", 0.2)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., FaultServer]]:
-    """`serve(**options)` starts a FaultServer; every one started is closed afterwards."""
-    servers: list[FaultServer] = []
-
-    def start(**options: Any) -> FaultServer:
-        server = FaultServer(**options)
-        servers.append(server)
-        return server.start()
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.close()
 
 
 def http_config(config: PipelineConfig, *urls: str, max_retries: int) -> PipelineConfig:
@@ -194,8 +171,8 @@ def test_a_retry_goes_to_the_next_base_url(
     prompts = ["one", "two", "three", "four"]
     answers, _ = ask(prompts, storage, http_config(config, down.url, up.url, max_retries=1))
     assert len(answers) == 4
-    # The runner sends them sorted by text (four, one, three, two); every other request
-    # starts at the first URL.
+    # The runner sends them sorted by text (four, one, three, two); with both servers equally
+    # loaded the first attempts alternate, and each retry goes to the other server.
     assert sorted(hit.content for hit in down.hits) == ["four", "three"]
     assert sorted(hit.content for hit in up.hits) == sorted(prompts)
     assert failed_calls(storage) == []
