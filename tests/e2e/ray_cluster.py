@@ -5,7 +5,6 @@ the end."""
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -33,9 +32,13 @@ def ray_cluster(worker_cpus: int = 2) -> Iterator[str]:
     temp_dir = tempfile.mkdtemp(prefix="prefgen-ray-", dir="/tmp")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    # Ray's servers listen beyond 127.0.0.1: the cluster takes only requests that carry its
-    # own token (the nodes and this process, the driver, get it from the environment).
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # Token authentication off, said explicitly: a process reads Ray's auth settings once,
+    # when it first loads Ray (here often long before this cluster exists, through vLLM), so
+    # a token given to this test process now would not be sent; and with the mode unset, a
+    # token left in ~/.ray/auth_token by an earlier local `ray.init()` is picked up by one
+    # node and not the other. Ray's servers listen beyond 127.0.0.1 (Ray 2.60 has no option
+    # against it); the cluster lives for this module's tests only.
+    auth = {"RAY_AUTH_MODE": "disabled"}
     env = {**CLEAN_ENV, **auth, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     head = [ray, "start", "--head", "--port", str(port), "--num-cpus", "1",

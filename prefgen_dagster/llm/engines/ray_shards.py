@@ -62,7 +62,7 @@ class EngineWorker:
                 row = record(todo[index].call_id, result)
                 rows[row["call_id"]] = row
                 if journal is not None:
-                    journal.write(_json_line(row))
+                    journal.write(json.dumps(row, ensure_ascii=False) + "\n")
                     journal.flush()
 
             self._engine.generate(todo, keep)
@@ -155,7 +155,3 @@ def _shard_location(config: PipelineConfig, settings: RayConfig) -> str:
     if "://" in settings.shard_dir:
         return settings.shard_dir
     return str(config.resolve(settings.shard_dir).resolve())
-
-
-def _json_line(row: dict[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False) + "\n"
