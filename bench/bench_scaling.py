@@ -29,6 +29,8 @@ from bench_pipeline_vs_engine import (  # noqa: E402
     DEFAULT_DATA,
     load_instructions,
     prepare_workdir,
+    read_call_log,
+    read_requests,
     time_pipeline,
     warm_imports,
 )
@@ -53,25 +55,14 @@ def use_one_model(config_path: Path, model: dict, ray: dict | None) -> None:
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def llm_call_count(db: Path) -> int:
-    import duckdb
-
-    with duckdb.connect(str(db), read_only=True) as con:
-        return con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0]
-
-
 def replay_direct(db: Path, urls: list[str]) -> float:
     """Seconds to send every request the run made straight to the servers (no prefgen: one
     async client per server, requests alternating between them, all in flight at once)."""
     import asyncio
-    import json
 
-    import duckdb
     import openai
 
-    with duckdb.connect(str(db), read_only=True) as con:
-        rows = con.execute("SELECT request FROM llm_calls").fetchall()
-    requests = [json.loads(row[0]) for row in rows]
+    requests = [request for model in read_requests(db).values() for request in model]
 
     async def send_all() -> None:
         clients = [openai.AsyncOpenAI(base_url=url, api_key="none") for url in urls]
@@ -140,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             began = time.perf_counter()
             run = time_pipeline(batch, config_path)
             wall = time.perf_counter() - began
-            calls = llm_call_count(workdir / "data" / "prefgen.duckdb")
+            calls = read_call_log(workdir / "data" / "prefgen.duckdb").calls
             rows.append((side, wall, calls, run.parts, run.ok))
             if servers:
                 direct[side] = replay_direct(workdir / "data" / "prefgen.duckdb", urls)
