@@ -11,7 +11,6 @@ cached), and no prompt is ever cut short.
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections.abc import Sequence
@@ -114,8 +113,10 @@ class VLLMOfflineEngine:
         return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
     def close(self) -> None:
+        """Dropping the `LLM` runs vLLM's shutdown at once (its finalizer), which frees the
+        weights and KV cache and collects garbage itself; another `gc.collect()` here found
+        nothing more to free (SmolLM2: 12 MB of 1.6 GB) and costs ~0.3 s with vLLM loaded."""
         del self._llm
-        gc.collect()
 
 
 def _too_long(prompt_tokens: int, max_model_len: int) -> str:
