@@ -45,14 +45,17 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
     with dg.instance_for_test() as instance:
         batch, _ = materialize_batch(config_path, BATCH, instance)
 
-        # Canaries were built from the batch, judged like candidates, and stored.
+        # Canaries were built from the batch, judged like candidates, and stored. How many
+        # depends on how many real answers finished within max_tokens, which differs from one
+        # CPU to another (here 4 of the 5 instructions had one, on a CI machine 1): each such
+        # instruction gets these three kinds at least.
         kinds = dict(query(db, "SELECT kind, count(*) FROM canaries GROUP BY 1"))
         assert {"truncated", "repetition", "weaker_model"} <= set(kinds)
-        assert sum(kinds.values()) >= 10
+        built = sum(kinds.values())
         judged = dict(
             query(db, "SELECT purpose, count(*) FROM ratings WHERE parse_status = 'ok' GROUP BY 1")
         )
-        assert judged["canary"] >= 2 * sum(kinds.values()) * 0.9  # both sides, few failures
+        assert judged["canary"] >= 2 * built * 0.9  # both sides, few failures
         assert judged["label"] > 0 and judged["position_probe"] > 0
         [calibration] = query(
             db,
@@ -60,7 +63,7 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
             "sets_labels FROM judge_calibration",
         )
         canaries, accuracy, low, high, effect, sets_labels = calibration
-        assert canaries >= 10 and sets_labels
+        assert 0.9 * built <= canaries <= built and sets_labels  # canaries scored
         assert 0.0 <= low <= accuracy <= high <= 1.0
         assert effect is not None  # the reversed probe showed texts at two positions
 
@@ -71,7 +74,7 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
         assert meta["canary_accuracy_ci95"] == pytest.approx([low, high], abs=1e-4)
         assert meta["position_effect"] == pytest.approx(effect, abs=1e-4)
         assert set(meta["canary_accuracy_by_kind"]) == set(kinds)
-        assert meta["canaries_built"] == sum(kinds.values())
+        assert meta["canaries_built"] == built
         assert meta["mean_rating_by_position"]
 
         # The gates agree with the figures, whichever way this judge came out.
