@@ -115,7 +115,8 @@ def estimate_file(file: Path, config_path: Path) -> str:
     from prefgen_dagster.storage.store import Storage
 
     config = load_config(config_path)
-    accepted = ingest(read_rows(file), str(file), file.name).accepted
+    fields = config.input.model_dump(include={"instruction_field", "system_prompt_field"})
+    accepted = ingest(read_rows(file), str(file), file.name, **fields).accepted
     batch = plan_batch(accepted, config, file.name)
     lines = [format_estimate(estimate(batch)), *context_warnings(batch)]
     db = config.resolve(config.paths.duckdb_path)

@@ -3,7 +3,9 @@
 Request counts come from the real plans (the same pool draw and ids the run will use), made
 once per batch (`plan_batch`) and read by both the estimate and the context warnings. Tokens
 are counted with each model's counter (`llm.tokens`, the one ingest uses) for text we have,
-and at `max_tokens` for text not written yet, so completion figures are upper bounds.
+and at `max_tokens` for text not written yet, so completion figures are upper bounds. Rewrite
+and judge prompts are counted in parts (the prompt around empty texts once, each inserted
+text on its own, `SEAM_TOKENS` more per insertion), so theirs are close upper bounds too.
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ from typing import Any
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.evolution.prompt import evol_messages
 from prefgen_dagster.generation.plan import plan_completions
+from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.judging import prompt as ultrafeedback
 from prefgen_dagster.judging.canaries import Canary, canary_sample
-from prefgen_dagster.judging.plan import judge_groups, plan_judging
+from prefgen_dagster.judging.plan import judge_groups, judge_prompt_tokens, plan_judging
 from prefgen_dagster.llm.plan import Planned
-from prefgen_dagster.llm.tokens import TokenCounter, TokenCounters
+from prefgen_dagster.llm.tokens import (
+    SEAM_TOKENS,
+    TokenCounters,
+    planned_prompt_tokens,
+    prompts_tokens,
+)
 from prefgen_dagster.stages import EVOLUTION, GENERATION, JUDGING
 
 
@@ -63,15 +71,30 @@ class BatchPlan:
     counters: TokenCounters
 
 
+# The last batch planned, by its key (see `plan_batch`).
+_last_plan: dict[str, BatchPlan] = {}
+
+
 def plan_batch(
     instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str = "estimate"
 ) -> BatchPlan:
-    """Plan the batch's generation and judging (with stand-in texts) and size its prompts."""
-    counters = TokenCounters(config)
-    plans = plan_completions(instructions, config, batch_id)
-    judge_plans = plan_judge_requests(instructions, config, plans)
-    bounds = prompt_bounds(instructions, config, plans, judge_plans, counters)
-    return BatchPlan(config, plans, judge_plans, bounds, counters)
+    """Plan the batch's generation and judging (with stand-in texts) and size its prompts.
+
+    `prefgen run` prints the estimate and then, in the same process, the batch's ingest step
+    plans it again for its warnings (seconds at 5,000 instructions): the last plan is kept
+    and given back for the same instructions (their ids hash their content), config and
+    batch."""
+    key = stable_hash(
+        [[row["instruction_id"] for row in instructions], config.model_dump(mode="json"), batch_id]
+    )
+    if key not in _last_plan:
+        counters = TokenCounters(config)
+        plans = plan_completions(instructions, config, batch_id)
+        judge_plans = plan_judge_requests(instructions, config, plans)
+        bounds = prompt_bounds(instructions, config, plans, judge_plans, counters)
+        _last_plan.clear()
+        _last_plan[key] = BatchPlan(config, plans, judge_plans, bounds, counters)
+    return _last_plan[key]
 
 
 def prompt_bounds(
@@ -83,36 +106,30 @@ def prompt_bounds(
 ) -> PromptBounds:
     evol = config.evol_quality
     by_id = {row["instruction_id"]: row for row in instructions}
-    criterion = evol.criteria[0]
     # The rewrite prompt around an empty response (the same for every completion of an
     # instruction), plus the response at its longest (the first round rewrites a
     # completion, later rounds a rewrite).
     rewritten = list(dict.fromkeys(p.row["instruction_id"] for p in plans))
-    rewrite_prompts = dict(
-        zip(
-            rewritten,
-            prompts_tokens(
-                [
-                    evol_messages(by_id[iid]["instruction"], "", criterion, evol.custom_criteria)
-                    for iid in rewritten
-                ],
-                counters.for_model(evol.model),
-                config,
-            ),
-            strict=True,
-        )
-    )
+    counter = counters.for_model(evol.model)
+    frame = prompts_tokens(
+        [evol_messages("", "", evol.criteria[0], evol.custom_criteria)], counter, config
+    )[0]
+    instruction_tokens = counter.count([by_id[iid]["instruction"] for iid in rewritten])
+    rewrite_prompts = {
+        iid: frame + size + 2 * SEAM_TOKENS
+        for iid, size in zip(rewritten, instruction_tokens, strict=True)
+    }
     evolution = [
         rewrite_prompts[p.row["instruction_id"]]
         + max(p.request.sampling.max_tokens, evol.sampling.max_tokens)
         for p in plans
     ]
-    # Judge requests hold short stand-ins for the texts: each counts as the longest text.
+    # Each text a judge request shows counts as the longest text.
     longest = longest_text(config)
     judge_prompts = [
         size + longest * len(plan.row.completion_ids)
         for plan, size in zip(
-            judge_plans, planned_prompt_tokens(judge_plans, counters, config), strict=True
+            judge_plans, judge_prompt_tokens(judge_plans, by_id, counters, config), strict=True
         )
     ]
     judge: dict[str, int] = {}
@@ -120,34 +137,6 @@ def prompt_bounds(
         iid = plan.row.instruction_id
         judge[iid] = max(judge.get(iid, 0), size + plan.request.sampling.max_tokens)
     return PromptBounds(evolution, judge_prompts, judge, _candidates(config, plans))
-
-
-def prompts_tokens(
-    prompts: list[list[dict[str, str]]], counter: TokenCounter, config: PipelineConfig
-) -> list[int]:
-    """Each prompt's tokens: its messages, plus the chat template's markup (the margin ingest
-    keeps for it too). All texts go to the counter in one call (a call per prompt costs
-    more than the counting at a few thousand prompts)."""
-    counts = iter(counter.count([m["content"] for messages in prompts for m in messages]))
-    margin = config.input.context_margin_tokens
-    return [sum(next(counts) for _ in messages) + margin for messages in prompts]
-
-
-def planned_prompt_tokens(
-    plans: list[Planned], counters: TokenCounters, config: PipelineConfig
-) -> list[int]:
-    """Each planned request's prompt tokens (`prompts_tokens`), one counting call per model."""
-    sizes = [0] * len(plans)
-    by_model: dict[str, list[int]] = {}
-    for index, plan in enumerate(plans):
-        by_model.setdefault(plan.model_name, []).append(index)
-    for name, indexes in by_model.items():
-        prompts = [plans[index].request.messages for index in indexes]
-        for index, size in zip(
-            indexes, prompts_tokens(prompts, counters.for_model(name), config), strict=True
-        ):
-            sizes[index] = size
-    return sizes
 
 
 def _candidates(config: PipelineConfig, plans: list[Planned]) -> dict[str, int]:

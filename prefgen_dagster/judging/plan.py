@@ -14,6 +14,7 @@ from prefgen_dagster.judging import prompt
 from prefgen_dagster.judging.canaries import Canary, sample_ids
 from prefgen_dagster.judging.parse import JudgeVerdict
 from prefgen_dagster.llm.plan import Planned, model_identity
+from prefgen_dagster.llm.tokens import SEAM_TOKENS, TokenCounters, prompts_tokens
 from prefgen_dagster.llm.types import LLMRequest
 
 
@@ -142,7 +143,7 @@ def plan_judging(
                     )
                     request = LLMRequest(
                         identity,
-                        _judge_messages(judge, instruction, texts, aspect),
+                        request_messages(judge, instruction, texts, aspect),
                         _judge_sampling(judge, len(texts), attempt),
                         seed,
                         json_schema=_judge_schema(judge, len(texts), aspect),
@@ -181,9 +182,10 @@ def _requests(group: JudgeGroup, mode: str) -> list[tuple[str, list[tuple[str, s
     return [(order, ordered(items, order), order) for order in group.orders]
 
 
-def _judge_messages(
+def request_messages(
     judge: JudgeConfig, instruction: str, texts: list[str], aspect: str
 ) -> list[dict[str, str]]:
+    """The messages of one judge request in the judge's mode, showing `texts` in order."""
     if judge.mode == "pointwise":
         return prompt.pointwise_messages(instruction, texts[0], aspect, judge.with_rationale)
     if judge.mode == "pairwise":
@@ -215,6 +217,42 @@ def _judge_sampling(judge: JudgeConfig, count: int, attempt: int) -> SamplingPar
             judge.mode, count, judge.rationale_max_chars, judge.with_rationale
         ),
     )
+
+
+def judge_prompt_tokens(
+    plans: list[Planned],
+    instructions: dict[str, dict[str, Any]],
+    counters: TokenCounters,
+    config: PipelineConfig,
+) -> list[int]:
+    """Each judge request's prompt without its texts, counted in parts: the prompt around an
+    empty instruction and empty texts (the same for every request of a model, mode, number
+    of texts and aspect, so counted once each), plus the instruction's own tokens. Counting
+    every prompt whole took most of an estimate's time (kilobytes of rubric per request)."""
+    judge = config.judge
+    if judge is None:
+        return []
+    frames: dict[tuple[str, int, str], int] = {}
+    questions: dict[tuple[str, str], int] = {}
+    for name in dict.fromkeys(plan.model_name for plan in plans):
+        mine = [plan for plan in plans if plan.model_name == name]
+        counter = counters.for_model(name)
+        shapes = list(dict.fromkeys((len(p.row.completion_ids), p.row.aspect) for p in mine))
+        empty = [request_messages(judge, "", [""] * count, aspect) for count, aspect in shapes]
+        for (count, aspect), size in zip(
+            shapes, prompts_tokens(empty, counter, config), strict=True
+        ):
+            frames[name, count, aspect] = size
+        asked = list(dict.fromkeys(plan.row.instruction_id for plan in mine))
+        texts = [instructions[iid]["instruction"] for iid in asked]
+        for iid, size in zip(asked, counter.count(texts), strict=True):
+            questions[name, iid] = size
+    return [
+        frames[plan.model_name, len(plan.row.completion_ids), plan.row.aspect]
+        + questions[plan.model_name, plan.row.instruction_id]
+        + (1 + len(plan.row.completion_ids)) * SEAM_TOKENS
+        for plan in plans
+    ]
 
 
 def rating_rows(

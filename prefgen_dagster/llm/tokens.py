@@ -18,10 +18,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefgen_dagster.config import PipelineConfig
 
+if TYPE_CHECKING:
+    from prefgen_dagster.llm.plan import Planned
+
 BYTES_PER_TOKEN_ESTIMATE = 2
+
+# A text put into a prompt can merge with the characters around it into fewer tokens, or
+# split at its edges into more, than it and the prompt take apart: each inserted text counts
+# this many more.
+SEAM_TOKENS = 2
 
 
 @dataclass(frozen=True)
@@ -75,3 +84,33 @@ class TokenCounters:
         if key not in self._loaded:
             self._loaded[key] = tokenizer_counter(tokenizer_file) or BYTE_ESTIMATE
         return self._loaded[key]
+
+
+def prompts_tokens(
+    prompts: list[list[dict[str, str]]], counter: TokenCounter, config: PipelineConfig
+) -> list[int]:
+    """Each prompt's tokens: its messages, plus the chat template's markup (the margin ingest
+    keeps for it too). The distinct texts go to the counter in one call (a call per prompt
+    costs more than the counting at a few thousand prompts, and a pool's completions of an
+    instruction, or a stage's system prompt, repeat the same text)."""
+    distinct = list(dict.fromkeys(m["content"] for messages in prompts for m in messages))
+    tokens = dict(zip(distinct, counter.count(distinct), strict=True))
+    margin = config.input.context_margin_tokens
+    return [sum(tokens[m["content"]] for m in messages) + margin for messages in prompts]
+
+
+def planned_prompt_tokens(
+    plans: list[Planned], counters: TokenCounters, config: PipelineConfig
+) -> list[int]:
+    """Each planned request's prompt tokens (`prompts_tokens`), one counting call per model."""
+    sizes = [0] * len(plans)
+    by_model: dict[str, list[int]] = {}
+    for index, plan in enumerate(plans):
+        by_model.setdefault(plan.model_name, []).append(index)
+    for name, indexes in by_model.items():
+        prompts = [plans[index].request.messages for index in indexes]
+        for index, size in zip(
+            indexes, prompts_tokens(prompts, counters.for_model(name), config), strict=True
+        ):
+            sizes[index] = size
+    return sizes

@@ -184,3 +184,19 @@ def test_estimate_says_how_much_the_cache_already_holds(
     )
     assert main(["estimate", str(batch), "--config", str(config_path)]) == 0
     assert f"already cached: 1 of {len(rest) + 1} pool requests" in capsys.readouterr().out
+
+
+def test_estimate_reads_the_configured_instruction_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = write_config(
+        tmp_path, input={"instruction_field": "prompt", "system_prompt_field": "system"}
+    )
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(
+        '{"prompt": "Name a prime."}\n{"prompt": "Name a colour.", "system": "Be brief."}\n'
+    )
+    assert main(["estimate", str(batch), "--config", str(config_path)]) == 0
+    pool = sum(member.num_completions for member in load_config(config_path).generation.pool)
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pooled_")]
+    assert row.split()[1] == str(2 * pool)

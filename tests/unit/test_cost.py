@@ -114,3 +114,18 @@ def test_a_judge_max_tokens_below_the_schema_bound_is_warned_about(
     [warning] = context_warnings(plan_batch(ROWS, make_config(judge=judge)))
     assert "max_tokens is 500, but a valid listwise answer can take up to 768 tokens" in warning
     assert "Leave max_tokens unset" in warning
+
+
+def test_a_batch_is_planned_once_for_the_estimate_and_the_warnings(
+    config: PipelineConfig, make_config: Callable[..., PipelineConfig]
+) -> None:
+    # `prefgen run` plans the batch for its estimate, then its ingest step for the warnings.
+    first = plan_batch(ROWS, config, "a.jsonl")
+    assert plan_batch([dict(row) for row in ROWS], config, "a.jsonl") is first
+    # Other instructions, another batch or another config: planned anew.
+    assert plan_batch(ROWS[:2], config, "a.jsonl") is not first
+    assert plan_batch(ROWS, config, "b.jsonl") is not first
+    other = make_config(evol_quality={"model": "gen-a", "num_evolutions": 2})
+    again = plan_batch(ROWS, other, "a.jsonl")
+    assert len(again.generation) == len(first.generation)
+    assert again is not plan_batch(ROWS, config, "a.jsonl")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +14,17 @@ import pytest
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.generation.plan import plan_completions
 from prefgen_dagster.judging.parse import parse_judge_output
-from prefgen_dagster.judging.plan import judge_groups, ordered, plan_judging, rating_rows
+from prefgen_dagster.judging.plan import (
+    judge_groups,
+    judge_prompt_tokens,
+    ordered,
+    plan_judging,
+    rating_rows,
+    request_messages,
+)
 from prefgen_dagster.judging.prompt import ASPECTS, NOT_APPLICABLE
 from prefgen_dagster.llm.plan import Planned
+from prefgen_dagster.llm.tokens import SEAM_TOKENS, TokenCounters, prompts_tokens
 from prefgen_dagster.stages import settings_hash
 
 BATCH = "b1.jsonl"
@@ -306,3 +315,57 @@ def test_changing_only_the_judge_keeps_completion_calls(make_config: MakeConfig)
         assert settings_hash(changed, "judge") != settings_hash(single, "judge")
         # ...while the judge's own requests are new.
         assert judge_calls.isdisjoint(p.request.call_id for p in label_plans(changed))
+
+
+@pytest.mark.parametrize("mode", ["listwise", "pointwise", "pairwise"])
+def test_judge_prompts_counted_in_parts_are_never_below_the_whole_count(
+    make_config: MakeConfig, tmp_path: Path, mode: str
+) -> None:
+    # A byte-level BPE trained on judge prompts themselves, with and without their
+    # instruction and texts, so that it knows the pieces either way.
+    tokenizers = pytest.importorskip("tokenizers")
+    questions = [
+        "Explain tides.",
+        "Write a haiku about\nthe sea, then its French translation: «la mer».",
+        "What is 17 × 23? Show the steps.",
+    ]
+    rows = [{"instruction_id": f"i{k}", "instruction": q} for k, q in enumerate(questions)]
+    corpus = [
+        m["content"]
+        for question, texts in [*((row["instruction"], ["a text", "more text"]) for row in rows),
+                                ("", ["", ""])]
+        for m in request_messages(make_config().judge, question, texts, "overall")
+    ]  # fmt: skip
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
+    # Words with their leading space, and runs of line breaks as one piece (as Qwen2's and
+    # SmolLM2's tokenizers split): an empty instruction between two line breaks then takes
+    # fewer tokens than the two apart.
+    pieces = tokenizers.Regex(r" ?[^\s]+|\s*[\r\n]+|\s+")
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Sequence(
+        [
+            tokenizers.pre_tokenizers.Split(pieces, behavior="isolated"),
+            tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.train_from_iterator(corpus * 20, tokenizers.trainers.BpeTrainer(vocab_size=1000))
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    models = {**MODELS, "judge-m": {"path": str(tmp_path)}}
+    config = make_config(models=models, judge={"model": "judge-m", "mode": mode})
+    candidates = [
+        {"completion_id": f"{row['instruction_id']}:{k}", "instruction_id": row["instruction_id"],
+         "text": text}
+        for row in rows
+        for k, text in enumerate(["Tides follow the moon.", "Ocean\nwaves.", "17×23 = 391"])
+    ]  # fmt: skip
+    groups = judge_groups(candidates, [], config)
+    plans = plan_judging(groups, {row["instruction_id"]: row for row in rows}, config, attempt=0)
+    counters = TokenCounters(config)
+    counter = counters.for_model("judge-m")
+    assert counter.exact
+    texts = {c["completion_id"]: c["text"] for c in candidates}
+    parts = judge_prompt_tokens(plans, {r["instruction_id"]: r for r in rows}, counters, config)
+    for plan, size in zip(plans, parts, strict=True):
+        shown = plan.row.completion_ids
+        whole = prompts_tokens([plan.request.messages], counter, config)[0]
+        bound = size + sum(counter.count([texts[cid] for cid in shown]))
+        assert whole <= bound <= whole + 2 * (1 + len(shown)) * SEAM_TOKENS
