@@ -40,6 +40,9 @@ def ray_cluster(worker_cpus: int = 2) -> Iterator[str]:
 
     # Ray's socket paths must stay short (under 108 bytes): not under pytest's tmp_path.
     temp_dir = tempfile.mkdtemp(prefix="prefgen-ray-", dir="/tmp")
+    # The harness also writes the head's address to $RAY_TMPDIR/ray/ray_current_cluster (by
+    # default /tmp/ray, which only a default-started node makes): keep that here too.
+    os.mkdir(os.path.join(temp_dir, "ray"))
     node = {"node_ip_address": "127.0.0.1", "temp_dir": temp_dir}
     test_env = dict(os.environ)
     multi_node = ray_constants.ENABLE_RAY_CLUSTER
@@ -48,7 +51,7 @@ def ray_cluster(worker_cpus: int = 2) -> Iterator[str]:
         # The nodes inherit this process's environment when they start: the one from before
         # any engine ran here (see CLEAN_ENV), with Ray's settings.
         os.environ.clear()
-        os.environ.update({**CLEAN_ENV, **NODE_ENV})
+        os.environ.update({**CLEAN_ENV, **NODE_ENV, "RAY_TMPDIR": temp_dir})
         cluster = Cluster()
         cluster.add_node(num_cpus=1, include_dashboard=False, **node)
         cluster.add_node(num_cpus=worker_cpus, **node)
