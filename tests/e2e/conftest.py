@@ -87,9 +87,11 @@ class DemoRun:
     result: subprocess.CompletedProcess[str]
 
     def copy_to(self, folder: Path) -> Path:
-        """The demo's config and data copied to `folder` (its models linked, not copied), for
-        a test that goes on from the demo's state without changing it for the others."""
-        shutil.copytree(self.workdir, folder, ignore=shutil.ignore_patterns("models"))
+        """The demo's config and data copied into `folder` (its models linked, not copied),
+        for a test that goes on from the demo's state without changing it for the others."""
+        shutil.copytree(
+            self.workdir, folder, ignore=shutil.ignore_patterns("models"), dirs_exist_ok=True
+        )
         (folder / "models").symlink_to(self.workdir / "models")
         return folder / "prefgen.yaml"
 

@@ -56,8 +56,8 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
     """On the demo's finished run (SmolLM2 answers, rewrites and judges the bundled
     instructions), then on a copy of it judged again by a judge that rates by position."""
     assert demo_run.result.returncode == 0, demo_run.result.stderr[-3000:]
-    config_path = demo_run.copy_to(workdir / "demo")
-    db = workdir / "demo" / "data" / "prefgen.duckdb"
+    config_path = demo_run.copy_to(workdir)
+    db = workdir / "data" / "prefgen.duckdb"
     instructions = len(DEMO_INSTRUCTIONS.read_text().splitlines())
 
     # Canaries were built from the batch, judged like candidates, and stored. How many
@@ -82,7 +82,7 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
     assert effect is not None  # the reversed probe showed texts at two positions
 
     # The figures are in the ratings materialization's metadata, as the UI shows them.
-    meta, verdicts = demo_batch_run(workdir / "demo" / "data" / "dagster")
+    meta, verdicts = demo_batch_run(workdir / "data" / "dagster")
     assert meta["canary_accuracy"] == pytest.approx(accuracy, abs=1e-4)
     assert meta["canary_accuracy_ci95"] == pytest.approx([low, high], abs=1e-4)
     assert meta["position_effect"] == pytest.approx(effect, abs=1e-4)
@@ -155,7 +155,7 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
         }
         config["judge"]["models"] = ["position-judge"]
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        source = workdir / "demo" / "data" / "inbox" / BATCH
+        source = workdir / "data" / "inbox" / BATCH
         done = subprocess.run(
             [sys.executable, "-m", "prefgen_dagster.cli", "run", str(source), "--config",
              str(config_path)],
@@ -183,9 +183,9 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
     [event] = export.asset_materializations_for_node("preference_dataset")
     reasons = event.metadata["held_back_reasons"].value[BATCH]
     assert {reason.split(":")[0] for reason in reasons} >= set(GATES)
-    held = pl.read_parquet(workdir / "demo" / "data" / "export" / "held_back_pairs.parquet")
+    held = pl.read_parquet(workdir / "data" / "export" / "held_back_pairs.parquet")
     assert held.height == query(db, "SELECT count(*) FROM dpo_pairs")[0][0]
     assert "judge_canary_accuracy" in held["held_back_because"][0]
-    card = (workdir / "demo" / "data" / "export" / "README.md").read_text()
+    card = (workdir / "data" / "export" / "README.md").read_text()
     assert f"* {BATCH}: judge_canary_accuracy:" in card or "judge_position_bias" in card
     assert json.loads(json.dumps(reasons))  # plain JSON in the metadata

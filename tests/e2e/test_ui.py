@@ -208,8 +208,11 @@ def test_the_ui_shows_the_demo_run(tmp_path: Path, demo_run: DemoRun) -> None:
     runs = run_ids(home)
     assert runs, "the demo recorded no run"
 
-    env = {key: value for key, value in CLEAN_ENV.items() if key != "DAGSTER_HOME"}
-    server_env = {**env, "DAGSTER_HOME": str(home), "PREFGEN_CONFIG": str(workdir / "prefgen.yaml")}
+    server_env = {
+        **CLEAN_ENV,
+        "DAGSTER_HOME": str(home),
+        "PREFGEN_CONFIG": str(workdir / "prefgen.yaml"),
+    }
     with (
         dagster_webserver(server_env, tmp_path / "webserver.log") as graphql_url,
         chromium(tmp_path / "chromium-profile") as driver,
