@@ -89,9 +89,10 @@ def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
     if interrupted(batch) or (export is not None and interrupted(export)):
         raise KeyboardInterrupt
 
-    print_summary(batch, export, storage, file.name, elapsed)
-    print()
-    print(label_quality_report(storage, file.name, config))
+    with storage.session():  # one connection for the report's reads
+        print_summary(batch, export, storage, file.name, elapsed)
+        print()
+        print(label_quality_report(storage, file.name, config))
     print(f"\nDuckDB file: {storage.path}")
     if not verbose:
         print(f"Engine logs: {engine_log}")

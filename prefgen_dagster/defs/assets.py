@@ -210,21 +210,19 @@ def ratings(
             config, storage, context.partition_key, pool, context.run_id
         )
     frame = judged.ratings
-    storage.replace_partitions(
-        context.partition_key,
-        {
-            "ratings": frame,
-            "canaries": judged.canaries,
-            "judge_calibration": judged.calibration,
-        },
-    )
+    with storage.session():  # one connection: the write, then the plots' reads
+        storage.replace_partitions(
+            context.partition_key,
+            {
+                "ratings": frame,
+                "canaries": judged.canaries,
+                "judge_calibration": judged.calibration,
+            },
+        )
+        frames = read_frames(storage, [context.partition_key])
     for line in calibration_lines(judged.calibration, config.names_by_identity()):
         context.log.info(line)
-    drawn = label_plots(
-        read_frames(storage, [context.partition_key]),
-        config.names_by_identity(),
-        config.checks.min_canary_accuracy,
-    )
+    drawn = label_plots(frames, config.names_by_identity(), config.checks.min_canary_accuracy)
     extra: dict[str, Any] = {
         "self_judging_models": dg.MetadataValue.json(self_judging),
         **_calibration_metadata(judged),

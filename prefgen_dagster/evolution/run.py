@@ -28,8 +28,9 @@ def evolve_completions(
     """`num_evolutions` rounds; each round is one stage-wide batch built on the previous one.
     With `keep: last` only the final round's rewrites are returned. A rewrite whose request
     failed for good is returned with its error and no text, and is not rewritten further."""
-    instructions = batch_instructions(storage, batch_id)
-    parents = batch_rows(storage, "completions", batch_id, "completion_id")
+    with storage.session():  # one connection for both reads
+        instructions = batch_instructions(storage, batch_id)
+        parents = batch_rows(storage, "completions", batch_id, "completion_id")
     total = RunStats()
     rounds: list[list[dict[str, Any]]] = []
     for round_index in range(1, config.evol_quality.num_evolutions + 1):

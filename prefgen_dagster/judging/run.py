@@ -48,20 +48,23 @@ def rate_completions(
     """
     judge = config.judge
     total = RunStats()
-    canaries = _canaries(config, storage, batch_id)
-    canary_frame = TABLES["canaries"].frame(c.row(batch_id) for c in canaries)
-    if judge is None:
-        empty = TABLES["ratings"].frame([])
-        return Judged(empty, canary_frame, calibrate(empty, canary_frame, "none", batch_id)), total
-    # The texts that can be paired (the `candidates` SQL model); the pooled originals only
-    # when they are paired too.
-    originals = "" if config.evol_quality.include_original else " AND origin = 'evolved'"
-    candidates = storage.query(
-        "SELECT completion_id, instruction_id, text FROM candidates WHERE batch_id = ?" + originals,
-        [batch_id],
-    ).to_dicts()
+    with storage.session():  # one connection for the stage's reads
+        canaries = _canaries(config, storage, batch_id)
+        canary_frame = TABLES["canaries"].frame(c.row(batch_id) for c in canaries)
+        if judge is None:
+            empty = TABLES["ratings"].frame([])
+            calibration = calibrate(empty, canary_frame, "none", batch_id)
+            return Judged(empty, canary_frame, calibration), total
+        # The texts that can be paired (the `candidates` SQL model); the pooled originals only
+        # when they are paired too.
+        originals = "" if config.evol_quality.include_original else " AND origin = 'evolved'"
+        candidates = storage.query(
+            "SELECT completion_id, instruction_id, text FROM candidates WHERE batch_id = ?"
+            + originals,
+            [batch_id],
+        ).to_dicts()
+        instructions = batch_instructions(storage, batch_id)
     groups = judge_groups(candidates, canaries, config)
-    instructions = batch_instructions(storage, batch_id)
     rows: list[dict[str, Any]] = []
     retry: set[JudgeKey] | None = None
     for attempt in range(judge.max_reasks + 1):

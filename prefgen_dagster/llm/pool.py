@@ -19,8 +19,10 @@ needed, all closed when one must make room.
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from prefgen_dagster.ids import stable_hash
@@ -99,8 +101,7 @@ class EnginePool:
         closing = [name for name in self._engines if name not in model_names]
         if set(self._shared()) - set(closing):
             closing = [name for name in closing if name not in self._shared()]
-        for name in closing:
-            self._close(name)
+        self._close_all(closing)
 
     def close(self) -> None:
         self.keep_only(())
@@ -108,15 +109,38 @@ class EnginePool:
     def _close_with_shared(self, model_name: str) -> None:
         """Close one engine; if it shares process state, close every engine that does."""
         shared = _shares(self._engines[model_name][1])
-        for name in self._shared() if shared else [model_name]:
-            self._close(name)
+        self._close_all(self._shared() if shared else [model_name])
 
     def _shared(self) -> list[str]:
         return [name for name, (_, engine) in self._engines.items() if _shares(engine)]
 
-    def _close(self, model_name: str) -> None:
-        _, engine = self._engines.pop(model_name)
-        engine.close()
+    def _close_all(self, model_names: Collection[str]) -> None:
+        if not model_names:
+            return
+        with _one_full_collection():
+            for name in model_names:
+                _, engine = self._engines.pop(name)
+                engine.close()
+
+
+@contextmanager
+def _one_full_collection() -> Iterator[None]:
+    """Close engines with one garbage collection after the last, not two per engine.
+
+    vLLM's shutdown unfreezes the collector's heap and calls `gc.collect()` twice per engine
+    (freeing its KV cache, then its distributed state): each a full pass over every object
+    that torch, vLLM and Dagster leave tracked, ~0.5 s here, 2.2-2.6 s for a run's two tiny
+    models. The collections only free memory; one after the last shutdown frees the same.
+    `gc.collect` is a no-op while the engines close (a few milliseconds without the passes);
+    the one collection runs even when a close raises.
+    """
+    collect = gc.collect
+    gc.collect = lambda generation=2: 0
+    try:
+        yield
+    finally:
+        gc.collect = collect
+        gc.collect()
 
 
 def _shares(engine: Engine) -> bool:

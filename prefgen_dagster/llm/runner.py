@@ -142,11 +142,13 @@ def run_requests(
     unique: dict[str, tuple[str, LLMRequest]] = {}
     for model_name, request in requests:
         unique.setdefault(request.call_id, (model_name, request))
-    answers = storage.cached_calls(list(unique))
+    with storage.session():  # one connection for both lookups
+        answers = storage.cached_calls(list(unique))
+        unanswered = [call_id for call_id in unique if call_id not in answers]
+        failures = storage.failures(unanswered)
     stats.cache_hits = sum(1 for model_name, request in requests if request.call_id in answers)
     cached = Counter(model_name for model_name, r in unique.values() if r.call_id in answers)
-    unanswered = [call_id for call_id in unique if call_id not in answers]
-    for call_id, failure in storage.failures(unanswered).items():
+    for call_id, failure in failures.items():
         if failure["runs"] >= config.engine.max_failed_runs:
             answers[call_id] = _given_up(failure)
             stats.given_up += 1

@@ -38,7 +38,9 @@ class AnswerSaver:
         self._storage = storage
         self._run_id = run_id
         self._interval_s = interval_s
-        self._last_write = float("-inf")
+        # The first write waits an interval too: a stage shorter than one (a grown batch's
+        # few new requests) then writes once, at the end. Each answer is journaled at once.
+        self._last_write = time.monotonic()
         self._answered: list[dict[str, Any]] = []
         self._failed: list[dict[str, Any]] = []
         self._path = journal_dir(storage) / f"{os.getpid()}.jsonl"

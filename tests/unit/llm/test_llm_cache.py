@@ -311,6 +311,26 @@ def test_answers_of_a_killed_run_are_recovered_from_its_journal(
     assert list(journal_dir(storage).iterdir()) == []
 
 
+def test_answers_reach_duckdb_once_per_interval_and_at_the_end(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write opens the file (tens of milliseconds): a stage shorter than the interval
+    writes once, at the end, not its first answer alone and then the rest."""
+    writes: list[int] = []
+    real_write = Storage.save_calls
+
+    def counted(self: Storage, answered: list, failed: list) -> None:
+        writes.append(len(answered) + len(failed))
+        real_write(self, answered, failed)
+
+    monkeypatch.setattr(Storage, "save_calls", counted)
+    with AnswerSaver(storage, "run", interval_s=3600) as saver:
+        for _, request in pairs("i0", "i1", "i2"):
+            saver.add(request, LLMResult(f"echo: {prompt_of(request)}", "stop", 10, 2))
+        assert writes == []
+    assert writes == [3] and cached_call_count(storage) == 3
+
+
 def test_without_a_token_budget_a_models_requests_go_in_one_call(
     storage: Storage, config: PipelineConfig
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +46,8 @@ class CountedEngine:
 
     def close(self) -> None:
         self.opener.log.append(f"close {self.model_name}")
+        gc.collect()  # as vLLM's shutdown does, twice per engine
+        gc.collect()
 
 
 def request(prompt: str, model: str = "models/gen-a", system: str | None = None) -> LLMRequest:
@@ -122,6 +125,30 @@ def test_engines_sharing_process_state_are_closed_only_together(
     pool.get(make_config(models=models), "judge-m")
     assert opener.log[-4:] == ["open gen-a", "close gen-a", "close judge-m", "open judge-m"]
     pool.close()
+
+
+def test_closing_engines_runs_one_full_collection_after_the_last(
+    make_config: MakeConfig,
+) -> None:
+    full_passes: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full_passes.append(info["collected"])
+
+    config = make_config()
+    opener = CountingOpener(shared=True)
+    pool = EnginePool(opener)
+    pool.get(config, "gen-a")
+    pool.get(config, "gen-b")
+    gc.callbacks.append(count)
+    try:
+        pool.close()
+    finally:
+        gc.callbacks.remove(count)
+    assert opener.log[-2:] == ["close gen-a", "close gen-b"]
+    assert len(full_passes) == 1  # the engines' four became one
+    assert gc.collect() >= 0 and gc.collect.__module__ == "gc"  # restored
 
 
 def test_a_model_whose_settings_changed_between_stages_starts_again(
