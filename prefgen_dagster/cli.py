@@ -46,6 +46,7 @@ def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
     )
     from prefgen_dagster.ingest.batches import is_valid_batch_name
     from prefgen_dagster.ingest.read import InputFileError
+    from prefgen_dagster.llm.heap import frozen_heap
     from prefgen_dagster.storage.store import Storage
 
     # Before any work, each of these stops with one line (see `main`): the config, the
@@ -65,25 +66,23 @@ def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
     if file.resolve() != target.resolve():
         shutil.copyfile(file, target)
 
-    print(f"estimate for {file.name} (before the cache; cached calls cost nothing):")
-    print(estimate_file(target, config_path))
-    # The runs are recorded in a persistent instance, so the UI shows them and the inbox
-    # sensor knows this batch is done.
-    instance, dagster_home = open_instance(config)
-    started = time.perf_counter()
-    # Dagster's console stays quiet (its step failures come with long tracebacks); the
-    # steps' warnings and errors are printed below, a line each.
-    engine_log = storage.path.parent / "engines.log"
-    quiet = contextlib.nullcontext() if verbose else engine_logs_to(engine_log)
-    with instance:
-        with quiet, shown_progress():
-            batch, export = materialize_batch(
-                config_path, file.name, instance, log_level="CRITICAL"
+    with frozen_heap():  # the run's full garbage collections skip the imported modules
+        print(f"estimate for {file.name} (before the cache; cached calls cost nothing):")
+        print(estimate_file(target, config_path))
+        # A persistent instance: the UI shows the runs, the inbox sensor sees the batch done.
+        instance, dagster_home = open_instance(config)
+        started = time.perf_counter()
+        # Dagster's console stays quiet (its step failures come with long tracebacks); the
+        # steps' warnings and errors are printed below, a line each.
+        engine_log = storage.path.parent / "engines.log"
+        quiet = contextlib.nullcontext() if verbose else engine_logs_to(engine_log)
+        with instance:
+            with quiet, shown_progress():
+                batch, export = materialize_batch(config_path, file.name, instance, "CRITICAL")
+            elapsed = time.perf_counter() - started
+            warnings = run_warnings(instance, batch) + (
+                run_warnings(instance, export) if export else []
             )
-        elapsed = time.perf_counter() - started
-        warnings = run_warnings(instance, batch) + (
-            run_warnings(instance, export) if export else []
-        )
     for line in warnings:
         print(f"warning: {line}")
     if interrupted(batch) or (export is not None and interrupted(export)):

@@ -19,13 +19,12 @@ needed, all closed when one must make room.
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from prefgen_dagster.ids import stable_hash
+from prefgen_dagster.llm.heap import one_full_collection
 from prefgen_dagster.llm.types import Engine
 
 if TYPE_CHECKING:
@@ -117,30 +116,10 @@ class EnginePool:
     def _close_all(self, model_names: Collection[str]) -> None:
         if not model_names:
             return
-        with _one_full_collection():
+        with one_full_collection():  # not two per vLLM engine (llm/heap.py)
             for name in model_names:
                 _, engine = self._engines.pop(name)
                 engine.close()
-
-
-@contextmanager
-def _one_full_collection() -> Iterator[None]:
-    """Close engines with one garbage collection after the last, not two per engine.
-
-    vLLM's shutdown unfreezes the collector's heap and calls `gc.collect()` twice per engine
-    (freeing its KV cache, then its distributed state): each a full pass over every object
-    that torch, vLLM and Dagster leave tracked, ~0.5 s here, 2.2-2.6 s for a run's two tiny
-    models. The collections only free memory; one after the last shutdown frees the same.
-    `gc.collect` is a no-op while the engines close (a few milliseconds without the passes);
-    the one collection runs even when a close raises.
-    """
-    collect = gc.collect
-    gc.collect = lambda generation=2: 0
-    try:
-        yield
-    finally:
-        gc.collect = collect
-        gc.collect()
 
 
 def _shares(engine: Engine) -> bool:
