@@ -6,7 +6,8 @@
    (`breakdown.py`).
 2. It runs again on the same file: every request is a cache hit, so no engine is called.
 3. `--grow P`: P % more instructions are added to the batch file and it runs again: what
-   growing a finished batch costs.
+   growing a finished batch costs. `--grow-runs K` (default 3) grows it K times in a row
+   and reports the median: one run of ~15 s varies by about 2 s on a shared machine.
 4. A child process of this script reads every request back from the `llm_calls` table and
    replays them with `vllm.LLM.chat`: one engine per model, all of its requests in one call.
 
@@ -76,6 +77,15 @@ class PipelineRun:
     cpu_seconds: float
     ok: bool
     parts: dict[str, float]
+
+
+@dataclass
+class Growth:
+    """A run after adding `added` instructions to a finished batch, and its engine calls."""
+
+    added: int
+    run: PipelineRun
+    calls: int
 
 
 # --- input -----------------------------------------------------------------------------------
@@ -295,6 +305,12 @@ def replay_in_child(db_path: Path, config_path: Path, out: Path) -> DirectResult
 # --- report ----------------------------------------------------------------------------------
 
 
+def _median_growth(grown: list[Growth]) -> Growth | None:
+    """The growth run of median wall time (the upper one of two middles)."""
+    ordered = sorted(grown, key=lambda growth: growth.run.seconds)
+    return ordered[len(ordered) // 2] if ordered else None
+
+
 def _rate(tokens: int, seconds: float) -> str:
     return f"{tokens / seconds:,.0f}" if seconds > 0 and tokens else "-"
 
@@ -316,7 +332,7 @@ def print_report(
     cold: PipelineRun,
     warm: PipelineRun,
     warm_calls: int,
-    grown: tuple[int, PipelineRun, int] | None,
+    grown: list[Growth],
     direct: DirectResult | None,
     pipeline_rss_mb: float,
 ) -> None:
@@ -347,13 +363,13 @@ def print_report(
             ("direct vLLM, chat() only", generate, generate, None, direct_tokens),
         ]  # fmt: skip
     rows.append(("pipeline, warm cache (wall)", warm.seconds, 0.0, warm.cpu_seconds, (0, 0)))
-    if grown:
-        added, run, _ = grown
-        rows.append((f"pipeline, +{added} instructions (wall)", run.seconds, 0.0,
-                     run.cpu_seconds, (0, 0)))  # fmt: skip
+    for growth in grown:
+        rows.append((f"pipeline, +{growth.added} instructions (wall)", growth.run.seconds, 0.0,
+                     growth.run.cpu_seconds, (0, 0)))  # fmt: skip
     for row in rows:
         print(_row(*row))
-    runs = {"cold": cold, "warm": warm} | ({"grown": grown[1]} if grown else {})
+    median = _median_growth(grown)
+    runs = {"cold": cold, "warm": warm} | ({"grown": median.run} if median else {})
     print(f"\nwhere the pipeline's time went (seconds){''.join(f'{n:>9}' for n in runs)}")
     for part in cold.parts:
         print(f"  {part:<56}" + "".join(f"{run.parts[part]:>9.1f}" for run in runs.values()))
@@ -368,11 +384,16 @@ def print_report(
     rss = f"peak RSS: pipeline {pipeline_rss_mb:,.0f} MB"
     print(rss + (f", direct {direct.peak_rss_mb:,.0f} MB" if direct else ""))
     print(f"warm-cache rerun: {warm_calls} engine calls, {warm.seconds:.1f} s")
-    if grown:
-        added, run, calls = grown
+    for growth in grown:
         print(
-            f"+{added} instructions: {calls} engine calls, {run.seconds:.1f} s = "
-            f"{100 * run.seconds / cold.seconds:.1f} % of the cold run"
+            f"+{growth.added} instructions: {growth.calls} engine calls, {growth.run.seconds:.1f}"
+            f" s = {100 * growth.run.seconds / cold.seconds:.1f} % of the cold run"
+        )
+    if median and len(grown) > 1:
+        print(
+            f"growth, median of {len(grown)} runs: {median.run.seconds:.1f} s = "
+            f"{100 * median.run.seconds / cold.seconds:.1f} % of the cold run"
+            " (its parts are the 'grown' column above)"
         )
     print(
         "note: the direct side replays every recorded request per model in one chat() call;\n"
@@ -397,6 +418,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--grow", type=float, default=1.0, help="then add this %% more and run again (0: skip)"
+    )
+    parser.add_argument(
+        "--grow-runs", type=int, default=3, help="grow this many times (the median is reported)"
     )
     parser.add_argument("--no-direct", action="store_true", help="skip the direct replay")
     parser.add_argument("--config", type=Path, default=TINY_CONFIG, help="pipeline config")
@@ -425,15 +449,15 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> int:
         direct = replay_in_child(db_path, config_path, workdir / "direct.json")
     warm = time_pipeline(batch, config_path)
     warm_calls = read_call_log(db_path).calls - log.calls  # each engine call adds a row
-    grown = None
-    if args.grow > 0:
+    grown = []  # each run adds args.grow % to the batch as the run before left it
+    for _ in range(args.grow_runs if args.grow > 0 else 0):
         added = grow_batch(batch, args.data, args.limit, args.grow)
         calls = read_call_log(db_path).calls
         run = time_pipeline(batch, config_path)
-        grown = (added, run, read_call_log(db_path).calls - calls)
+        grown.append(Growth(added, run, read_call_log(db_path).calls - calls))
 
     print_report(len(records), log, cold, warm, warm_calls, grown, direct, rss)
-    runs = [cold, warm] + ([grown[1]] if grown else [])
+    runs = [cold, warm] + [growth.run for growth in grown]
     if not all(run.ok for run in runs):
         print("warning: a pipeline run did not succeed (see its summary above)")
     return 0 if all(run.ok for run in runs) else 1
