@@ -33,7 +33,9 @@ def frozen_heap() -> Iterator[None]:
 @contextmanager
 def one_full_collection() -> Iterator[None]:
     """`gc.collect` does nothing inside the block; one full collection runs on exit, also
-    when the block raises."""
+    when the block raises. The switch is process-wide: a `gc.collect()` of another thread
+    during the block (a few milliseconds when engines close) is skipped too, and the one
+    on exit does its work."""
     collect = gc.collect
     gc.collect = lambda generation=2: 0
     try:
