@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from prefgen_dagster.llm.heap import frozen_heap
+
 HERE = Path(__file__).resolve().parent
 # The demo: a real model (SmolLM2-135M-Instruct) and a tiny random one.
 DEMO_CONFIG = HERE / "demo.yaml"
@@ -31,6 +33,7 @@ INTERRUPTED = (
 )
 
 
+@frozen_heap()
 def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
     """Drop `file` into the inbox, run every stage for it, then the export; print a summary.
     The engines' logs go to `engines.log` beside the DuckDB file unless `verbose`."""
@@ -46,7 +49,6 @@ def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
     )
     from prefgen_dagster.ingest.batches import is_valid_batch_name
     from prefgen_dagster.ingest.read import InputFileError
-    from prefgen_dagster.llm.heap import frozen_heap
     from prefgen_dagster.storage.store import Storage
 
     # Before any work, each of these stops with one line (see `main`): the config, the
@@ -66,23 +68,22 @@ def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
     if file.resolve() != target.resolve():
         shutil.copyfile(file, target)
 
-    with frozen_heap():  # the run's full garbage collections skip the imported modules
-        print(f"estimate for {file.name} (before the cache; cached calls cost nothing):")
-        print(estimate_file(target, config_path))
-        # A persistent instance: the UI shows the runs, the inbox sensor sees the batch done.
-        instance, dagster_home = open_instance(config)
-        started = time.perf_counter()
-        # Dagster's console stays quiet (its step failures come with long tracebacks); the
-        # steps' warnings and errors are printed below, a line each.
-        engine_log = storage.path.parent / "engines.log"
-        quiet = contextlib.nullcontext() if verbose else engine_logs_to(engine_log)
-        with instance:
-            with quiet, shown_progress():
-                batch, export = materialize_batch(config_path, file.name, instance, "CRITICAL")
-            elapsed = time.perf_counter() - started
-            warnings = run_warnings(instance, batch) + (
-                run_warnings(instance, export) if export else []
-            )
+    print(f"estimate for {file.name} (before the cache; cached calls cost nothing):")
+    print(estimate_file(target, config_path))
+    # A persistent instance: the UI shows the runs, the inbox sensor sees the batch done.
+    instance, dagster_home = open_instance(config)
+    started = time.perf_counter()
+    # Dagster's console stays quiet (its step failures come with long tracebacks); the
+    # steps' warnings and errors are printed below, a line each.
+    engine_log = storage.path.parent / "engines.log"
+    quiet = contextlib.nullcontext() if verbose else engine_logs_to(engine_log)
+    with instance:
+        with quiet, shown_progress():
+            batch, export = materialize_batch(config_path, file.name, instance, "CRITICAL")
+        elapsed = time.perf_counter() - started
+        warnings = run_warnings(instance, batch) + (
+            run_warnings(instance, export) if export else []
+        )
     for line in warnings:
         print(f"warning: {line}")
     if interrupted(batch) or (export is not None and interrupted(export)):

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.config.judging import CanaryConfig
 from prefgen_dagster.judging.calibration import calibrate
 from prefgen_dagster.judging.canaries import Canary, build_canaries
 from prefgen_dagster.judging.parse import REQUEST_FAILED, failed, parse_verdict
@@ -48,22 +49,21 @@ def rate_completions(
     """
     judge = config.judge
     total = RunStats()
+    if judge is None:  # no ratings, and no canaries to rate
+        empty, no_canaries = TABLES["ratings"].frame([]), TABLES["canaries"].frame([])
+        return Judged(empty, no_canaries, calibrate(empty, no_canaries, "none", batch_id)), total
+    # The texts that can be paired (the `candidates` SQL model); the pooled originals only
+    # when they are paired too.
+    originals = "" if config.evol_quality.include_original else " AND origin = 'evolved'"
     with storage.session():  # one connection for the stage's reads
-        canaries = _canaries(config, storage, batch_id)
-        canary_frame = TABLES["canaries"].frame(c.row(batch_id) for c in canaries)
-        if judge is None:
-            empty = TABLES["ratings"].frame([])
-            calibration = calibrate(empty, canary_frame, "none", batch_id)
-            return Judged(empty, canary_frame, calibration), total
-        # The texts that can be paired (the `candidates` SQL model); the pooled originals only
-        # when they are paired too.
-        originals = "" if config.evol_quality.include_original else " AND origin = 'evolved'"
+        canaries = _canaries(config, judge.canaries, storage, batch_id)
         candidates = storage.query(
             "SELECT completion_id, instruction_id, text FROM candidates WHERE batch_id = ?"
             + originals,
             [batch_id],
         ).to_dicts()
         instructions = batch_instructions(storage, batch_id)
+    canary_frame = TABLES["canaries"].frame(c.row(batch_id) for c in canaries)
     groups = judge_groups(candidates, canaries, config)
     rows: list[dict[str, Any]] = []
     retry: set[JudgeKey] | None = None
@@ -99,12 +99,12 @@ def rate_completions(
     return Judged(ratings, canary_frame, calibration), total
 
 
-def _canaries(config: PipelineConfig, storage: Storage, batch_id: str) -> list[Canary]:
+def _canaries(
+    config: PipelineConfig, settings: CanaryConfig, storage: Storage, batch_id: str
+) -> list[Canary]:
     """The batch's canaries, from its finished pooled completions."""
-    judge = config.judge
-    if judge is None or not judge.canaries.kinds:
+    if not settings.kinds:
         return []
-    settings = judge.canaries
     completions = storage.query(
         "SELECT completion_id, instruction_id, model, text, finish_reason, repetition, "
         "echoed_marker FROM completions WHERE batch_id = ? AND error IS NULL",
