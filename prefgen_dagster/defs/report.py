@@ -57,7 +57,8 @@ def _step_failures(batch) -> list:
 
 
 def print_summary(batch, export, storage, batch_id: str, elapsed: float) -> None:
-    """Rows, engine calls, cache hits and failed requests per stage, then the checks."""
+    """Rows, engine calls, cache hits, requests behind kept rows and failed requests per
+    stage, then the checks."""
 
     counts = storage.table_counts(batch_id)
     stage_tables = [(stage.asset, table) for stage in STAGES for table in stage.tables]
@@ -67,14 +68,21 @@ def print_summary(batch, export, storage, batch_id: str, elapsed: float) -> None
         status = "held back by its blocking checks"
     print(f"\nbatch {batch_id}: {status} in {elapsed:.1f} s")
     print(
-        f"{'stage':<22}{'table':<22}{'rows':>8}{'engine calls':>14}{'cache hits':>12}{'failed':>8}"
+        f"{'stage':<22}{'table':<22}{'rows':>8}{'engine calls':>14}{'cache hits':>12}"
+        f"{'reused':>8}{'failed':>8}"
     )
     for stage, table in stage_tables:
         meta = _materialization_metadata(batch, stage)
-        calls = meta.get("llm_engine_calls", "")
-        hits = meta.get("llm_cache_hits", "")
-        failed = meta.get("llm_failed", "")
-        print(f"{stage:<22}{table:<22}{counts[table]:>8}{calls!s:>14}{hits!s:>12}{failed!s:>8}")
+        figures = [
+            f"{meta.get(name, '')!s:>{width}}"
+            for name, width in (
+                ("llm_engine_calls", 14),
+                ("llm_cache_hits", 12),
+                ("llm_reused", 8),
+                ("llm_failed", 8),
+            )
+        ]
+        print(f"{stage:<22}{table:<22}{counts[table]:>8}{''.join(figures)}")
     seen = storage.query(
         "SELECT count(*) FROM rejected_inputs WHERE batch_id = ? AND starts_with(reason, ?)",
         [batch_id, SEEN_BEFORE],

@@ -9,10 +9,11 @@ import polars as pl
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.generation.diversity import max_similarity_to_earlier
 from prefgen_dagster.generation.plan import plan_completions, regeneration
-from prefgen_dagster.llm.plan import answered_row
+from prefgen_dagster.llm.plan import Planned, answered_row
 from prefgen_dagster.llm.pool import EnginePool
+from prefgen_dagster.llm.reuse import keep, stored_units, unit_keys, with_kept
 from prefgen_dagster.llm.runner import RunStats, ask
-from prefgen_dagster.storage.schema import TABLES
+from prefgen_dagster.stages import GENERATION
 from prefgen_dagster.storage.store import Storage, batch_instructions
 from prefgen_dagster.text.embeddings import embed_rows
 from prefgen_dagster.text.quality import echoed_marker
@@ -29,14 +30,21 @@ def generate_completions(
     earlier one of the same instruction is asked again (new seed, warmer), at most
     `max_regenerations` times; its final similarity is stored either way (and its
     embedding, with embeddings on). A request that failed for good keeps its row, with the
-    error and no text; it is not compared with the others."""
+    error and no text; it is not compared with the others. The rows of instructions whose
+    requests and settings are unchanged since the stored ones are kept (`llm/reuse.py`)."""
     diversity = config.generation.diversity
     threshold = diversity.max_cosine if config.uses_embeddings() else diversity.max_similarity
     vectors: dict[str, list[float]] = {}
     total = RunStats()
-    first_plans = plan_completions(
-        list(batch_instructions(storage, batch_id).values()), config, batch_id
-    )
+    with storage.session():  # one connection for both reads
+        instructions = batch_instructions(storage, batch_id)
+        stored = stored_units(storage, GENERATION.table, batch_id)
+    all_plans = plan_completions(list(instructions.values()), config, batch_id)
+    # An instruction is a unit: the guard compares its completions with each other.
+    keys = unit_keys(all_plans, _instruction, GENERATION.code_version(config), _call_and_slot)
+    kept = keep(stored, keys)
+    total.reused = kept.requests
+    first_plans = [plan for plan in all_plans if _instruction(plan) in kept.todo]
     plans = first_plans
     pending = first_plans  # what this round asks: every slot first, then the regenerated ones
     answers: dict[str, dict[str, Any]] = {}
@@ -59,7 +67,17 @@ def generate_completions(
         ]
         regenerated = {p.row["completion_id"]: p for p in pending}
         plans = [regenerated.get(p.row["completion_id"], p) for p in plans]
-    return TABLES["completions"].frame(rows), total
+    for row in rows:
+        row["plan_key"] = keys[row["instruction_id"]]
+    return with_kept(kept, GENERATION.table, rows), total
+
+
+def _instruction(plan: Planned) -> str:
+    return plan.row["instruction_id"]
+
+
+def _call_and_slot(plan: Planned) -> tuple[str, str]:
+    return plan.request.call_id, plan.row["completion_id"]
 
 
 def _mark_similarity(rows: list[dict[str, Any]], threshold: float) -> None:

@@ -15,9 +15,11 @@ from prefgen_dagster.judging.canaries import Canary, build_canaries
 from prefgen_dagster.judging.parse import REQUEST_FAILED, failed, parse_verdict
 from prefgen_dagster.judging.plan import JudgeKey, judge_groups, plan_judging, rating_rows
 from prefgen_dagster.judging.prompt import ASPECTS
-from prefgen_dagster.llm.plan import model_identity
+from prefgen_dagster.llm.plan import Planned, model_identity
 from prefgen_dagster.llm.pool import EnginePool
+from prefgen_dagster.llm.reuse import keep, stored_units, unit_keys, with_kept
 from prefgen_dagster.llm.runner import RunStats, ask
+from prefgen_dagster.stages import JUDGING
 from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage, batch_instructions
 
@@ -46,6 +48,8 @@ def rate_completions(
     An answer that does not parse is asked again (at most `max_reasks` times); after that its
     ratings are stored as NULL with the raw output and the parse status. A request that
     failed for good gives NULL ratings with parse status `request_failed` and the error.
+    The ratings of groups whose requests and settings are unchanged since the stored ones
+    are kept (`llm/reuse.py`); the calibration is measured on all of them.
     """
     judge = config.judge
     total = RunStats()
@@ -63,22 +67,32 @@ def rate_completions(
             [batch_id],
         ).to_dicts()
         instructions = batch_instructions(storage, batch_id)
-    canary_frame = TABLES["canaries"].frame(c.row(batch_id) for c in canaries)
+        stored = stored_units(storage, JUDGING.table, batch_id)
     groups = judge_groups(candidates, canaries, config)
+    plans = plan_judging(groups, instructions, config, 0)
+    # A group a judge compares (each judge, aspect and order of it) is a unit.
+    keys = unit_keys(plans, _group, JUDGING.code_version(config), _call_and_texts)
+    kept = keep(stored, keys)
+    total.reused = kept.requests
+    canary_frame = TABLES["canaries"].frame(c.row(batch_id) for c in canaries)
+    groups = [group for group in groups if (group.purpose, group.group_id) in kept.todo]
+    plans = [plan for plan in plans if _group(plan) in kept.todo]
     rows: list[dict[str, Any]] = []
     retry: set[JudgeKey] | None = None
     for attempt in range(judge.max_reasks + 1):
-        plans = plan_judging(groups, instructions, config, attempt, retry)
+        if attempt > 0:
+            plans = plan_judging(groups, instructions, config, attempt, retry)
         if not plans:
             break
         answers = ask(plans, storage, config, engines, total, run_id)
         retry = set()
         for plan in plans:
             answer = answers[plan.request.call_id]
+            unit = {"plan_key": keys[_group(plan)]}
             if "error" in answer:  # failed after the engine's retries: nothing to parse
                 verdict = failed(len(plan.row.completion_ids), REQUEST_FAILED)
                 rows.extend(
-                    {**row, "error": answer["error"]}
+                    {**row, **unit, "error": answer["error"]}
                     for row in rating_rows(plan, verdict, None, config, batch_id)
                 )
                 continue
@@ -91,12 +105,23 @@ def rate_completions(
                 with_rationale=judge.with_rationale,
             )
             if verdict.ok or attempt == judge.max_reasks:
-                rows.extend(rating_rows(plan, verdict, raw, config, batch_id))
+                rows.extend(
+                    {**row, **unit} for row in rating_rows(plan, verdict, raw, config, batch_id)
+                )
             else:
                 retry.add(plan.row.key)
-    ratings = TABLES["ratings"].frame(rows)
+    ratings = with_kept(kept, JUDGING.table, rows)
     calibration = calibrate(ratings, canary_frame, judge.mode, batch_id)
     return Judged(ratings, canary_frame, calibration), total
+
+
+def _group(plan: Planned) -> tuple[str, str]:
+    """(purpose, group id) from the request's key."""
+    return plan.row.key[0], plan.row.key[1]
+
+
+def _call_and_texts(plan: Planned) -> tuple[str, list[str]]:
+    return plan.request.call_id, plan.row.completion_ids
 
 
 def _canaries(

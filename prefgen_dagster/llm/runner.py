@@ -74,6 +74,8 @@ class TokenBudgetReached(RuntimeError):
 class RunStats:
     requested: int = 0
     cache_hits: int = 0
+    # Requests behind rows kept from an earlier run (`reuse.py`): neither asked nor looked up.
+    reused: int = 0
     engine_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -91,6 +93,7 @@ class RunStats:
         return {
             "llm_requests": self.requested,
             "llm_cache_hits": self.cache_hits,
+            "llm_reused": self.reused,
             "llm_engine_calls": self.engine_calls,
             "llm_failed": self.failed,
             "llm_given_up": self.given_up,
@@ -105,6 +108,7 @@ class RunStats:
         for name in (
             "requested",
             "cache_hits",
+            "reused",
             "engine_calls",
             "failed",
             "given_up",

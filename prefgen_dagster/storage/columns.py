@@ -55,6 +55,9 @@ DESCRIPTIONS: dict[str, str] = {
     "embedding": "Sentence embedding (all-MiniLM-L6-v2), when embeddings are on",
     "echoed_marker": "A chat-template marker or prompt heading found in the text",
     "error": "Why the request failed for good (NULL when it was answered)",
+    "plan_key": "Hash of the stage's code, settings and the requests of the row's unit of work "
+    "(an instruction's completions, a completion's rewrites, a judge group); a later run "
+    "keeps the unit's rows while it is unchanged and answered",
     "mutation": "The EvolQuality criterion the rewrite was asked for",
     "round": "The EvolQuality round (1 = rewrite of the pooled completion)",
     "origin": "pooled (a pool model's completion) or evolved (an EvolQuality rewrite)",

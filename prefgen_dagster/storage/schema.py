@@ -122,7 +122,7 @@ TABLES: dict[str, Table] = {
             prompt_tokens INTEGER, completion_tokens INTEGER, call_id VARCHAR NOT NULL,
             regenerations INTEGER NOT NULL DEFAULT 0, similarity DOUBLE,
             too_similar BOOLEAN NOT NULL DEFAULT false, repetition DOUBLE, embedding FLOAT[],
-            echoed_marker VARCHAR, error VARCHAR""",
+            echoed_marker VARCHAR, error VARCHAR, plan_key VARCHAR""",
         ),
         _table(
             "evolved_completions",
@@ -134,7 +134,8 @@ TABLES: dict[str, Table] = {
             mutation VARCHAR NOT NULL, round INTEGER NOT NULL, sampling VARCHAR NOT NULL,
             template_version VARCHAR NOT NULL, text VARCHAR, finish_reason VARCHAR,
             prompt_tokens INTEGER, completion_tokens INTEGER, call_id VARCHAR NOT NULL,
-            repetition DOUBLE, embedding FLOAT[], echoed_marker VARCHAR, error VARCHAR""",
+            repetition DOUBLE, embedding FLOAT[], echoed_marker VARCHAR, error VARCHAR,
+            plan_key VARCHAR""",
         ),
         # One row per text shown in one judge request (`shown` texts, this one at `position`):
         # `purpose` says whether it is a candidate (`label`), one side of a canary (`canary`),
@@ -152,7 +153,7 @@ TABLES: dict[str, Table] = {
             parse_status VARCHAR NOT NULL, attempts INTEGER NOT NULL, call_id VARCHAR NOT NULL,
             judge_settings VARCHAR NOT NULL, purpose VARCHAR NOT NULL DEFAULT 'label',
             mode VARCHAR NOT NULL DEFAULT 'listwise', shown INTEGER NOT NULL DEFAULT 1,
-            error VARCHAR""",
+            error VARCHAR, plan_key VARCHAR""",
         ),
         _table(
             "canaries",

@@ -16,7 +16,9 @@ from prefgen_dagster.defs.pipeline_run import materialize_batch
 from prefgen_dagster.defs.resources import run_resources
 
 from .conftest import drop_batch, write_config
-from .test_pipeline_vllm import LLM_ASSETS, engine_calls, mt_bench_lines
+from .test_pipeline_vllm import LLM_ASSETS, engine_calls, mt_bench_lines, table
+
+STAGE_TABLES = ("completions", "evolved_completions", "ratings")
 
 
 @pytest.mark.slow
@@ -31,11 +33,19 @@ def test_added_instruction_and_changed_judge_cost_only_their_calls(
         assert [engine_calls(first, a) for a in LLM_ASSETS] == [12, 12, 3]
 
         # One more instruction in the same batch: only its 4 completions, 4 rewrites and one
-        # judge request are new; the first three instructions come from the cache.
+        # judge request are new; the rows of the first three are kept as they were, not even
+        # looked up in the cache (`llm/reuse.py`).
+        db = workdir / "data" / "prefgen.duckdb"
+        before = {name: table(db, name, "grow.jsonl") for name in STAGE_TABLES}
         drop_batch(workdir, "grow.jsonl", lines)
         grown, _ = materialize_batch(config_path, "grow.jsonl", instance)
         assert grown.success
         assert [engine_calls(grown, a) for a in LLM_ASSETS] == [4, 4, 1]
+        assert [engine_calls(grown, a, "llm_requests") for a in LLM_ASSETS] == [4, 4, 1]
+        assert [engine_calls(grown, a, "llm_reused") for a in LLM_ASSETS] == [12, 12, 3]
+        for name in STAGE_TABLES:
+            kept = [row for row in table(db, name, "grow.jsonl") if row in before[name]]
+            assert len(kept) == len(before[name]), name
 
         # Another judge aspect, as Dagster sees it after a reload of the code location: the
         # automation tick asks for the ratings and what follows them, nothing before.
@@ -68,6 +78,7 @@ def test_added_instruction_and_changed_judge_cost_only_their_calls(
         )
         assert rejudged.success
         assert engine_calls(rejudged, "ratings") == 4
+        assert engine_calls(rejudged, "ratings", "llm_reused") == 0  # new settings: none kept
         [pairs] = rejudged.asset_materializations_for_node("dpo_pairs")
         [old_pairs] = grown.asset_materializations_for_node("dpo_pairs")
         assert pairs.metadata["pipeline_hash"].value != old_pairs.metadata["pipeline_hash"].value
