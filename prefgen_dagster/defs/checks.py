@@ -1,4 +1,9 @@
-"""Asset checks made from `dbt_like_sql/checks/*.sql`: one file, one check, no Python."""
+"""Asset checks made from `dbt_like_sql/checks/*.sql`: one file, one check, no Python.
+
+The checks of one asset run as one step (a multi-asset check): a check is a query or two,
+and a step of its own cost more in Dagster's events than its queries took. Each check is
+still its own spec, evaluation, severity and blocking flag in the UI and the run's events.
+"""
 
 import json
 import warnings
@@ -11,19 +16,16 @@ from prefgen_dagster.defs import metadata
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.sql.project import SqlCheck, SqlProject
+from prefgen_dagster.storage.store import Storage
 
 
-def build_sql_check(
-    check: SqlCheck, project: SqlProject, values: dict[str, Any]
-) -> dg.AssetChecksDefinition:
-    """An asset check that runs the file's SQL for the batch: zero rows means it passed.
-    `values` are the config's SQL vars; its description shows the ones the check reads."""
+def check_spec(check: SqlCheck, project: SqlProject, values: dict[str, Any]) -> dg.AssetCheckSpec:
+    """The check as Dagster shows it. `values` are the config's SQL vars; its description
+    shows the ones the check reads."""
     other_assets = sorted({project.table_asset(ref) for ref in check.refs} - {check.asset})
-    severity = dg.AssetCheckSeverity[check.severity]
-
-    @dg.asset_check(
+    return dg.AssetCheckSpec(
+        check.name,
         asset=check.asset,
-        name=check.name,
         description=f"[{check.severity}{', blocking' if check.blocking else ''}] "
         f"{check.description}{runs_with(check, values)}",
         blocking=check.blocking,
@@ -31,42 +33,61 @@ def build_sql_check(
         partitions_def=batches,
         metadata={"sql_file": str(check.path), "severity": check.severity},
     )
-    def _check(context: dg.AssetCheckExecutionContext, prefgen: PrefgenResource):
+
+
+def build_asset_checks(
+    asset: str, checks: list[SqlCheck], project: SqlProject, values: dict[str, Any]
+) -> dg.AssetChecksDefinition:
+    """One step that runs every check of `asset` for the batch: zero rows means passed."""
+
+    @dg.multi_asset_check(
+        name=f"{asset}_checks",
+        specs=[check_spec(check, project, values) for check in checks],
+    )
+    def _checks(context: dg.AssetCheckExecutionContext, prefgen: PrefgenResource):
         config, storage = prefgen.open()
         batch_id = context.partition_key
-        with storage.session():  # one connection for the check's queries
-            offending = storage.query(*check.render(batch_id, config.sql_vars()))
-            table = project.asset_table(check.asset)
-            total = storage.query(
-                f"SELECT count(*) AS n FROM {table} WHERE batch_id = ?", [batch_id]
-            )
-            checked = int(total["n"][0])
-            reason = failure_reason(offending)
-            storage.record_check(
-                {
-                    "batch_id": batch_id,
-                    "check_name": check.name,
-                    "asset": check.asset,
-                    "severity": check.severity,
-                    "blocking": check.blocking,
-                    "passed": offending.is_empty(),
-                    "failing_rows": offending.height,
-                    "reason": reason,
-                }
-            )
-            return dg.AssetCheckResult(
-                passed=offending.is_empty(),
-                severity=severity,
-                metadata={
-                    "failing_rows": offending.height,
-                    "checked_rows": checked,
-                    "failure_rate": round(offending.height / checked, 4) if checked else 0.0,
-                    **({"reason": reason} if reason else {}),
-                    "sample_rows": dg.MetadataValue.md(metadata.markdown_table(offending, 10)),
-                },
-            )
+        with storage.session():  # one connection for every check's queries
+            for check in checks:
+                yield run_check(check, project, storage, batch_id, config.sql_vars())
 
-    return _check
+    return _checks
+
+
+def run_check(
+    check: SqlCheck, project: SqlProject, storage: Storage, batch_id: str, values: dict[str, Any]
+) -> dg.AssetCheckResult:
+    """Run one check's SQL for the batch, record the outcome in `check_results`."""
+    offending = storage.query(*check.render(batch_id, values))
+    table = project.asset_table(check.asset)
+    total = storage.query(f"SELECT count(*) AS n FROM {table} WHERE batch_id = ?", [batch_id])
+    checked = int(total["n"][0])
+    reason = failure_reason(offending)
+    storage.record_check(
+        {
+            "batch_id": batch_id,
+            "check_name": check.name,
+            "asset": check.asset,
+            "severity": check.severity,
+            "blocking": check.blocking,
+            "passed": offending.is_empty(),
+            "failing_rows": offending.height,
+            "reason": reason,
+        }
+    )
+    return dg.AssetCheckResult(
+        asset_key=check.asset,
+        check_name=check.name,
+        passed=offending.is_empty(),
+        severity=dg.AssetCheckSeverity[check.severity],
+        metadata={
+            "failing_rows": offending.height,
+            "checked_rows": checked,
+            "failure_rate": round(offending.height / checked, 4) if checked else 0.0,
+            **({"reason": reason} if reason else {}),
+            "sample_rows": dg.MetadataValue.md(metadata.markdown_table(offending, 10)),
+        },
+    )
 
 
 def failure_reason(offending: pl.DataFrame) -> str | None:
@@ -89,7 +110,13 @@ def runs_with(check: SqlCheck, values: dict[str, Any]) -> str:
 
 
 def build_sql_checks(project: SqlProject, values: dict[str, Any]) -> list[dg.AssetChecksDefinition]:
+    """One multi-asset check per asset that has checks, in the project's order."""
+    by_asset: dict[str, list[SqlCheck]] = {}
+    for check in project.checks:
+        by_asset.setdefault(check.asset, []).append(check)
     # Partitioned asset checks are a Dagster preview feature; the warning is known and noisy.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        return [build_sql_check(check, project, values) for check in project.checks]
+        return [
+            build_asset_checks(asset, checks, project, values) for asset, checks in by_asset.items()
+        ]

@@ -14,10 +14,14 @@ import polars as pl
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs import metadata
 from prefgen_dagster.defs.graph import OWNERS, PipelineGraph, build_graph
+from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.sql_assets import comment_markdown
 from prefgen_dagster.judging.plots import LabelFrames, label_plots
+from prefgen_dagster.sql.project import load_project
 from prefgen_dagster.stages import BY_ASSET
 from prefgen_dagster.storage.schema import TABLES
+
+CHECKS = {check.name: check for check in load_project().checks}
 
 
 def specs(graph: PipelineGraph) -> dict[str, dg.AssetSpec]:
@@ -145,3 +149,21 @@ def test_the_export_preview_shows_the_conversation_flat() -> None:
     assert lines[0] == "| prompt | chosen | rejected | score_chosen | score_rejected | margin |"
     assert lines[2] == "| Q? | Good. | Bad. | 5.0 | 2.0 | 3.0 |"
     assert len(lines) == 2 + 5
+
+
+def test_the_checks_of_an_asset_run_as_one_step(config: PipelineConfig) -> None:
+    graph = build_graph(config)
+    steps = {
+        definition.node_def.name: sorted(spec.name for spec in definition.check_specs)
+        for definition in graph.checks
+    }
+    expected: dict[str, list[str]] = {}
+    for check in load_project().checks:
+        expected.setdefault(f"{check.asset}_checks", []).append(check.name)
+    assert steps == {step: sorted(names) for step, names in expected.items()}
+    assert len(steps) == 3  # raw_instructions, ratings, dpo_pairs
+    # Each check keeps its own blocking flag and partitions.
+    for definition in graph.checks:
+        for spec in definition.check_specs:
+            assert spec.blocking == CHECKS[spec.name].blocking
+            assert spec.partitions_def == batches
