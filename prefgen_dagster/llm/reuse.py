@@ -67,7 +67,7 @@ def stored_units(storage: Storage, table: str, batch_id: str) -> pl.DataFrame:
 def keep(stored: pl.DataFrame, keys: dict[Hashable, str]) -> Kept:
     """The stored rows of the units whose key is unchanged; every other unit is to do."""
     found = set(stored["plan_key"].unique().to_list()) & set(keys.values())
-    rows = stored.filter(pl.col("plan_key").is_in(found))
+    rows = stored.filter(pl.col("plan_key").is_in(list(found)))
     return Kept(
         rows=rows,
         todo={unit for unit, key in keys.items() if key not in found},
