@@ -4,7 +4,8 @@ schedule.
 * The sensor only lists the inbox (sensors time out after 60 s): each new or changed file
   that has stopped changing becomes a partition and a run of every stage, unless the
   instance already has that batch's pairs from after the file was written (`prefgen run`
-  records its runs in the same instance).
+  records its runs in the same instance). Its runs, and the schedule's, name the batch's
+  assets (`batch_request`).
 * `STAGE_CONDITION` re-runs a batch's asset when its code version (its own settings, see
   `versions`) changes or an input it reads is updated, so a changed config re-runs only the
   stages it affects and those after them.
@@ -96,12 +97,25 @@ def inbox_sensor(context: dg.SensorEvaluationContext, prefgen: PrefgenResource) 
     ]
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=name, run_key=f"{name}@{current[name][0]}")
+            batch_request(context.repository_def, name, f"{name}@{current[name][0]}")
             for name in to_run
         ],
         dynamic_partitions_requests=[batches.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps({**seen, **current}, sort_keys=True),
     )
+
+
+def batch_request(
+    repository: dg.RepositoryDefinition | None, batch_id: str, run_key: str
+) -> dg.RunRequest:
+    """A run of every stage (and check) for one batch that names its assets. Dagster's
+    automation ignores an input's update made by a run that also targets the asset
+    (`executed_with_root_target`), but a job's run without a named selection targets none
+    by that rule: a tick landing while the run was between `ratings` and `candidate_pairs`
+    requested the pairs a second time. Without the repository (a bare test context) the run
+    is the whole job, as before."""
+    selection = sorted(batch_job.selection.resolve(repository.asset_graph)) if repository else None
+    return dg.RunRequest(partition_key=batch_id, run_key=run_key, asset_selection=selection)
 
 
 def latest_pairs(instance: dg.DagsterInstance, batch_id: str) -> dg.EventLogRecord | None:
@@ -166,4 +180,4 @@ def catch_up_schedule(context: dg.ScheduleEvaluationContext, prefgen: PrefgenRes
     if not keys:
         return dg.SkipReason("every batch is up to date")
     stamp = context.scheduled_execution_time.isoformat()
-    return [dg.RunRequest(partition_key=key, run_key=f"catch-up:{key}:{stamp}") for key in keys]
+    return [batch_request(context.repository_def, key, f"catch-up:{key}:{stamp}") for key in keys]

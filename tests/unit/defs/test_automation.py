@@ -45,14 +45,18 @@ def pairs_made(instance: dg.DagsterInstance, batch_id: str, made_with: str) -> N
 
 
 def requested(instance: dg.DagsterInstance) -> list[str]:
+    config_path = os.environ[CONFIG_ENV]
     context = dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=datetime(2026, 11, 25, 12, tzinfo=UTC),
-        resources={"prefgen": PrefgenResource(config_path=os.environ[CONFIG_ENV])},
+        resources={"prefgen": PrefgenResource(config_path=config_path)},
+        repository_def=build_definitions(config_path).get_repository_def(),
     )
     result = catch_up_schedule(context)
     if isinstance(result, dg.SkipReason):
         return []
+    # Each run names the batch's assets (see `automation.batch_request`).
+    assert all(PAIRS in request.asset_selection for request in result)
     return sorted(request.partition_key for request in result)
 
 

@@ -218,3 +218,28 @@ def test_the_sensor_watches_the_inbox_of_the_config_the_definitions_were_built_w
     with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
         result = sensor(context)
     assert added_partitions(result) == ["a.jsonl"]
+
+
+def test_a_batch_run_names_every_stage_it_runs(inbox: Path, instance: dg.DagsterInstance) -> None:
+    """Dagster's automation skips an asset whose inputs were updated by a run that targets it,
+    but only a run that names its assets targets them: a run of the whole job without a
+    selection let a tick landing mid-run request the pairs once more."""
+    from prefgen_dagster.defs.definitions import build_definitions
+
+    drop(inbox, "a.jsonl")
+    defs = build_definitions(config_path=os.environ[CONFIG_ENV])
+    sensor = defs.resolve_sensor_def("inbox_sensor")
+    with dg.build_sensor_context(
+        instance=instance, resources=defs.resources, definitions=defs
+    ) as context:
+        [request] = sensor(context).run_requests
+    assert {key.to_user_string() for key in request.asset_selection} == {
+        "raw_instructions",
+        "pooled_completions",
+        "evolved_completions",
+        "candidates",
+        "ratings",
+        "candidate_pairs",
+        "dpo_pairs",
+    }
+    assert request.asset_check_keys is None  # and with them the job's checks
