@@ -111,7 +111,7 @@ def batch_request(
     """A run of every stage (and check) for one batch that names its assets. Dagster's
     automation ignores an input's update made by a run that also targets the asset
     (`executed_with_root_target`), but a job's run without a named selection targets none
-    by that rule: a tick landing while the run was between `ratings` and `candidate_pairs`
+    by that rule: a tick that evaluated `candidate_pairs` while its materialization landed
     requested the pairs a second time. Without the repository (a bare test context) the run
     is the whole job, as before."""
     selection = sorted(batch_job.selection.resolve(repository.asset_graph)) if repository else None

@@ -97,6 +97,10 @@ def tables(storage: Storage) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def completions_where(storage: Storage, condition: str) -> int:
+    return storage.query(f"SELECT count(*) AS n FROM completions WHERE {condition}")["n"][0]
+
+
 def counts(stats: dict[str, RunStats], figure: str) -> list[int]:
     return [getattr(stats[table], figure) for table in STAGE_TABLES]
 
@@ -155,8 +159,7 @@ def test_units_with_a_failed_request_are_made_again(
     add_instructions(insert_rows, 0, 3)
     engine = Scripted(failing={"Question 1:"})
     run_stages(config, storage, engine)
-    failed = storage.query("SELECT count(*) AS n FROM completions WHERE error IS NOT NULL")
-    assert failed["n"][0] == 5  # every completion of instruction 1
+    assert completions_where(storage, "error IS NOT NULL") == 5  # all of instruction 1
 
     engine.failing.clear()
     asked = len(engine.asked)
@@ -165,9 +168,7 @@ def test_units_with_a_failed_request_are_made_again(
     assert counts(healed, "engine_calls")[:2] == [5, 5]
     assert all("Question 1:" in r.messages[-1]["content"] for r in engine.asked[asked:])
     assert counts(healed, "reused")[0] == 10
-    assert (
-        storage.query("SELECT count(*) AS n FROM completions WHERE error IS NOT NULL")["n"][0] == 0
-    )
+    assert completions_where(storage, "error IS NOT NULL") == 0
 
 
 def test_changed_settings_keep_nothing_of_that_stage(
@@ -185,9 +186,7 @@ def test_changed_settings_keep_nothing_of_that_stage(
     assert counts(changed, "engine_calls") == [0, 0, 0]
     # The later stages' inputs and settings are the same: their rows are kept.
     assert counts(changed, "reused")[1:] == counts(first, "requested")[1:]
-    assert (
-        storage.query("SELECT count(*) AS n FROM completions WHERE plan_key IS NULL")["n"][0] == 0
-    )
+    assert completions_where(storage, "plan_key IS NULL") == 0
 
 
 def test_rows_of_an_older_file_without_keys_are_made_again(
