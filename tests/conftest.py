@@ -6,6 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# Its hook keeps a failure readable when pytest cannot format its traceback (see there).
+from tests.readable_failures import pytest_runtest_makereport  # noqa: F401
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 

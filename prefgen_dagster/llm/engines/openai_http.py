@@ -38,7 +38,6 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-import httpx
 import openai
 
 from prefgen_dagster.config.base import ModelSpec
@@ -93,7 +92,9 @@ class OpenAIHTTPEngine:
     async def _generate_all(
         self, requests: Sequence[LLMRequest], on_result: OnResult
     ) -> list[LLMResult]:
-        timeout = httpx.Timeout(self._spec.timeout_s, connect=self._spec.connect_timeout_s)
+        # openai's own Timeout: the HTTP library behind the client is openai's to choose (it
+        # moved from httpx to httpx2, whose client rejects an httpx.Timeout).
+        timeout = openai.Timeout(self._spec.timeout_s, connect=self._spec.connect_timeout_s)
         fleet = Fleet.build(
             self._spec,
             lambda url: openai.AsyncOpenAI(
