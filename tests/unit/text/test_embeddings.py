@@ -34,6 +34,16 @@ def test_paraphrases_are_close_and_other_topics_far() -> None:
     assert abs(embeddings.cosine(cat, empty)) < 0.2
 
 
+def test_a_vector_does_not_depend_on_the_texts_embedded_with_it() -> None:
+    """Texts of many lengths, embedded in two calls, alone, and all together: the same bits
+    (padding to the longest text of a mixed batch changed the last digits)."""
+    texts = [f"Step {i}: explain how to do thing {i} well. " * (1 + i // 3) for i in range(12)]
+    together = embeddings.embed(texts)
+    assert embeddings.embed(texts[:4]) + embeddings.embed(texts[4:]) == together
+    assert [embeddings.embed([text])[0] for text in texts[::5]] == together[::5]
+    assert embeddings.embed([]) == []
+
+
 def test_the_diversity_guard_compares_meanings_with_embeddings() -> None:
     texts = [
         "Tides are caused by the Moon's gravity pulling on the oceans.",
