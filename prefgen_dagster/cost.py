@@ -1,15 +1,17 @@
 """What a batch will cost before it runs: LLM calls and tokens per stage (pure).
 
 Request counts come from the real plans (the same pool draw and ids the run will use), made
-once per batch (`plan_batch`) and read by both the estimate and the context warnings. Tokens
-are counted with each model's counter (`llm.tokens`, the one ingest uses) for text we have,
-and at `max_tokens` for text not written yet, so completion figures are upper bounds. Rewrite
-and judge prompts are counted in parts (the prompt around empty texts once, each inserted
-text on its own, `SEAM_TOKENS` more per insertion), so theirs are close upper bounds too.
+once per batch (`plan_batch`) a slice at a time and summed up for both the estimate and the
+context warnings. Tokens are counted with each model's counter (`llm.tokens`, the one ingest
+uses) for text we have, and at `max_tokens` for text not written yet, so completion figures
+are upper bounds. Rewrite and judge prompts are counted in parts (the prompt around empty
+texts once, each inserted text on its own, `SEAM_TOKENS` more per insertion), so theirs are
+close upper bounds too.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,7 @@ from prefgen_dagster.generation.plan import plan_completions
 from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.judging import prompt as ultrafeedback
 from prefgen_dagster.judging.canaries import Canary, canary_sample
-from prefgen_dagster.judging.plan import judge_groups, judge_prompt_tokens, plan_judging
+from prefgen_dagster.judging.plan import JudgeGroup, judge_groups, judge_prompt_tokens, plan_judging
 from prefgen_dagster.llm.plan import Planned
 from prefgen_dagster.llm.tokens import (
     SEAM_TOKENS,
@@ -28,6 +30,11 @@ from prefgen_dagster.llm.tokens import (
     prompts_tokens,
 )
 from prefgen_dagster.stages import EVOLUTION, GENERATION, JUDGING
+
+# Instructions (or judge groups) planned at a time: a slice's plans are summed up, then
+# dropped. All of a batch's plans at once took ~1.1 GB at 100,000 instructions (400,000
+# completion requests, 100,000 judge prompts of ~1.4 kB each).
+PLAN_SLICE = 1000
 
 
 @dataclass(frozen=True)
@@ -51,22 +58,35 @@ def longest_text(config: PipelineConfig) -> int:
 @dataclass(frozen=True)
 class PromptBounds:
     """Prompts in tokens, each text not written yet counted at its `max_tokens`: each rewrite's
-    prompt, each judge request's prompt, and each instruction's longest judge request with
-    its answer."""
+    prompt, and each instruction's longest judge request with its answer."""
 
     evolution: list[int]  # one per pooled completion: its rewrite's prompt
-    judge_prompts: list[int]  # one per judge request
     judge: dict[str, int]  # instruction id -> its longest judge request, prompt + answer
     candidates: dict[str, int]  # instruction id -> completions the judge sees
 
 
+@dataclass
+class Requests:
+    """A stage's planned requests, summed up."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    max_completion_tokens: int = 0
+
+    def add(self, plans: list[Planned], prompt_tokens: int) -> None:
+        self.calls += len(plans)
+        self.prompt_tokens += prompt_tokens
+        self.max_completion_tokens += sum(plan.request.sampling.max_tokens for plan in plans)
+
+
 @dataclass(frozen=True)
 class BatchPlan:
-    """A batch's planned requests, made once: what the estimate and the warnings read."""
+    """A batch's planned requests, summed up once: what the estimate and the warnings read."""
 
     config: PipelineConfig
-    generation: list[Planned]
-    judging: list[Planned]
+    generation: Requests
+    judging: Requests  # prompts with each text at the longest it may be
+    pool_calls: list[str]  # the generation requests' call ids
     bounds: PromptBounds
     counters: TokenCounters
 
@@ -78,65 +98,59 @@ _last_plan: dict[str, BatchPlan] = {}
 def plan_batch(
     instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str = "estimate"
 ) -> BatchPlan:
-    """Plan the batch's generation and judging (with stand-in texts) and size its prompts.
+    """Plan the batch's generation and judging (with stand-in texts) and size its prompts,
+    `PLAN_SLICE` instructions (then judge groups) at a time.
 
     `prefgen run` prints the estimate and then, in the same process, the batch's ingest step
-    plans it again for its warnings (seconds at 5,000 instructions): the last plan is kept
-    and given back for the same instructions (their ids hash their content), config and
-    batch."""
+    plans it again for its warnings (seconds at 5,000 instructions): the last plan (its sums,
+    a few numbers per request) is kept and given back for the same instructions (their ids
+    hash their content), config and batch."""
     key = stable_hash(
         [[row["instruction_id"] for row in instructions], config.model_dump(mode="json"), batch_id]
     )
     if key not in _last_plan:
-        counters = TokenCounters(config)
-        plans = plan_completions(instructions, config, batch_id)
-        judge_plans = plan_judge_requests(instructions, config, plans)
-        bounds = prompt_bounds(instructions, config, plans, judge_plans, counters)
         _last_plan.clear()
-        _last_plan[key] = BatchPlan(config, plans, judge_plans, bounds, counters)
+        counters = TokenCounters(config)
+        by_id = {row["instruction_id"]: row for row in instructions}
+        generation, pool_calls, evolution, candidates = Requests(), [], [], Counter[str]()
+        for start in range(0, len(instructions), PLAN_SLICE):
+            plans = plan_completions(instructions[start : start + PLAN_SLICE], config, batch_id)
+            generation.add(plans, sum(planned_prompt_tokens(plans, counters, config)))
+            pool_calls += [plan.request.call_id for plan in plans]
+            evolution += rewrite_prompts(plans, by_id, config, counters)
+            candidates.update(_candidates(config, plans))
+        groups = stand_in_groups(config, candidates)
+        judging, judge = judge_bounds(groups, by_id, config, counters)
+        bounds = PromptBounds(evolution, judge, candidates)
+        _last_plan[key] = BatchPlan(config, generation, judging, pool_calls, bounds, counters)
     return _last_plan[key]
 
 
-def prompt_bounds(
-    instructions: list[dict[str, Any]],
-    config: PipelineConfig,
+def rewrite_prompts(
     plans: list[Planned],
-    judge_plans: list[Planned],
+    instructions: dict[str, dict[str, Any]],
+    config: PipelineConfig,
     counters: TokenCounters,
-) -> PromptBounds:
+) -> list[int]:
+    """Each planned completion's rewrite prompt: the prompt around an empty response (the
+    same for every completion of an instruction), plus the response at its longest (the
+    first round rewrites a completion, later rounds a rewrite)."""
     evol = config.evol_quality
-    by_id = {row["instruction_id"]: row for row in instructions}
-    # The rewrite prompt around an empty response (the same for every completion of an
-    # instruction), plus the response at its longest (the first round rewrites a
-    # completion, later rounds a rewrite).
     rewritten = list(dict.fromkeys(p.row["instruction_id"] for p in plans))
     counter = counters.for_model(evol.model)
     frame = prompts_tokens(
         [evol_messages("", "", evol.criteria[0], evol.custom_criteria)], counter, config
     )[0]
-    instruction_tokens = counter.count([by_id[iid]["instruction"] for iid in rewritten])
-    rewrite_prompts = {
+    instruction_tokens = counter.count([instructions[iid]["instruction"] for iid in rewritten])
+    sizes = {
         iid: frame + size + 2 * SEAM_TOKENS
         for iid, size in zip(rewritten, instruction_tokens, strict=True)
     }
-    evolution = [
-        rewrite_prompts[p.row["instruction_id"]]
+    return [
+        sizes[p.row["instruction_id"]]
         + max(p.request.sampling.max_tokens, evol.sampling.max_tokens)
         for p in plans
     ]
-    # Each text a judge request shows counts as the longest text.
-    longest = longest_text(config)
-    judge_prompts = [
-        size + longest * len(plan.row.completion_ids)
-        for plan, size in zip(
-            judge_plans, judge_prompt_tokens(judge_plans, by_id, counters, config), strict=True
-        )
-    ]
-    judge: dict[str, int] = {}
-    for plan, size in zip(judge_plans, judge_prompts, strict=True):
-        iid = plan.row.instruction_id
-        judge[iid] = max(judge.get(iid, 0), size + plan.request.sampling.max_tokens)
-    return PromptBounds(evolution, judge_prompts, judge, _candidates(config, plans))
 
 
 def _candidates(config: PipelineConfig, plans: list[Planned]) -> dict[str, int]:
@@ -151,17 +165,14 @@ def _candidates(config: PipelineConfig, plans: list[Planned]) -> dict[str, int]:
     return candidates
 
 
-def plan_judge_requests(
-    instructions: list[dict[str, Any]], config: PipelineConfig, plans: list[Planned]
-) -> list[Planned]:
-    """The judge requests the batch will make, each text a short stand-in (`prompt_bounds`
-    counts it at the longest a text may be): every candidate, probe and canary group
-    (canaries for every sampled instruction and kind, an upper bound: a kind that does not
-    apply, or an instruction without a finished completion, gets none)."""
+def stand_in_groups(config: PipelineConfig, counts: dict[str, int]) -> list[JudgeGroup]:
+    """The groups the judge will compare, each text a short stand-in (`judge_bounds` counts
+    it at the longest a text may be): every candidate, probe and canary group (canaries for
+    every sampled instruction and kind, an upper bound: a kind that does not apply, or an
+    instruction without a finished completion, gets none)."""
     judge = config.judge
     if judge is None:
         return []
-    counts = _candidates(config, plans)
     names = [(iid, f"{iid}:{k}") for iid, count in counts.items() for k in range(count)]
     candidates = [{"completion_id": cid, "instruction_id": iid, "text": cid} for iid, cid in names]
     settings = judge.canaries
@@ -173,43 +184,63 @@ def plan_judge_requests(
         for iid in sorted(sampled)
         for kind in settings.kinds
     ]
-    groups = judge_groups(candidates, canaries, config)
-    by_id = {row["instruction_id"]: row for row in instructions}
-    return plan_judging(groups, by_id, config, attempt=0)
+    return judge_groups(candidates, canaries, config)
+
+
+def judge_bounds(
+    groups: list[JudgeGroup],
+    instructions: dict[str, dict[str, Any]],
+    config: PipelineConfig,
+    counters: TokenCounters,
+) -> tuple[Requests, dict[str, int]]:
+    """The judge requests of `groups`, summed up (each text shown counts as the longest a
+    text may be), and each instruction's longest request, prompt and answer."""
+    longest = longest_text(config)
+    totals, judge = Requests(), {}
+    for start in range(0, len(groups), PLAN_SLICE):
+        plans = plan_judging(groups[start : start + PLAN_SLICE], instructions, config, attempt=0)
+        sizes = [
+            size + longest * len(plan.row.completion_ids)
+            for plan, size in zip(
+                plans, judge_prompt_tokens(plans, instructions, counters, config), strict=True
+            )
+        ]
+        totals.add(plans, sum(sizes))
+        for plan, size in zip(plans, sizes, strict=True):
+            iid = plan.row.instruction_id
+            judge[iid] = max(judge.get(iid, 0), size + plan.request.sampling.max_tokens)
+    return totals, judge
 
 
 def estimate(batch: BatchPlan) -> list[StageCost]:
     """The cost of generation, evolution and judging for a planned batch."""
-    config, plans, judge_plans, bounds = batch.config, batch.generation, batch.judging, batch.bounds
-    # Counted here, not in `plan_batch`: the warnings (run at ingest) do not need them.
-    gen_prompt = sum(planned_prompt_tokens(plans, batch.counters, config))
-    gen_completion = sum(p.request.sampling.max_tokens for p in plans)
+    config, pool, judge = batch.config, batch.generation, batch.judging
     regenerations = config.generation.diversity.max_regenerations
     generation = StageCost(
         GENERATION.asset,
-        len(plans),
-        len(plans) * (1 + regenerations),
-        gen_prompt * (1 + regenerations),
-        gen_completion * (1 + regenerations),
+        pool.calls,
+        pool.calls * (1 + regenerations),
+        pool.prompt_tokens * (1 + regenerations),
+        pool.max_completion_tokens * (1 + regenerations),
     )
 
     evol = config.evol_quality
-    evol_calls = len(plans) * evol.num_evolutions
+    evol_calls = pool.calls * evol.num_evolutions
     evolution = StageCost(
         EVOLUTION.asset,
         evol_calls,
         evol_calls,
-        sum(bounds.evolution) * evol.num_evolutions,
+        sum(batch.bounds.evolution) * evol.num_evolutions,
         evol_calls * evol.sampling.max_tokens,
     )
 
     attempts = 1 + (config.judge.max_reasks if config.judge else 0)
     judging = StageCost(
         JUDGING.asset,
-        len(judge_plans),
-        len(judge_plans) * attempts,
-        sum(bounds.judge_prompts),
-        attempts * sum(p.request.sampling.max_tokens for p in judge_plans),
+        judge.calls,
+        judge.calls * attempts,
+        judge.prompt_tokens,
+        attempts * judge.max_completion_tokens,
     )
     return [generation, evolution, judging]
 
@@ -239,27 +270,44 @@ def context_warnings(batch: BatchPlan) -> list[str]:
                     "prompts would fail as PromptTooLong, or their answers be cut. Raise "
                     "max_model_len, or lower max_tokens or the number of completions."
                 )
-    warnings.extend(_judge_budget_warnings(config, bounds))
+    warnings.extend(_judge_budget_warnings(config, bounds, batch.counters))
     return warnings
 
 
-def _judge_budget_warnings(config: PipelineConfig, bounds: PromptBounds) -> list[str]:
-    """A judge answer that fits the schema but not `max_tokens` is cut and stored as NULL."""
+def _judge_budget_warnings(
+    config: PipelineConfig, bounds: PromptBounds, counters: TokenCounters
+) -> list[str]:
+    """A judge answer that fits the schema but not a set `max_tokens` is cut and stored as
+    NULL. An answer takes its JSON as each judge's tokenizer counts it (`answer_skeleton`)
+    plus, when rationales are asked for, each rationale at one token per character; without
+    them it is the ratings JSON alone."""
     judge = config.judge
     if judge is None or judge.sampling.max_tokens is None or not bounds.candidates:
         return []
     count = max(bounds.candidates.values())
-    need = ultrafeedback.answer_token_bound(
-        judge.mode, count, judge.rationale_max_chars, judge.with_rationale
-    )
+    skeletons = [
+        ultrafeedback.answer_skeleton(judge.mode, count, aspect, judge.with_rationale)
+        for aspect in judge.aspects
+    ]
+    need = max(max(counters.for_model(name).count(skeletons)) for name in judge.models)
+    if judge.with_rationale:
+        need += ultrafeedback.answer_entries(judge.mode, count) * judge.rationale_max_chars
     if judge.sampling.max_tokens >= need:
         return []
+    what, advice = (
+        (
+            f"rationales of up to {judge.rationale_max_chars} characters at one token per "
+            "character",
+            ", lower rationale_max_chars, or set with_rationale: false",
+        )
+        if judge.with_rationale
+        else ("ratings only: with_rationale is false", "")
+    )
     return [
         f"warning: judge.sampling.max_tokens is {judge.sampling.max_tokens}, but a valid "
-        f"{judge.mode} answer can take up to {need} tokens ({count} texts, rationales of up "
-        f"to {judge.rationale_max_chars} characters at one token per character); a longer "
+        f"{judge.mode} answer can take up to {need} tokens ({count} texts, {what}); a longer "
         "answer is cut and stored as a NULL rating. Leave max_tokens unset to size it from "
-        "the schema, or lower rationale_max_chars."
+        f"the schema{advice}."
     ]
 
 

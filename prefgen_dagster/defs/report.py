@@ -4,9 +4,13 @@ checks, the label quality, and why a run failed, read from the run's results and
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from prefgen_dagster.ingest.validate import SEEN_BEFORE
 from prefgen_dagster.stages import STAGES
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 
 def held_back_only(batch) -> bool:
@@ -90,9 +94,7 @@ def print_summary(batch, export, storage, batch_id: str, elapsed: float) -> None
     if seen:
         print(f"skipped as seen in earlier batches: {seen}")
     for evaluation in batch.get_asset_check_evaluations():
-        status = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
-        rows = evaluation.metadata["failing_rows"].value
-        print(f"check {evaluation.check_name:<28}{status:<16} offending rows: {rows}")
+        print(check_line(evaluation))
     for event in _step_failures(batch):
         print(
             f"step {event.step_key} failed: {step_error_message(event.event_specific_data.error)}"
@@ -100,6 +102,18 @@ def print_summary(batch, export, storage, batch_id: str, elapsed: float) -> None
     if export is not None:
         meta = _materialization_metadata(export, "preference_dataset")
         print(f"preference_dataset: {meta.get('dagster/row_count', 0)} pairs exported")
+
+
+def check_line(evaluation: dg.AssetCheckEvaluation) -> str:
+    """A check's line in the run summary; a failed check that gives a reason (its SQL's
+    `reason` column) says it on the next line, so a held-back batch says why."""
+    status = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
+    rows = evaluation.metadata["failing_rows"].value
+    line = f"check {evaluation.check_name:<28}{status:<16} offending rows: {rows}"
+    reason = evaluation.metadata.get("reason")
+    if not evaluation.passed and reason is not None:
+        line += f"\n      because: {reason.value}"
+    return line
 
 
 def label_quality_report(storage, batch_id: str, config) -> str:

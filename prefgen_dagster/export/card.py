@@ -59,6 +59,57 @@ def card_metadata(records: list[dict[str, Any]], config: PipelineConfig) -> dict
     }
 
 
+# What each rule strategy takes as better (the judge's scores are not read).
+_RULES = {
+    "rule_stronger_model": "an answer of a model higher in generation.model_ranking is chosen "
+    "over one of a lower model",
+    "rule_evolved_over_original": "each EvolQuality rewrite is chosen over the answer it rewrote",
+}
+
+
+def _how_pairs_are_made(config: PipelineConfig) -> str:
+    """The card's sentence on what made the pairs: the judge's scores with their margin bound,
+    or a rule (a judge, if any, only rates for comparison)."""
+    strategy = config.pairing.strategy
+    if config.pairing.judge_decides():
+        return (
+            "an LLM judge rates every text 1-5 on UltraFeedback aspects, and its scores make "
+            f"the pairs (`{strategy}`), kept where chosen beats rejected by at least "
+            f"pairing.min_margin = {config.pairing.min_margin} rating points."
+        )
+    rule = f"a rule makes the pairs (`{strategy}`: {_RULES[strategy]})"
+    if config.judge is None:
+        return f"{rule}; no judge rated them."
+    return (
+        f"{rule}. An LLM judge rates every text 1-5 on UltraFeedback aspects, but its scores "
+        "did not choose: how they compare with the rule is under Statistics."
+    )
+
+
+def margin_line(records: list[dict[str, Any]], config: PipelineConfig) -> str:
+    """The card's margin statistic. When the judge decides: the mean margin. Under a rule:
+    how often the judge's scores put chosen above rejected (agree with the rule), and the
+    mean judge margin, which may well be negative."""
+    margins = [r["margin"] for r in records if r["margin"] is not None]
+    mean = f"{sum(margins) / len(margins):.2f}" if margins else "-"
+    if config.pairing.judge_decides():
+        return f"* mean margin: {mean}"
+    if config.judge is None:
+        return "* judge against the rule: no judge"
+    if not margins:
+        return f"* judge against the rule: none of the {len(records)} pairs has judge scores"
+    agree = sum(m > 0 for m in margins)
+    disagree = sum(m < 0 for m in margins)
+    unscored = len(records) - len(margins)
+    return (
+        f"* judge against the rule: rates chosen above rejected in {agree} of {len(margins)} "
+        f"scored pairs ({agree / len(margins):.0%}), below in {disagree}, equal in "
+        f"{len(margins) - agree - disagree}"
+        + (f" ({unscored} without judge scores)" if unscored else "")
+        + f"; mean judge margin {mean}"
+    )
+
+
 def dataset_card(
     records: list[dict[str, Any]],
     summary: dict[str, Any],
@@ -69,7 +120,6 @@ def dataset_card(
     """README.md for the export: the YAML block, then the card in prose and lists. `plots`
     are linked by their relative path; `write_plots` puts the files there."""
     judge = config.judge
-    margins = [r["margin"] for r in records if r["margin"] is not None]
     models = Counter(r["chosen_model"] for r in records)
     front = yaml.safe_dump(card_metadata(records, config), sort_keys=False)
     lines = [
@@ -80,8 +130,8 @@ def dataset_card(
         f"# {config.export.pretty_name}",
         "",
         "Chosen/rejected pairs for preference tuning (DPO and its kin), made with prefgen:",
-        "several models answer each instruction, EvolQuality rewrites the answers, an LLM judge",
-        "rates every text 1-5 on UltraFeedback aspects, and pairs with a clear margin are kept.",
+        "several models answer each instruction, EvolQuality rewrites the answers, "
+        + _how_pairs_are_made(config),
         "The format is TRL's conversational one: `prompt` is a list of messages, `chosen` and",
         "`rejected` one assistant message each.",
         "",
@@ -99,7 +149,13 @@ def dataset_card(
             if judge
             else "* judge: none"
         ),
-        f"* pairs: strategy `{config.pairing.strategy}`, min margin {config.pairing.min_margin}",
+        (
+            f"* pairs: the judge's scores, strategy `{config.pairing.strategy}`, min margin "
+            f"{config.pairing.min_margin}"
+            if config.pairing.judge_decides()
+            else f"* pairs: the rule `{config.pairing.strategy}` (no min margin: the judge "
+            "does not decide)"
+        ),
         f"* settings hash: `{settings}` (each row's `settings_hash` says what it was made "
         "with, and its ids trace it back)",
         *(
@@ -113,7 +169,7 @@ def dataset_card(
         f"* pairs: {len(records)}",
         f"* batches: {', '.join(summary['batches_exported']) or 'none'}",
         *(f"* chosen from `{model}`: {count}" for model, count in models.most_common()),
-        f"* mean margin: {sum(margins) / len(margins):.2f}" if margins else "* mean margin: -",
+        margin_line(records, config),
         "",
         "## What the gates kept out",
         "",

@@ -12,6 +12,7 @@ no factual claims); the other aspects always get a number.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,6 +278,12 @@ _ENVELOPE_TOKENS = 8
 _ENTRY_TOKENS = 16
 
 
+def answer_entries(mode: str, count: int) -> int:
+    """How many rating objects (each with its rationale, if asked) one answer holds; `count`
+    is the number of responses in the request."""
+    return count if mode == "listwise" else 1
+
+
 def answer_token_bound(
     mode: str, count: int, rationale_max_chars: int, with_rationale: bool = True
 ) -> int:
@@ -284,5 +291,19 @@ def answer_token_bound(
     character (a weak model may write it one character at a time): the judge's `max_tokens`
     when the config leaves it unset. `count` is the number of responses in the request."""
     per_entry = _ENTRY_TOKENS + (rationale_max_chars if with_rationale else 0)
-    entries = count if mode == "listwise" else 1
-    return _ENVELOPE_TOKENS + entries * per_entry
+    return _ENVELOPE_TOKENS + answer_entries(mode, count) * per_entry
+
+
+def answer_skeleton(mode: str, count: int, aspect: str, with_rationale: bool) -> str:
+    """The longest answer the schema admits with every rationale empty, written compactly
+    (the widest value in each place: "N/A" where the aspect allows it, "tie"): the JSON an
+    answer takes besides its rationales' text. A token counter sizes it for a set
+    `max_tokens`; without rationales it is the whole answer."""
+    rationale = {"rationale": ""} if with_rationale else {}
+    if mode == "pairwise":
+        answer: dict[str, Any] = {"better": max(PAIRWISE_VERDICTS, key=len), **rationale}
+    else:
+        rating = NOT_APPLICABLE if ASPECTS[aspect].allows_na else 5
+        entry = {"rating": rating, **rationale}
+        answer = {"ratings": [entry] * count} if mode == "listwise" else entry
+    return json.dumps(answer, separators=(",", ":"))

@@ -9,7 +9,7 @@ import pytest
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.cost import context_warnings, estimate, format_estimate, plan_batch
 from prefgen_dagster.ingest.validate import instruction_id
-from prefgen_dagster.judging.prompt import answer_token_bound
+from prefgen_dagster.judging.prompt import answer_skeleton, answer_token_bound
 
 QUESTIONS = ["Explain tides.", "Name three primes.", "What is a hash table?"]
 ROWS = [
@@ -105,15 +105,46 @@ def test_judge_prompts_that_may_outgrow_the_judges_context_are_warned_about(
 def test_a_judge_max_tokens_below_the_schema_bound_is_warned_about(
     make_config: Callable[..., PipelineConfig],
 ) -> None:
-    # 10 candidates x (60-character rationale + JSON) need up to 768 tokens.
-    need = answer_token_bound("listwise", 10, 60)
-    assert need == 768
+    # 10 candidates: their JSON with empty rationales is 293 bytes, 147 tokens by the byte
+    # estimate (judge-m has no tokenizer here), plus 10 rationales of 60 characters.
+    skeleton = answer_skeleton("listwise", 10, "overall", with_rationale=True)
+    assert len(skeleton) == 293
+    need = 147 + 10 * 60
     judge = {"model": "judge-m", "rationale_max_chars": 60, "sampling": {"max_tokens": need}}
     assert context_warnings(plan_batch(ROWS, make_config(judge=judge))) == []
-    judge["sampling"] = {"max_tokens": 500}
+    judge["sampling"] = {"max_tokens": need - 1}
     [warning] = context_warnings(plan_batch(ROWS, make_config(judge=judge)))
-    assert "max_tokens is 500, but a valid listwise answer can take up to 768 tokens" in warning
+    assert f"max_tokens is {need - 1}, but a valid listwise answer can take up to {need} " in (
+        warning
+    )
+    assert "rationales of up to 60 characters" in warning
     assert "Leave max_tokens unset" in warning
+
+
+def test_without_rationales_the_judge_needs_only_the_ratings_json(
+    make_config: Callable[..., PipelineConfig],
+) -> None:
+    # `{"ratings":[{"rating":5},...]}` for 10 candidates: 143 bytes, 72 tokens by the byte
+    # estimate, far below what answers with rationales need.
+    assert len(answer_skeleton("listwise", 10, "overall", with_rationale=False)) == 143
+    judge = {
+        "model": "judge-m",
+        "with_rationale": False,
+        "rationale_max_chars": 60,
+        "sampling": {"max_tokens": 72},
+    }
+    assert context_warnings(plan_batch(ROWS, make_config(judge=judge))) == []
+    # The same max_tokens with rationales is too small, and the warning says why.
+    [warning] = context_warnings(
+        plan_batch(ROWS, make_config(judge={**judge, "with_rationale": True}))
+    )
+    assert "max_tokens is 72, but a valid listwise answer can take up to 747 tokens" in warning
+    assert "rationales of up to 60 characters" in warning
+    # One token short of the ratings JSON: warned about, without a word on rationales.
+    judge["sampling"] = {"max_tokens": 71}
+    [warning] = context_warnings(plan_batch(ROWS, make_config(judge=judge)))
+    assert "can take up to 72 tokens (10 texts, ratings only: with_rationale is false)" in warning
+    assert "rationale_max_chars" not in warning
 
 
 def test_a_batch_is_planned_once_for_the_estimate_and_the_warnings(
@@ -127,5 +158,5 @@ def test_a_batch_is_planned_once_for_the_estimate_and_the_warnings(
     assert plan_batch(ROWS, config, "b.jsonl") is not first
     other = make_config(evol_quality={"model": "gen-a", "num_evolutions": 2})
     again = plan_batch(ROWS, other, "a.jsonl")
-    assert len(again.generation) == len(first.generation)
+    assert again.generation.calls == first.generation.calls
     assert again is not plan_batch(ROWS, config, "a.jsonl")

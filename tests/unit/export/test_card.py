@@ -3,6 +3,7 @@ Hub would load it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export.card import dataset_card, hub_folder, hub_shard, write_plots
 from prefgen_dagster.export.dataset import write_dataset
 from prefgen_dagster.judging.plots import LabelFrames, label_plots
+from tests.unit.conftest import BASE_CONFIG
+
+MakeConfig = Callable[..., PipelineConfig]
 
 SUMMARY: dict[str, Any] = {
     "batches_exported": ["b1.jsonl"],
@@ -81,6 +85,53 @@ def test_the_card_has_the_hub_metadata_block(exported: Path) -> None:
     ):
         assert part in text, part
     assert "None" not in text.split("## Columns")[1]  # every column is described
+
+
+def test_the_card_says_the_judge_made_the_pairs_with_its_margin_bound(exported: Path) -> None:
+    text = (exported / "README.md").read_text()
+    assert (
+        " ".join(text.split()).count(
+            "an LLM judge rates every text 1-5 on UltraFeedback aspects, and its scores make the "
+            "pairs (`best_vs_worst`), kept where chosen beats rejected by at least "
+            "pairing.min_margin = 1.0 rating points."
+        )
+        == 1
+    )
+    assert "* pairs: the judge's scores, strategy `best_vs_worst`, min margin 1.0" in text
+
+
+def test_a_rule_strategy_card_says_the_rule_made_the_pairs_and_how_the_judge_compares(
+    make_config: MakeConfig,
+) -> None:
+    # The judge disagrees with the rule on most pairs: its margins are mostly negative.
+    records = [record(pid, margin) for pid, margin in (("p1", -3.0), ("p2", -2.0), ("p3", 1.0))]
+    records += [record("p4", 0.0), {**record("p5", 0.0), "margin": None}]
+    ranked = {**BASE_CONFIG["generation"], "model_ranking": ["gen-b", "gen-a"]}
+    config = make_config(pairing={"strategy": "rule_stronger_model"}, generation=ranked)
+    text = dataset_card(records, SUMMARY, config, "settings-hash")
+    prose = " ".join(text.split())
+    assert "clear margin" not in prose and "* mean margin" not in text
+    assert (
+        "a rule makes the pairs (`rule_stronger_model`: an answer of a model higher in "
+        "generation.model_ranking is chosen over one of a lower model). An LLM judge rates "
+        "every text 1-5 on UltraFeedback aspects, but its scores did not choose" in prose
+    )
+    assert (
+        "* pairs: the rule `rule_stronger_model` (no min margin: the judge does not decide)" in text
+    )
+    assert (
+        "* judge against the rule: rates chosen above rejected in 1 of 4 scored pairs (25%), "
+        "below in 2, equal in 1 (1 without judge scores); mean judge margin -1.00\n" in text
+    )
+    # Without a judge there is nothing to compare.
+    alone = make_config(pairing={"strategy": "rule_evolved_over_original"}, judge=None)
+    text = dataset_card(records, SUMMARY, alone, "settings-hash")
+    prose = " ".join(text.split())
+    assert (
+        "a rule makes the pairs (`rule_evolved_over_original`: each EvolQuality rewrite is "
+        "chosen over the answer it rewrote); no judge rated them." in prose
+    )
+    assert "* judge against the rule: no judge\n" in text
 
 
 def test_the_card_links_the_plots_it_wrote(exported: Path) -> None:

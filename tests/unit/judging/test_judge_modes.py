@@ -79,6 +79,22 @@ def test_answer_budget_covers_a_rationale_written_one_token_per_character() -> N
     assert answer_token_bound("listwise", 3, 200, with_rationale=False) == 8 + 3 * 16
 
 
+@pytest.mark.parametrize("mode", ["listwise", "pointwise", "pairwise"])
+@pytest.mark.parametrize("with_rationale", [True, False])
+@pytest.mark.parametrize("aspect", ["overall", "honesty"])
+def test_the_answer_skeleton_is_a_valid_answer_at_its_widest(
+    mode: str, with_rationale: bool, aspect: str
+) -> None:
+    # What the estimate tokenizes to size an answer: a real answer, the longest values in it.
+    count = 3 if mode == "listwise" else 2 if mode == "pairwise" else 1
+    allow_na = ultrafeedback.ASPECTS[aspect].allows_na
+    text = ultrafeedback.answer_skeleton(mode, count, aspect, with_rationale)
+    verdict = parse_verdict(mode, text, count, allow_na, with_rationale)
+    assert verdict.status == "ok", text
+    assert ("rationale" in text) == with_rationale
+    assert ('"N/A"' in text) == (allow_na and mode != "pairwise")
+
+
 # --- parsers -------------------------------------------------------------------------------
 
 

@@ -360,8 +360,14 @@ def test_judge_parse_failures_fail(
 ) -> None:
     parse_status_batch(insert_rows, failures=3)
     rows = offending(storage, config, "judge_parse_failures")
-    assert sorted(rows["completion_id"].to_list()) == ["f0", "f1", "f2"]
+    assert rows["completion_id"].to_list() == ["f0", "f1", "f2"]
     assert rows["failure_rate"].to_list() == pytest.approx([0.3, 0.3, 0.3])
+    # The reason names the rate, the bound and the setting that moves it, like the canary
+    # and position gates (the batch of OTHER's failures do not count).
+    assert rows["reason"][0] == (
+        "3 of 10 answered ratings could not be parsed (30.0%, above "
+        "checks.max_parse_failure_rate 0.2); first: judge judge, completion f0: invalid_json"
+    )
 
 
 def integrity_batch(insert: Insert) -> None:
