@@ -47,26 +47,22 @@ def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
         print_summary,
         run_warnings,
     )
-    from prefgen_dagster.ingest.batches import is_valid_batch_name
-    from prefgen_dagster.ingest.read import InputFileError
+    from prefgen_dagster.ingest.batches import is_valid_batch_name, place_in_inbox
+    from prefgen_dagster.ingest.read import InputFileError, check_input_file
     from prefgen_dagster.storage.store import Storage
 
     # Before any work, each of these stops with one line (see `main`): the config, the
-    # file, and a DuckDB file that cannot be locked (which would otherwise stop the run late).
+    # file, a file that would replace another file's batch, and a DuckDB file that cannot be
+    # locked or opened (which would otherwise stop the run late).
     config = load_config(config_path)
-    if not file.is_file():
-        raise InputFileError(f"{file}: {'not a file' if file.exists() else 'no such file'}")
+    check_input_file(file)
     if not is_valid_batch_name(file.name):
         raise InputFileError(
-            f"{file}: not usable as a batch name (a plain name ending .jsonl, .json, .csv or "
-            ".parquet, not starting with a dot)"
+            f"{file}: not usable as a batch name (a plain file name: no leading dot, no "
+            "backslash, comma, bracket or control character)"
         )
     storage = Storage(config.resolve(config.paths.duckdb_path))
-    inbox = config.resolve(config.paths.inbox_dir)
-    inbox.mkdir(parents=True, exist_ok=True)
-    target = inbox / file.name
-    if file.resolve() != target.resolve():
-        shutil.copyfile(file, target)
+    target = place_in_inbox(file, config, storage)
 
     print(f"estimate for {file.name} (before the cache; cached calls cost nothing):")
     print(estimate_file(target, config_path))
@@ -121,7 +117,7 @@ def estimate_file(file: Path, config_path: Path) -> str:
     batch = plan_batch(accepted, config, file.name)
     lines = [format_estimate(estimate(batch)), *context_warnings(batch)]
     db = config.resolve(config.paths.duckdb_path)
-    pool = {plan.request.call_id for plan in batch.generation}
+    pool = set(batch.pool_calls)
     if db.exists() and pool:
         cached = Storage(db).cached_calls(list(pool))
         lines.append(

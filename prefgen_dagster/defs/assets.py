@@ -22,6 +22,7 @@ from prefgen_dagster.evolution.run import evolve_completions
 from prefgen_dagster.generation.run import generate_completions
 from prefgen_dagster.ingest.batches import batch_file, seen_in_other_batches
 from prefgen_dagster.ingest.context import ContextLimits
+from prefgen_dagster.ingest.inbox import refused_aside
 from prefgen_dagster.ingest.read import read_rows
 from prefgen_dagster.ingest.validate import SEEN_BEFORE, ingest
 from prefgen_dagster.judging.calibration import (
@@ -57,24 +58,26 @@ def raw_instructions(
 ) -> dg.MaterializeResult:
     """The batch's file, validated, normalized and deduplicated (within the file, and against
     other batches ingested under the same settings). Every rejected row goes to
-    `rejected_inputs` with its reason, so input rows = accepted + rejected."""
+    `rejected_inputs` with its reason, so input rows = accepted + rejected. A file that cannot
+    be read at all, or a link out of the inbox, is moved to `<inbox>/.refused/` (`ingest/inbox`)."""
     config, storage = prefgen.open()
     batch_id = context.partition_key
     settings = pipeline_hash(config)
-    path = batch_file(config, batch_id)
-    if not path.exists():
-        raise FileNotFoundError(f"batch {batch_id!r}: no file {path}")
-    source = _display_path(path, config)
     limits = ContextLimits.from_config(config)
-    result = ingest(
-        read_rows(path),
-        source,
-        batch_id,
-        instruction_field=config.input.instruction_field,
-        system_prompt_field=config.input.system_prompt_field,
-        fits_context=limits.check,
-        seen_before=seen_in_other_batches(storage, batch_id, settings),
-    )
+    with refused_aside(config.resolve(config.paths.inbox_dir), batch_id):
+        path = batch_file(config, batch_id)
+        if not path.exists():
+            raise FileNotFoundError(f"batch {batch_id!r}: no file {path}")
+        source = _display_path(path, config)
+        result = ingest(
+            read_rows(path),
+            source,
+            batch_id,
+            instruction_field=config.input.instruction_field,
+            system_prompt_field=config.input.system_prompt_field,
+            fits_context=limits.check,
+            seen_before=seen_in_other_batches(storage, batch_id, settings),
+        )
     seen_rows = sum(row["reason"].startswith(SEEN_BEFORE) for row in result.rejected)
     accepted = TABLES["instructions"].frame(result.accepted)
     rejected = TABLES["rejected_inputs"].frame(result.rejected)

@@ -5,7 +5,9 @@ schedule.
   that has stopped changing becomes a partition and a run of every stage, unless the
   instance already has that batch's pairs from after the file was written (`prefgen run`
   records its runs in the same instance). Its runs, and the schedule's, name the batch's
-  assets (`batch_request`).
+  assets (`batch_request`). An entry that can never be a batch (an unsupported type, a name
+  Dagster cannot key, a link out of the inbox) is moved to `<inbox>/.refused/` with its
+  reason (`ingest/inbox.py`), so no tick looks at it again.
 * `STAGE_CONDITION` re-runs a batch's asset when its code version (its own settings, see
   `versions`) changes or an input it reads is updated, so a changed config re-runs only the
   stages it affects and those after them.
@@ -23,7 +25,7 @@ from prefgen_dagster.defs.assets import GROUP
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.report import CHECK_FAILED_ERROR
 from prefgen_dagster.defs.resources import PrefgenResource
-from prefgen_dagster.ingest.batches import is_valid_batch_name
+from prefgen_dagster.ingest.inbox import move_aside, scan_inbox, was_refused
 from prefgen_dagster.stages import pipeline_hash
 
 PAIRS_KEY = dg.AssetKey("dpo_pairs")
@@ -43,29 +45,12 @@ EXPORT_CONDITION = (
     dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress()
 ).with_label("export after any batch's pairs change")
 
-# A file modified within this many seconds may still be being written.
-SETTLE_SECONDS = 2.0
-
 batch_job = dg.define_asset_job(
     "prefgen_batch",
     selection=dg.AssetSelection.groups(GROUP),
     partitions_def=batches,
     description="All stages for one instruction batch, with its SQL checks.",
 )
-
-
-def settled_inbox_files(inbox: Path, now: float) -> dict[str, list[int]]:
-    """{file name: [mtime_ns, size]} for batch files that have stopped changing."""
-    if not inbox.is_dir():
-        return {}
-    found = {}
-    for path in sorted(inbox.iterdir()):
-        if not path.is_file() or not is_valid_batch_name(path.name):
-            continue
-        stat = path.stat()
-        if now - stat.st_mtime >= SETTLE_SECONDS and stat.st_size > 0:
-            found[path.name] = [stat.st_mtime_ns, stat.st_size]
-    return found
 
 
 # Evaluates STAGE_CONDITION and EXPORT_CONDITION; on by default, like the other two, so
@@ -85,7 +70,16 @@ def inbox_sensor(context: dg.SensorEvaluationContext, prefgen: PrefgenResource) 
     """A partition and a run for each new or rewritten file in the inbox."""
     config = prefgen.config()
     seen: dict[str, list[int]] = json.loads(context.cursor) if context.cursor else {}
-    current = settled_inbox_files(config.resolve(config.paths.inbox_dir), time.time())
+    inbox = config.resolve(config.paths.inbox_dir)
+    scan = scan_inbox(inbox, time.time())
+    for name, reason in scan.refused.items():
+        try:
+            moved = move_aside(inbox, name, reason)
+        except OSError as err:  # looked at again next tick
+            context.log.warning(f"{inbox / name}: {reason}; cannot move it aside: {err}")
+        else:
+            context.log.warning(f"{inbox / name}: {reason}; moved to {moved}")
+    current = scan.settled
     changed = [name for name, stamp in current.items() if seen.get(name) != stamp]
     known = set(context.instance.get_dynamic_partitions(batches.name))
     new_keys = [name for name in changed if name not in known]
@@ -149,9 +143,12 @@ def last_run_failed(instance: dg.DagsterInstance, batch_id: str) -> bool:
 
 def stale_batches(instance: dg.DagsterInstance, current_hash: str, inbox: Path) -> list[str]:
     """Batches whose last run failed, or whose pairs are missing, made with other settings,
-    or older than their file. Re-running them is cheap: finished LLM calls are cached."""
+    or older than their file. Re-running them is cheap: finished LLM calls are cached. A
+    batch whose file was refused at ingest and moved aside is not: it would fail again."""
     stale = []
     for key in instance.get_dynamic_partitions(batches.name):
+        if was_refused(inbox, key):  # the same verdict until a file takes its place
+            continue
         if last_run_failed(instance, key):
             stale.append(key)
             continue

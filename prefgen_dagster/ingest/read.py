@@ -6,6 +6,7 @@ is decoded as such."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -52,16 +53,34 @@ def read_rows(path: Path) -> Iterator[RawRow]:
         ".csv": _read_csv,
         ".parquet": _read_parquet,
     }
-    suffix = path.suffix.lower()
-    if suffix not in readers:
-        raise InputFileError(
-            f"{path}: unsupported file type {suffix!r}; use {', '.join(SUPPORTED_SUFFIXES)}"
-        )
-    if not path.is_file():
-        raise InputFileError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+    check_input_file(path)
     if path.stat().st_size == 0:  # an empty file is an empty batch, whatever its type
         return
-    yield from readers[suffix](path)
+    yield from readers[path.suffix.lower()](path)
+
+
+def check_input_file(path: Path) -> None:
+    """Raise `InputFileError` unless `path` is an existing file of a supported type. A path
+    the system refuses to look up (a name over 255 bytes, a path over 4096) gets the reason
+    and its errno name (ENAMETOOLONG); a very long path is shown cut in the middle."""
+    shown, suffix = _shortened(str(path)), path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        kind = f"file type {suffix!r}" if suffix else "file without a type suffix"
+        raise InputFileError(f"{shown}: unsupported {kind}; use {', '.join(SUPPORTED_SUFFIXES)}")
+    try:
+        problem = None if path.is_file() else "not a file" if path.exists() else "no such file"
+    except OSError as err:
+        problem = f"{err.strerror} ({errno.errorcode.get(err.errno or 0, err.errno)})"
+    if problem:
+        raise InputFileError(f"{shown}: {problem}")
+
+
+def _shortened(text: str, width: int = 200) -> str:
+    """`text` cut in the middle to at most `width` characters (both ends stay readable)."""
+    if len(text) <= width:
+        return text
+    half = (width - 1) // 2
+    return f"{text[:half]}…{text[-half:]}"
 
 
 def _is_utf16(path: Path) -> bool:

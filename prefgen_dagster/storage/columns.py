@@ -30,6 +30,8 @@ DESCRIPTIONS: dict[str, str] = {
     "accepted_rows": "Input rows kept as instructions",
     "rejected_rows": "Input rows rejected (see rejected_inputs)",
     "ingested_at": "When the batch was ingested",
+    "copied_from": "The file `prefgen run` copied into the inbox as the batch's (absolute path)",
+    "copied_at": "When `prefgen run` last copied that file into the inbox",
     "instruction": "The user's instruction, normalized",
     "system_prompt": "The system prompt sent with the instruction, if any",
     "raw": "The rejected row as read, shortened",

@@ -92,6 +92,15 @@ TABLES: dict[str, Table] = {
             accepted_rows INTEGER NOT NULL, rejected_rows INTEGER NOT NULL,
             ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp, pipeline_hash VARCHAR""",
         ),
+        # The file `prefgen run` copied into the inbox as a batch's file: another file of
+        # the same name may not replace that batch (`ingest.batches.place_in_inbox`).
+        _table(
+            "batch_files",
+            ("batch_id",),
+            """
+            batch_id VARCHAR NOT NULL, copied_from VARCHAR NOT NULL,
+            copied_at TIMESTAMP NOT NULL DEFAULT current_timestamp""",
+        ),
         _table(
             "instructions",
             ("batch_id", "instruction_id"),

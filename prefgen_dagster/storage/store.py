@@ -31,6 +31,9 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A connection holds the lock for one statement or one batch's write, never for minutes: a
 # lock not free after this long is held by a stuck process, or cannot be taken at all.
 LOCK_TIMEOUT_S = 120.0
+# How DuckDB names the process that holds a file: "... Conflicting lock is held in
+# /usr/bin/python3.11 (PID 1234) by user ..." (the user part is not always there).
+_LOCK_HOLDER = re.compile(r"lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 
 
 class StorageUnavailable(RuntimeError):
@@ -73,7 +76,7 @@ class Storage:
             ) from err
         try:
             existed = self.path.exists()
-            con = duckdb.connect(str(self.path))
+            con = self._open()
             try:
                 # A file made by this connection (also one removed since the last) is empty.
                 if not (self._initialized and existed):
@@ -84,6 +87,21 @@ class Storage:
                 con.close()
         finally:
             self._lock.release()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """A new connection; a file DuckDB cannot open (held by another process, such as a
+        notebook or the Dagster UI, or not a DuckDB file) is a `StorageUnavailable`."""
+        try:
+            return duckdb.connect(str(self.path))
+        except duckdb.IOException as err:
+            holder = _LOCK_HOLDER.search(str(err))
+            if holder is None:
+                raise StorageUnavailable(f"{self.path}: cannot open: {err}") from err
+            raise StorageUnavailable(
+                f"{self.path}: in use by another process ({holder['program']}, PID "
+                f"{holder['pid']}); close the DuckDB file there (a notebook, the Dagster UI?) "
+                "and run again"
+            ) from err
 
     @contextmanager
     def session(self) -> Iterator[None]:

@@ -4,6 +4,8 @@ no traceback, unless `--verbose` asks for one."""
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,46 @@ def test_an_unusable_duckdb_path_is_one_line_and_exit_2(
     assert main(["run", str(batch_file(tmp_path)), "--config", str(config_path)]) == 2
     err = one_line_error(capsys)
     assert f"{blocker}/prefgen.duckdb: cannot create the DuckDB file's lock" in err
+
+
+# A child that opens the DuckDB file and keeps it open, as a notebook or the UI would.
+HOLD_DUCKDB = (
+    "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+    "time.sleep(120)"
+)
+
+
+@pytest.mark.parametrize("command", ["run", "estimate"])
+def test_a_duckdb_file_held_by_another_process_is_one_line_naming_it_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    config_path = write_config(tmp_path)
+    db = tmp_path / "data" / "prefgen.duckdb"
+    db.parent.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_DUCKDB, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert main([command, str(batch_file(tmp_path)), "--config", str(config_path)]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = one_line_error(capsys)
+    assert err.startswith(f"{db}: in use by another process (") and f"PID {holder.pid})" in err
+    assert not (tmp_path / "data" / "inbox" / "batch.jsonl").exists()  # stopped before a copy
+
+
+def test_a_file_that_is_not_duckdb_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = write_config(tmp_path)
+    db = tmp_path / "data" / "prefgen.duckdb"
+    db.parent.mkdir()
+    db.write_text("not a database\n" * 1000)
+    assert main(["run", str(batch_file(tmp_path)), "--config", str(config_path)]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith(f"{db}: cannot open: ") and "not a valid DuckDB database file" in err
 
 
 def broken_configs(folder: Path) -> dict[str, tuple[Path, str]]:
@@ -122,6 +164,38 @@ def test_an_unusable_batch_name_is_one_line_and_exit_2(
     assert not (tmp_path / "data" / "prefgen.duckdb").exists()  # stopped before any work
 
 
+@pytest.mark.parametrize("name", ["notes.txt", "README.md", "base.jsonl.gz"])
+@pytest.mark.parametrize("command", ["run", "estimate"])
+def test_a_file_of_an_unsupported_type_says_so_and_lists_the_supported_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, command: str
+) -> None:
+    config_path = write_config(tmp_path)
+    path = batch_file(tmp_path, name)
+    assert main([command, str(path), "--config", str(config_path)]) == 2
+    suffix = name[name.rindex(".") :]
+    assert one_line_error(capsys) == (
+        f"{path}: unsupported file type {suffix!r}; use .jsonl, .json, .csv, .parquet"
+    )
+
+
+@pytest.mark.parametrize("too_long", ["file name", "path"])
+@pytest.mark.parametrize("command", ["run", "estimate"])
+def test_a_path_too_long_for_the_file_system_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], too_long: str, command: str
+) -> None:
+    config_path = write_config(tmp_path)
+    if too_long == "file name":
+        path = tmp_path / ("n" * 300 + ".jsonl")  # over 255 bytes
+    else:
+        path = tmp_path.joinpath(*["d" * 200] * 25, "batch.jsonl")  # over 4096 bytes
+    assert main([command, str(path), "--config", str(config_path)]) == 2
+    err = one_line_error(capsys)
+    shown, _, reason = err.partition(": ")
+    assert reason == "File name too long (ENAMETOOLONG)"
+    assert len(shown) <= 200 and "…" in shown  # cut in the middle, both ends kept
+    assert shown.startswith(str(tmp_path)[:60]) and shown.endswith(path.name[-40:])
+
+
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [
@@ -178,9 +252,9 @@ def test_estimate_says_how_much_the_cache_already_holds(
 
     config = load_config(config_path)
     accepted = ingest(read_rows(batch), str(batch), batch.name).accepted
-    [first, *rest] = plan_batch(accepted, config, batch.name).generation
+    [first, *rest] = plan_batch(accepted, config, batch.name).pool_calls
     Storage(config.resolve(config.paths.duckdb_path)).save_calls(
-        [{"call_id": first.request.call_id, "model": "m", "request": "{}", "response": "r"}]
+        [{"call_id": first, "model": "m", "request": "{}", "response": "r"}]
     )
     assert main(["estimate", str(batch), "--config", str(config_path)]) == 0
     assert f"already cached: 1 of {len(rest) + 1} pool requests" in capsys.readouterr().out

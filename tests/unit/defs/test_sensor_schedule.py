@@ -14,10 +14,14 @@ import yaml
 
 from prefgen_dagster.config import PipelineConfig, load_config
 from prefgen_dagster.defs import automation
+from prefgen_dagster.defs.assets import raw_instructions
 from prefgen_dagster.defs.automation import inbox_sensor, stale_batches
 from prefgen_dagster.defs.partitions import batches
-from prefgen_dagster.defs.resources import CONFIG_ENV, PrefgenResource
+from prefgen_dagster.defs.resources import CONFIG_ENV, PrefgenResource, run_resources
+from prefgen_dagster.ingest import inbox as inbox_module
 from prefgen_dagster.ingest.batches import batch_file
+from prefgen_dagster.ingest.inbox import REFUSED_DIR, refusal
+from prefgen_dagster.storage.store import Storage
 
 pytestmark = pytest.mark.usefixtures("fresh_dagster_state")
 
@@ -96,6 +100,61 @@ def test_hidden_and_unsupported_files_are_ignored(
     drop(inbox, "ok.csv", text="instruction\nhello\n")
     result = evaluate(instance)
     assert [r.partition_key for r in result.run_requests] == ["ok.csv"]
+    # Hidden names, downloads in progress and folders stay where they are; notes.txt is refused.
+    assert sorted(p.name for p in inbox.iterdir()) == [
+        ".hidden.jsonl",
+        REFUSED_DIR,
+        "data.csv.partial",
+        "folder.jsonl",
+        "ok.csv",
+    ]
+
+
+def test_a_refused_file_is_looked_at_once_and_moved_aside_with_its_reason(
+    inbox: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked_at: list[str] = []
+
+    def spy(real_inbox: Path, path: Path, entry: os.stat_result) -> str | None:
+        looked_at.append(path.name)
+        return refusal(real_inbox, path, entry)
+
+    monkeypatch.setattr(inbox_module, "refusal", spy)
+    drop(inbox, "notes.txt", text="my notes")
+    drop(inbox, "a,b.jsonl")
+    first = evaluate(instance)
+    assert first.run_requests == []
+    assert sorted(looked_at) == ["a,b.jsonl", "notes.txt"]
+    refused = inbox / REFUSED_DIR
+    assert (refused / "notes.txt").read_text() == "my notes"  # moved, not deleted
+    assert (refused / "notes.txt.reason.txt").read_text() == (
+        "unsupported file type '.txt'; use .jsonl, .json, .csv, .parquet\n"
+    )
+    assert "rename it" in (refused / "a,b.jsonl.reason.txt").read_text()
+    aside = sorted(refused.iterdir())
+
+    looked_at.clear()
+    second = evaluate(instance, first.cursor)
+    assert (second.run_requests, looked_at) == ([], [])
+    assert sorted(refused.iterdir()) == aside
+
+
+def test_a_link_out_of_the_inbox_is_refused_not_read(
+    inbox: Path, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    outside = tmp_path / "passwd.jsonl"
+    outside.write_text("root:x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
+    os.utime(outside, (time.time() - 60, time.time() - 60))
+    link = inbox / "passwd.jsonl"
+    link.symlink_to(outside)
+    os.utime(link, (time.time() - 60, time.time() - 60), follow_symlinks=False)
+    result = evaluate(instance)
+    assert result.run_requests == []
+    assert result.dynamic_partitions_requests == []
+    moved = inbox / REFUSED_DIR / "passwd.jsonl"
+    assert moved.is_symlink() and moved.readlink() == outside  # the link itself, kept
+    reason = (inbox / REFUSED_DIR / "passwd.jsonl.reason.txt").read_text()
+    assert f"a link to {str(outside.resolve())!r}, outside the inbox" in reason
 
 
 def test_cursor_prevents_repeats_and_a_rewrite_runs_again(
@@ -170,6 +229,58 @@ def test_batch_file_refuses_a_symlink_out_of_the_inbox(inbox: Path, tmp_path: Pa
     config = load_config(os.environ[CONFIG_ENV])
     with pytest.raises(ValueError, match="outside the inbox"):
         batch_file(config, "link.jsonl")
+
+
+def ingest_batch(instance: dg.DagsterInstance, name: str) -> dg.ExecuteInJobResult:
+    """Run `raw_instructions` for one batch, as a run launched from the UI would."""
+    instance.add_dynamic_partitions(batches.name, [name])
+    return dg.materialize(
+        [raw_instructions],
+        partition_key=name,
+        instance=instance,
+        resources=run_resources(os.environ[CONFIG_ENV]),
+        raise_on_error=False,
+    )
+
+
+def failure(result: dg.ExecuteInJobResult) -> tuple[str, str]:
+    """The class and message of the step's own error (inside Dagster's wrapper)."""
+    [event] = [e for e in result.all_events if e.is_step_failure]
+    error = event.step_failure_data.error.cause
+    return error.cls_name, error.message
+
+
+def test_the_batch_asset_refuses_a_link_out_of_the_inbox(
+    inbox: Path, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """A run for an existing partition, launched from the UI after its file became a link to
+    a file outside: nothing is read, the link is moved aside, the schedule leaves it."""
+    outside = tmp_path / "passwd.jsonl"
+    outside.write_text("root:x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
+    (inbox / "passwd.jsonl").symlink_to(outside)
+    result = ingest_batch(instance, "passwd.jsonl")
+    cls_name, message = failure(result)
+    assert cls_name == "InputFileError"
+    assert f"a link to {outside.resolve()}, outside the inbox (moved to " in message
+    assert (inbox / REFUSED_DIR / "passwd.jsonl").is_symlink()
+    assert Storage(tmp_path / "prefgen.duckdb").query("SELECT * FROM rejected_inputs").is_empty()
+    assert stale_batches(instance, "hash-1", inbox) == []
+
+
+def test_a_file_that_cannot_be_read_is_moved_aside_and_not_retried(
+    inbox: Path, instance: dg.DagsterInstance
+) -> None:
+    drop(inbox, "broken.parquet", text="not parquet")
+    assert [r.partition_key for r in evaluate(instance).run_requests] == ["broken.parquet"]
+    cls_name, message = failure(ingest_batch(instance, "broken.parquet"))
+    assert (cls_name, "not a readable Parquet file" in message) == ("InputFileError", True)
+    reason = (inbox / REFUSED_DIR / "broken.parquet.reason.txt").read_text()
+    assert reason.count("\n") == 1 and "not a readable Parquet file" in reason
+    assert not (inbox / "broken.parquet").exists()
+    assert stale_batches(instance, "hash-1", inbox) == []  # it would only fail again
+
+    drop(inbox, "broken.parquet", text="fixed, if still not Parquet")  # a file takes its place
+    assert stale_batches(instance, "hash-1", inbox) == ["broken.parquet"]
 
 
 # --- stale_batches -------------------------------------------------------------------------
