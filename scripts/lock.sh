@@ -13,6 +13,7 @@
 # locks/cpu.txt    what scripts/setup.sh installs here (CPU vLLM, dev tools, Ray)
 # locks/gpu.txt    the same with the GPU `vllm` extra, for Linux x86_64 with CUDA
 # locks/models.txt the packaged real models, without their dependencies
+# locks/review.txt the review server's own venv (scripts/review-server.sh: Label Studio)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,7 @@ lock_all() {  # OUT_DIR
         --no-emit-package torchaudio --no-emit-package torchcodec --no-emit-package triton
     compile "$1" gpu pyproject.toml locks/setup.in --extra vllm --extra dev --extra ray
     compile "$1" models locks/models.in --no-deps
+    compile "$1" review locks/review.in
 }
 
 if [ "$UPGRADE" = 0 ]; then
@@ -61,7 +63,7 @@ fi
 SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/prefgen-upgrade.XXXXXX")"
 mkdir -p "$SCRATCH/locks"
 lock_all "$SCRATCH/locks"
-for name in cpu gpu models; do
+for name in cpu gpu models review; do
     echo "lock: what moved in locks/$name.txt"
     python3 scripts/check_env.py --diff "locks/$name.txt" "$SCRATCH/locks/$name.txt"
 done
