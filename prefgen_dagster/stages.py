@@ -110,6 +110,10 @@ JUDGING = Stage(
 STAGES: tuple[Stage, ...] = (INGEST, GENERATION, EVOLUTION, JUDGING)
 BY_ASSET = {stage.asset: stage for stage in STAGES}
 STAGE_TABLES = tuple(table for stage in STAGES for table in stage.tables)
+# Tables people fill, not a stage: every annotator's verdict on a reviewed pair, written by
+# the review pull (`prefgen_dagster/review/`). The SQL models read each one through the input
+# asset of the same name (`defs/verdicts.py`), so a new verdict re-runs the models that read it.
+INPUT_TABLES = ("human_verdicts",)
 
 
 def writer_of(table: str) -> str | None:

@@ -16,7 +16,15 @@
 -- out. Ties are never paired; equal scores are ranked by completion_id so the result is the
 -- same on every run.
 -- judge_agreement: the share of judges whose own score puts chosen above rejected.
+-- People's verdicts (human_verdicts, on the pair as it was sent for review) correct it: the
+-- majority of a pair's verdicts (the choice given more often than any other; a tie between
+-- choices is no majority and changes nothing) says `rejected`: the pair is flipped (chosen
+-- and rejected swapped, with their ratings, margin and judge_agreement) under
+-- review.on_disagreement = flip, where the rejected text may be chosen, else dropped; says
+-- `both_bad`: dropped. human_review says what the verdicts did (`kept`, `flipped` or
+-- `dropped`, then the count); NULL: no verdict. A flipped pair keeps its pair_id.
 -- Dropped (the first reason that applies):
+--   human           the majority of people's verdicts, as above
 --   low_margin      the judge decides and the margin is below pairing.min_margin
 --   near_duplicate  chosen and rejected say the same thing: where both have an embedding
 --                   (all-MiniLM-L6-v2, see the `embeddings` setting), cosine similarity >=
@@ -103,7 +111,8 @@ selected AS (
 ),
 agreement AS (
     SELECT s.chosen_completion_id, s.rejected_completion_id,
-           avg(CASE WHEN jc.score > jr.score THEN 1.0 ELSE 0.0 END) AS judge_agreement
+           avg(CASE WHEN jc.score > jr.score THEN 1.0 ELSE 0.0 END) AS judge_agreement,
+           avg(CASE WHEN jr.score > jc.score THEN 1.0 ELSE 0.0 END) AS judge_agreement_flipped
     FROM selected AS s
     JOIN per_judge AS jc ON jc.completion_id = s.chosen_completion_id
     JOIN per_judge AS jr ON jr.completion_id = s.rejected_completion_id AND jr.judge = jc.judge
@@ -123,12 +132,13 @@ pairs AS (
         s.rejected_rating,
         s.chosen_rating - s.rejected_rating AS margin,
         {{ var('strategy') }} AS strategy,
-        a.judge_agreement
+        a.judge_agreement,
+        a.judge_agreement_flipped
     FROM selected AS s
     LEFT JOIN agreement AS a USING (chosen_completion_id, rejected_completion_id)
 ),
 words AS (
-    SELECT completion_id, embedding,
+    SELECT completion_id, embedding, can_be_chosen, not_chosen_because,
            list_distinct(regexp_extract_all(lower(coalesce(text, '')), '[\p{L}\p{N}]+')) AS bag
     FROM {{ ref('candidates') }}
     WHERE completion_id IN (SELECT chosen_completion_id FROM pairs)
@@ -138,6 +148,8 @@ similarity AS (
     SELECT p.pair_id, p.instruction_id, p.chosen_completion_id, p.rejected_completion_id,
            p.chosen_model, p.rejected_model, p.chosen_origin, p.rejected_origin,
            p.chosen_rating, p.rejected_rating, p.margin, p.strategy, p.judge_agreement,
+           p.judge_agreement_flipped, r.can_be_chosen AS rejected_can_be_chosen,
+           r.not_chosen_because AS rejected_not_chosen_because,
            list_cosine_similarity(c.embedding, r.embedding) AS cosine,
            CASE WHEN len(c.bag) + len(r.bag) = 0 THEN 1.0  -- both empty: identical
                 ELSE len(list_intersect(c.bag, r.bag))
@@ -146,17 +158,74 @@ similarity AS (
     FROM pairs AS p
     JOIN words AS c ON c.completion_id = p.chosen_completion_id
     JOIN words AS r ON r.completion_id = p.rejected_completion_id
+),
+tallies AS (
+    SELECT pair_id, choice, count(*) AS votes,
+           sum(count(*)) OVER (PARTITION BY pair_id) AS verdicts,
+           rank() OVER (PARTITION BY pair_id ORDER BY count(*) DESC) AS place
+    FROM {{ ref('human_verdicts') }}
+    GROUP BY pair_id, choice
+),
+majorities AS (
+    SELECT pair_id, any_value(verdicts) AS verdicts,
+           CASE WHEN count(*) FILTER (WHERE place = 1) = 1
+                THEN any_value(choice) FILTER (WHERE place = 1) END AS majority,
+           max(votes) AS votes,
+           string_agg(votes || ' ' || choice, ', ' ORDER BY votes DESC, choice) AS tally
+    FROM tallies
+    GROUP BY pair_id
+),
+reviewed AS (
+    SELECT s.*, m.verdicts, m.majority, m.tally,
+           m.votes || ' of ' || m.verdicts || ' verdicts' AS share,
+           m.majority = 'rejected' AND {{ var('on_disagreement') }} = 'flip'
+               AND s.rejected_can_be_chosen AS flipped
+    FROM similarity AS s
+    LEFT JOIN majorities AS m USING (pair_id)
+),
+decided AS (
+    SELECT *,
+           CASE
+               WHEN majority = 'both_bad' THEN 'human: both_bad (' || share || ')'
+               WHEN majority = 'rejected' AND NOT flipped
+                   THEN 'human: rejected preferred (' || share || '; '
+                        || CASE WHEN rejected_can_be_chosen
+                                THEN 'review.on_disagreement = drop'
+                                ELSE 'the rejected text may not be chosen: '
+                                     || rejected_not_chosen_because END || ')'
+               WHEN {{ var('judge_decides') }} AND margin < {{ var('min_margin') }}
+                   THEN 'low_margin: ' || printf('%.2f', margin) || ' < pairing.min_margin '
+                        || {{ var('min_margin') }}
+               WHEN cosine >= {{ var('near_duplicate_cosine') }}
+                   THEN 'near_duplicate: cosine ' || printf('%.3f', cosine)
+               WHEN cosine IS NULL AND word_similarity >= {{ var('near_duplicate_similarity') }}
+                   THEN 'near_duplicate: word overlap ' || printf('%.3f', word_similarity)
+           END AS dropped_because,
+           CASE
+               WHEN verdicts IS NULL THEN NULL
+               WHEN flipped THEN 'flipped: ' || share || ' prefer the rejected text'
+               WHEN majority = 'rejected' THEN 'dropped: ' || share || ' prefer the rejected text'
+               WHEN majority = 'both_bad' THEN 'dropped: ' || share || ' call both texts bad'
+               WHEN majority = 'chosen' THEN 'kept: ' || share || ' prefer the chosen text'
+               WHEN majority = 'tie' THEN 'kept: ' || share || ' call the texts equal'
+               ELSE 'kept: no majority (' || tally || ')'
+           END AS human_review
+    FROM reviewed
 )
-SELECT pair_id, instruction_id, chosen_completion_id, rejected_completion_id, chosen_model,
-       rejected_model, chosen_origin, rejected_origin, chosen_rating, rejected_rating, margin,
-       strategy, judge_agreement, cosine, word_similarity,
-       CASE
-           WHEN {{ var('judge_decides') }} AND margin < {{ var('min_margin') }}
-               THEN 'low_margin: ' || printf('%.2f', margin) || ' < pairing.min_margin '
-                    || {{ var('min_margin') }}
-           WHEN cosine >= {{ var('near_duplicate_cosine') }}
-               THEN 'near_duplicate: cosine ' || printf('%.3f', cosine)
-           WHEN cosine IS NULL AND word_similarity >= {{ var('near_duplicate_similarity') }}
-               THEN 'near_duplicate: word overlap ' || printf('%.3f', word_similarity)
-       END AS dropped_because
-FROM similarity
+SELECT pair_id, instruction_id,
+       CASE WHEN flipped THEN rejected_completion_id ELSE chosen_completion_id END
+           AS chosen_completion_id,
+       CASE WHEN flipped THEN chosen_completion_id ELSE rejected_completion_id END
+           AS rejected_completion_id,
+       CASE WHEN flipped THEN rejected_model ELSE chosen_model END AS chosen_model,
+       CASE WHEN flipped THEN chosen_model ELSE rejected_model END AS rejected_model,
+       CASE WHEN flipped THEN rejected_origin ELSE chosen_origin END AS chosen_origin,
+       CASE WHEN flipped THEN chosen_origin ELSE rejected_origin END AS rejected_origin,
+       CASE WHEN flipped THEN rejected_rating ELSE chosen_rating END AS chosen_rating,
+       CASE WHEN flipped THEN chosen_rating ELSE rejected_rating END AS rejected_rating,
+       CASE WHEN flipped THEN -margin ELSE margin END AS margin,
+       strategy,
+       CASE WHEN flipped THEN judge_agreement_flipped ELSE judge_agreement END
+           AS judge_agreement,
+       cosine, word_similarity, human_review, dropped_because
+FROM decided

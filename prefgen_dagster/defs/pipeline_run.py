@@ -14,6 +14,7 @@ from prefgen_dagster.config import PipelineConfig, load_config
 from prefgen_dagster.defs.graph import PipelineGraph, build_graph
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import run_resources
+from prefgen_dagster.defs.verdicts import VERDICTS
 
 OPEN_TIMEOUT_S = 60
 
@@ -48,15 +49,17 @@ def ui_command(config_path: Path, dagster_home: Path) -> str:
 
 def _run(
     graph: PipelineGraph,
-    selection: list[dg.AssetsDefinition],
+    selection: list[dg.AssetsDefinition] | dg.AssetSelection,
     config_path: str | Path,
     instance: dg.DagsterInstance,
     log_level: str,
     partition_key: str | None = None,
 ) -> dg.ExecuteInProcessResult:
+    if not isinstance(selection, dg.AssetSelection):
+        selection = dg.AssetSelection.assets(*selection)
     return dg.materialize(
         graph.definitions,
-        selection=dg.AssetSelection.assets(*selection),
+        selection=selection,
         partition_key=partition_key,
         instance=instance,
         resources=run_resources(str(Path(config_path).resolve())),
@@ -89,6 +92,26 @@ def materialize_batch(
     instance.add_dynamic_partitions(batches.name, [batch_id])
     graph = build_graph(load_config(config_path), sql_dir)
     batch = _run(graph, graph.batch_assets, config_path, instance, log_level, batch_id)
+    if not batch.success:
+        return batch, None
+    return batch, _run(graph, [graph.export_asset], config_path, instance, log_level)
+
+
+def materialize_verdicts(
+    config_path: str | Path,
+    batch_id: str,
+    instance: dg.DagsterInstance,
+    log_level: str = "INFO",
+    sql_dir: Path | None = None,
+) -> tuple[dg.ExecuteInProcessResult, dg.ExecuteInProcessResult | None]:
+    """After a review pull: (the batch's `human_verdicts` and every batch asset after it,
+    with their checks; the export, if that run succeeded). Only the pair models are
+    downstream of the verdicts, so no engine starts."""
+    graph = build_graph(load_config(config_path), sql_dir)
+    after = dg.AssetSelection.assets(VERDICTS).downstream() - dg.AssetSelection.assets(
+        graph.export_asset
+    )
+    batch = _run(graph, after, config_path, instance, log_level, batch_id)
     if not batch.success:
         return batch, None
     return batch, _run(graph, [graph.export_asset], config_path, instance, log_level)

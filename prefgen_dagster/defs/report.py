@@ -121,9 +121,11 @@ def label_quality_report(storage, batch_id: str, config) -> str:
     exported, dropped or held back and why, and a few held pairs to look at."""
     from prefgen_dagster.export.dataset import blocking_results, pairs_with_text
     from prefgen_dagster.judging.calibration import calibration_lines
+    from prefgen_dagster.judging.human_agreement import agreement_lines
 
     lines = ["Label quality"]
-    if "candidate_pairs" not in storage.column_types():  # no batch got as far as pairing yet
+    tables = storage.column_types()
+    if "candidate_pairs" not in tables:  # no batch got as far as pairing yet
         return "\n".join([*lines, "  no pairs: the batch did not reach pairing"])
     calibration = storage.query("SELECT * FROM judge_calibration WHERE batch_id = ?", [batch_id])
     if config.judge is None:
@@ -132,6 +134,12 @@ def label_quality_report(storage, batch_id: str, config) -> str:
     lines += [f"  {line}" for line in calibration_lines(calibration, names)]
     if config.judge is not None and not config.sql_vars()["canaries_enabled"]:
         lines.append("  WARNING: canaries are off, so the judge's accuracy is not measured")
+    if "human_agreement" in tables:  # a model's table: made by its first run
+        agreement = storage.query(
+            "SELECT * FROM human_agreement WHERE batch_id = ?", [batch_id]
+        ).to_dicts()
+        human = agreement_lines(agreement, names)
+        lines += ["  human verdicts:", *(f"    {line}" for line in human)] if human else []
     pairs = pairs_with_text(storage, batch_id)
     _, held = blocking_results(storage, batch_id)
     lines.append(f"  pairs: {pairs.height} ({config.pairing.strategy})")
@@ -146,6 +154,13 @@ def label_quality_report(storage, batch_id: str, config) -> str:
         [batch_id],
     )
     lines += [f"    dropped ({row['rule']}): {row['n']}" for row in dropped.to_dicts()]
+    flipped = storage.query(
+        "SELECT count(*) FROM candidate_pairs WHERE batch_id = ? "
+        "AND starts_with(human_review, 'flipped')",
+        [batch_id],
+    ).item()
+    if flipped:
+        lines.append(f"    flipped by people's verdicts: {flipped}")
     if held and pairs.height:
         lines.append("  pairs it would have made (first 3):")
         for row in pairs.head(3).iter_rows(named=True):

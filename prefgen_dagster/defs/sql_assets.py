@@ -14,6 +14,7 @@ from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.export import dataset as export
 from prefgen_dagster.export.card import dataset_card, write_plots
 from prefgen_dagster.export.story import story
+from prefgen_dagster.judging.human_agreement import PAIRS, agreement_lines
 from prefgen_dagster.judging.plan import judge_settings
 from prefgen_dagster.judging.plots import LabelFrames, label_plots, read_frames
 from prefgen_dagster.judging.summary import histogram
@@ -58,6 +59,7 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
                     }
                 ),
                 **_pair_metadata(frame),
+                **_agreement_metadata(frame, config.names_by_identity()),
                 **_pair_story(storage, frame),
             }
             return dg.MaterializeResult(metadata=meta, data_version=metadata.data_version(frame))
@@ -119,10 +121,32 @@ def _pair_metadata(frame: pl.DataFrame) -> dict[str, Any]:
     if "dropped_because" in frame.columns:
         rule = frame["dropped_because"].str.split(":").list.first().fill_null("kept")
         meta["dropped_because"] = metadata.distribution(rule, "rule")
+    if "human_review" in frame.columns:
+        action = frame["human_review"].str.split(":").list.first().fill_null("no verdict")
+        meta["human_review"] = metadata.distribution(action, "people's verdicts")
     # The margin plot: the one of the label plots that these rows have data for.
     empty = pl.DataFrame()
     meta["plots"] = metadata.plots(label_plots(LabelFrames(empty, empty, empty, frame)))
     return meta
+
+
+def _agreement_metadata(frame: pl.DataFrame, names: dict[str, str]) -> dict[str, Any]:
+    """For a model of judge-human agreement (`human_agreement`): its figures as lines, and
+    the pairs' agreement with its interval as numbers the UI can plot across runs."""
+    if not frame.height or "annotator_agreement" not in frame.columns:
+        return {}
+    rows = frame.to_dicts()
+    pairs = next(row for row in rows if row["judge"] == PAIRS)
+    lines = agreement_lines(rows, names)
+    return {
+        "human_agreement": dg.MetadataValue.md("\n".join(f"* {line}" for line in lines)),
+        "judge_human_agreement": pairs["agreement"],
+        "judge_human_agreement_ci95": dg.MetadataValue.json(
+            [pairs["agreement_ci_low"], pairs["agreement_ci_high"]]
+        ),
+        "human_verdicts_scored": pairs["verdicts"],
+        "annotator_agreement": pairs["annotator_agreement"],
+    }
 
 
 def _pair_story(storage: Storage, frame: pl.DataFrame) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import yaml
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export.dataset import SPLITS
+from prefgen_dagster.judging.human_agreement import agreement_lines
 from prefgen_dagster.judging.plots import PLOTS_DIR, Plot, markdown
 from prefgen_dagster.storage.columns import EXPORT, describe
 
@@ -110,6 +111,25 @@ def margin_line(records: list[dict[str, Any]], config: PipelineConfig) -> str:
     )
 
 
+def human_review_section(
+    records: list[dict[str, Any]], agreement: list[dict[str, Any]], config: PipelineConfig
+) -> list[str]:
+    """The card's section on people's verdicts: per exported batch, how far they agree with
+    the labels (with the canary accuracy beside it), and the pairs they flipped."""
+    lines = ["## People's verdicts", ""]
+    if not agreement:
+        return [*lines, "* no exported pair was reviewed by people", ""]
+    by_batch: dict[str, list[dict[str, Any]]] = {}
+    for row in agreement:
+        by_batch.setdefault(row["batch_id"], []).append(row)
+    for batch, rows in by_batch.items():
+        lines.append(f"* {batch}:")
+        lines += [f"  * {line}" for line in agreement_lines(rows, config.names_by_identity())]
+    flipped = sum((r["human_review"] or "").startswith("flipped") for r in records)
+    lines.append(f"* pairs whose sides people's verdicts swapped (see `human_review`): {flipped}")
+    return [*lines, ""]
+
+
 def dataset_card(
     records: list[dict[str, Any]],
     summary: dict[str, Any],
@@ -182,6 +202,7 @@ def dataset_card(
         f"* pairs dropped by the pair rule (see candidate_pairs.dropped_because): "
         f"{summary['pairs_dropped']}",
         "",
+        *human_review_section(records, summary["human_agreement"], config),
         *(["## Plots", "", markdown(list(plots), embed=False), ""] if plots else []),
         "## Columns",
         "",

@@ -122,8 +122,21 @@ def collect_pairs(
         "batches_held_back": list(held),
         "held_back_reasons": held,
         "pairs_dropped": int(dropped),
+        "human_agreement": human_agreement_rows(storage, ready),
     }
     return pairs, summary
+
+
+def human_agreement_rows(storage: Storage, batch_ids: list[str]) -> list[dict[str, Any]]:
+    """The batches' `human_agreement` rows: how far people agree with the labels (none
+    before the model's first run, or without verdicts)."""
+    if not batch_ids or "human_agreement" not in storage.column_types():
+        return []
+    return storage.query(
+        "SELECT * FROM human_agreement WHERE batch_id IN (SELECT unnest(?::VARCHAR[])) "
+        "ORDER BY batch_id, judge",
+        [batch_ids],
+    ).to_dicts()
 
 
 def pairs_with_text(storage: Storage, batch_id: str) -> pl.DataFrame:
@@ -178,6 +191,7 @@ def to_trl_records(
                 "judges": [names.get(judge, judge) for judge in row["judges"] or []],
                 "judge_mode": ",".join(row["judge_modes"] or []) or None,
                 "judge_agreement": row["judge_agreement"],
+                "human_review": row["human_review"],
                 "strategy": row["strategy"],
                 "settings_hash": row["settings_hash"],
                 "pair_id": row["pair_id"],

@@ -25,7 +25,7 @@ import sqlglot
 from sqlglot.errors import ParseError
 from sqlglot.lineage import lineage
 
-from prefgen_dagster.stages import BY_ASSET, STAGE_TABLES, writer_of
+from prefgen_dagster.stages import BY_ASSET, INPUT_TABLES, STAGE_TABLES, writer_of
 
 # Installed from a wheel, `dbt_like_sql/` is inside the package; in a checkout, beside it.
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ class SqlProject:
         return stage.table if stage else asset
 
     def table_asset(self, table: str) -> str:
-        """The asset that writes a table (a model's asset has the model's name)."""
+        """The asset that writes a table (a model's asset, and an input's, has its name)."""
         return writer_of(table) or table
 
     @property
@@ -108,9 +108,10 @@ def load_project(root: Path | None = None) -> SqlProject:
     time: syntax, one SELECT per file, known refs, complete check headers."""
     root = root or sql_root()
     files = {path.stem: _parse_file(path) for path in sorted((root / "models").glob("*.sql"))}
-    known = set(STAGE_TABLES) | set(files)
+    sources = {*STAGE_TABLES, *INPUT_TABLES}
+    known = sources | set(files)
     for model in files.values():
-        if not _IDENTIFIER.fullmatch(model.name) or model.name in STAGE_TABLES:
+        if not _IDENTIFIER.fullmatch(model.name) or model.name in sources:
             raise SqlFileError(f"{model.path}: a model's file name must be a new table name")
         _check_refs(model, known)
     project = SqlProject(files, [])

@@ -193,7 +193,8 @@ TABLES: dict[str, Table] = {
             chosen_completion_id VARCHAR NOT NULL, rejected_completion_id VARCHAR NOT NULL,
             chosen_model VARCHAR, rejected_model VARCHAR, chosen_origin VARCHAR,
             rejected_origin VARCHAR, chosen_rating DOUBLE, rejected_rating DOUBLE, margin DOUBLE,
-            strategy VARCHAR, judge_agreement DOUBLE, settings_hash VARCHAR""",
+            strategy VARCHAR, judge_agreement DOUBLE, settings_hash VARCHAR,
+            human_review VARCHAR""",
         ),
         _table(
             "check_results",
@@ -202,6 +203,27 @@ TABLES: dict[str, Table] = {
             batch_id VARCHAR NOT NULL, check_name VARCHAR NOT NULL, asset VARCHAR NOT NULL,
             severity VARCHAR NOT NULL, blocking BOOLEAN NOT NULL, passed BOOLEAN NOT NULL,
             failing_rows INTEGER NOT NULL, evaluated_at TIMESTAMP NOT NULL, reason VARCHAR""",
+        ),
+        # Human review (`prefgen_dagster/review/`): the pairs sent to the annotation tool,
+        # one task each, with the side the chosen text was shown on ...
+        _table(
+            "review_tasks",
+            ("batch_id", "pair_id"),
+            """
+            batch_id VARCHAR NOT NULL, pair_id VARCHAR NOT NULL, project_id VARCHAR NOT NULL,
+            task_id VARCHAR NOT NULL, chosen_shown VARCHAR NOT NULL, stratum VARCHAR NOT NULL,
+            pushed_at TIMESTAMP NOT NULL DEFAULT current_timestamp""",
+        ),
+        # ... and every annotator's verdict on one, relative to the pair as sent: `choice` is
+        # chosen, rejected, tie or both_bad. Verdicts are inputs, like instructions.
+        _table(
+            "human_verdicts",
+            ("batch_id", "pair_id", "annotator"),
+            """
+            batch_id VARCHAR NOT NULL, pair_id VARCHAR NOT NULL, annotator VARCHAR NOT NULL,
+            choice VARCHAR NOT NULL, chosen_shown VARCHAR NOT NULL, task_id VARCHAR NOT NULL,
+            annotated_at TIMESTAMP NOT NULL,
+            pulled_at TIMESTAMP NOT NULL DEFAULT current_timestamp""",
         ),
         _table(
             "llm_calls",

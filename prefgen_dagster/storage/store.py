@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,8 @@ class Storage:
                     con.register("incoming", frame.to_arrow())
                     if table not in PARTITIONED_TABLES:
                         con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS FROM incoming LIMIT 0")
+                        gained = con.execute("DESCRIBE incoming").fetchall()
+                        _add_columns(con, table, [f"{name} {kind}" for name, kind, *_ in gained])
                     con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [batch_id])
                     if frame.height:
                         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
@@ -282,13 +284,17 @@ class Storage:
 def _add_new_columns(con: duckdb.DuckDBPyConnection) -> None:
     """Give an existing file the columns added to `schema.TABLES` since it was written (with
     their defaults), so a new column needs no migration step."""
-    present = set(
-        con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall()
-    )
     for table in TABLES.values():
-        for column in table.columns:
-            if (table.name, column.split()[0]) not in present:
-                con.execute(f"ALTER TABLE {table.name} ADD COLUMN {column}")
+        _add_columns(con, table.name, table.columns)
+
+
+def _add_columns(con: duckdb.DuckDBPyConnection, table: str, columns: Iterable[str]) -> None:
+    """Add the columns (`name TYPE ...`) a table lacks: a schema table's new ones, or those
+    a SQL model's SELECT gained since its table was made from its first rows."""
+    present = {row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()}
+    for column in columns:
+        if column.split()[0] not in present:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
 def _frame(

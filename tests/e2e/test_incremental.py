@@ -66,12 +66,13 @@ def test_added_instruction_and_changed_judge_cost_only_their_calls(
         assert requested == {
             "ratings": {"grow.jsonl"},
             "candidate_pairs": {"grow.jsonl"},
+            "human_agreement": {"grow.jsonl"},
             "dpo_pairs": {"grow.jsonl"},
         }
         # Running what was requested asks the judge once more per instruction.
         rejudged = dg.materialize(
             build_graph(load_config(config_path)).definitions,
-            selection=["ratings", "candidate_pairs", "dpo_pairs"],
+            selection=["ratings", "candidate_pairs", "human_agreement", "dpo_pairs"],
             partition_key="grow.jsonl",
             instance=instance,
             resources=run_resources(str(config_path)),

@@ -56,7 +56,9 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
         "evolved_completions",
         "candidates",
         "ratings",
+        "human_verdicts",
         "candidate_pairs",
+        "human_agreement",
         "dpo_pairs",
         "preference_dataset",
     }
@@ -64,6 +66,7 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
     # A SQL model's dependencies are read off its refs.
     assert {k["path"][0] for k in nodes["candidate_pairs"]["dependencyKeys"]} == {
         "candidates",
+        "human_verdicts",
         "ratings",
     }
     assert {k["path"][0] for k in nodes["dpo_pairs"]["dependencyKeys"]} == {"candidate_pairs"}

@@ -119,7 +119,7 @@ def pair_row(
 
 
 # The SQL models from the texts to the final pairs, in the order their assets run.
-PAIR_MODELS = ("candidates", "candidate_pairs", "dpo_pairs")
+PAIR_MODELS = ("candidates", "candidate_pairs", "human_agreement", "dpo_pairs")
 
 
 def build_models(

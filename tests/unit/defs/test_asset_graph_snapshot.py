@@ -14,7 +14,7 @@ import yaml
 from prefgen_dagster.cli import TINY_CONFIG
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs.graph import build_graph
-from prefgen_dagster.stages import BY_ASSET
+from prefgen_dagster.stages import BY_ASSET, INPUT_TABLES
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 
@@ -48,10 +48,14 @@ def graph_snapshot() -> dict[str, Any]:
                 "code_version_from": (
                     {"code": list(stage.code), "settings": stage.section}
                     if stage
-                    else "sql text and vars"
-                    if name != "preference_dataset"
+                    else "input asset code"
+                    if name in INPUT_TABLES
                     else "export code"
+                    if name == "preference_dataset"
+                    else "sql text and vars"
                 ),
+                # Inputs (human verdicts) are materialized by runs and the review pull only.
+                "automated": spec.automation_condition is not None,
                 "has_code_version": bool(spec.code_version),
                 "checks": sorted(checks.get(name, []), key=lambda c: c["name"]),
             }

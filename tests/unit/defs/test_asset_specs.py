@@ -43,7 +43,13 @@ def check_descriptions(graph: PipelineGraph) -> dict[str, str]:
 def test_every_asset_has_owners_and_its_stage_tag(config: PipelineConfig) -> None:
     tags = {name: spec.tags.get("stage") for name, spec in specs(build_graph(config)).items()}
     expected = {asset: stage.section for asset, stage in BY_ASSET.items()}
-    expected |= {"candidates": "pairing", "candidate_pairs": "pairing", "dpo_pairs": "pairing"}
+    expected |= {
+        "candidates": "pairing",
+        "candidate_pairs": "pairing",
+        "human_agreement": "pairing",
+        "dpo_pairs": "pairing",
+        "human_verdicts": "review",
+    }
     assert tags == {**expected, "preference_dataset": "export"}
     assert all(spec.owners == OWNERS for spec in specs(build_graph(config)).values())
 

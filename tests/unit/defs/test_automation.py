@@ -19,7 +19,9 @@ from prefgen_dagster.defs.definitions import build_definitions
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.pipeline_run import materialize_batch
 from prefgen_dagster.defs.resources import CONFIG_ENV, PrefgenResource
+from prefgen_dagster.defs.verdicts import verdicts_changed
 from prefgen_dagster.stages import pipeline_hash
+from prefgen_dagster.storage.store import Storage
 
 pytestmark = pytest.mark.usefixtures("fresh_dagster_state")
 
@@ -139,7 +141,7 @@ BATCH_ASSETS = [
     "candidates",
     "ratings",
 ]
-PAIR_MODELS = ["candidate_pairs", "dpo_pairs"]
+PAIR_MODELS = ["candidate_pairs", "human_agreement", "dpo_pairs"]
 
 
 def materialized(instance: dg.DagsterInstance, batch_id: str, assets: list[str]) -> None:
@@ -192,17 +194,43 @@ def test_a_changed_setting_reruns_its_stage_and_what_follows_only(config_path: P
         # as the pairs made from them; nothing before the ratings is.
         defs = edited(config_path, lambda c: c["judge"].update(aspects=["honesty"]))
         both = {"a.jsonl", "b.jsonl"}
-        assert tick(defs) == {"ratings": both, "candidate_pairs": both, "dpo_pairs": both}
+        assert tick(defs) == {
+            "ratings": both,
+            "candidate_pairs": both,
+            "human_agreement": both,
+            "dpo_pairs": both,
+        }
         for batch in both:
-            materialized(instance, batch, ["ratings", "candidate_pairs", "dpo_pairs"])
+            materialized(instance, batch, ["ratings", *PAIR_MODELS])
         assert tick(defs) == {"preference_dataset": {None}}
 
         # Another pairing strategy: only the pair models are re-run.
         defs = edited(config_path, lambda c: c["pairing"].update(strategy="all_pairs"))
-        assert tick(defs) == {"candidate_pairs": both, "dpo_pairs": both}
+        assert tick(defs) == {"candidate_pairs": both, "human_agreement": both, "dpo_pairs": both}
         for batch in both:
-            materialized(instance, batch, ["candidate_pairs", "dpo_pairs"])
+            materialized(instance, batch, PAIR_MODELS)
         assert tick(defs) == {"preference_dataset": {None}}
         # A setting no stage reads (the chunk size) starts nothing.
         defs = edited(config_path, lambda c: c.setdefault("engine", {}).update(chunk_size=3))
+        assert tick(defs) == {}
+
+
+def test_new_verdicts_rerun_only_the_pair_models_and_the_export(config_path: Path) -> None:
+    """Human verdicts are an input of the pair models: new verdicts for one batch re-run its
+    pair models, then the export; nothing before them, no other batch. (A batch whose
+    verdicts were never materialized still flows: the test above never does.)"""
+    defs = build_definitions(str(config_path))
+    config = load_config(config_path)
+    storage = Storage(config.resolve(config.paths.duckdb_path))
+    with dg.instance_for_test() as instance:
+        tick = Ticks(instance)
+        instance.add_dynamic_partitions(batches.name, ["a.jsonl", "b.jsonl"])
+        assert tick(defs) == {}
+        for batch in ("a.jsonl", "b.jsonl"):
+            materialized(instance, batch, [*BATCH_ASSETS, "human_verdicts", *PAIR_MODELS])
+        assert tick(defs) == {"preference_dataset": {None}}
+        verdicts_changed(instance, storage, "a.jsonl")  # as the review pull does
+        assert tick(defs) == {name: {"a.jsonl"} for name in PAIR_MODELS}
+        materialized(instance, "a.jsonl", PAIR_MODELS)
+        assert tick(defs) == {"preference_dataset": {None}}
         assert tick(defs) == {}

@@ -9,10 +9,11 @@ import dagster as dg
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs.checks import run_check
-from prefgen_dagster.defs.report import check_line
+from prefgen_dagster.defs.report import check_line, label_quality_report
 from prefgen_dagster.sql.project import load_project
 from prefgen_dagster.storage.store import Storage
-from tests.unit.rows import rating_row
+from tests.unit.rows import build_models, rating_row
+from tests.unit.sql.test_human_review import reviewed_batch
 
 BATCH = "b1.jsonl"
 PARSE_FAILURES = next(c for c in load_project().checks if c.name == "judge_parse_failures")
@@ -60,3 +61,24 @@ def test_a_held_back_batch_says_why_its_judge_failed_to_parse(
     assert check_line(evaluation(result)) == (
         f"check {'judge_parse_failures':<28}{'passed':<16} offending rows: 0"
     )
+
+
+def test_the_label_quality_block_shows_peoples_verdicts(
+    storage: Storage,
+    insert_rows: Callable[[str, list[dict[str, Any]]], None],
+    config: PipelineConfig,
+) -> None:
+    reviewed_batch(insert_rows, storage, config)
+    build_models(storage, config, BATCH)
+    block = label_quality_report(storage, BATCH, config).splitlines()
+    human = block.index("  human verdicts:")
+    assert block[human + 1].startswith(
+        "    pairs as made: agreement 0.56 (95% CI 0.26-0.83, 8 verdicts: 4 agree, 1 tied, "
+        "3 disagree), 2 both bad; by margin <1: - (0), 1-2: 0.75 (2), >=2: 0.50 (6)"
+    )
+    assert block[human + 2].startswith("    judge j1: agreement 0.56")
+    assert block[human + 3] == (
+        "    annotators agree with each other on 0.50 of 6 pairs of verdicts on the same pair"
+    )
+    assert "    dropped (human): 1" in block
+    assert "    flipped by people's verdicts: 1" in block

@@ -350,7 +350,9 @@ def test_a_batch_run_names_every_stage_it_runs(inbox: Path, instance: dg.Dagster
         "evolved_completions",
         "candidates",
         "ratings",
+        "human_verdicts",
         "candidate_pairs",
+        "human_agreement",
         "dpo_pairs",
     }
     assert request.asset_check_keys is None  # and with them the job's checks

@@ -27,6 +27,7 @@ SUMMARY: dict[str, Any] = {
     "batches_held_back": ["b2.jsonl"],
     "held_back_reasons": {"b2.jsonl": ["judge_canary_accuracy: 0.50 below 0.70"]},
     "pairs_dropped": 3,
+    "human_agreement": [],
 }
 
 
@@ -44,6 +45,7 @@ def record(pair_id: str, margin: float, split: str = "train") -> dict[str, Any]:
         "chosen_model": "gen-a",
         "rejected_model": "gen-b",
         "pair_id": pair_id,
+        "human_review": None,
     }
 
 
@@ -182,3 +184,54 @@ def test_push_dry_run_and_its_errors(
     (exported / "preference_dataset.parquet").unlink()
     assert main(["push", "me/pairs", "--dry-run", str(target), "--config", str(config_path)]) == 2
     assert "nothing exported yet" in capsys.readouterr().err
+
+
+def agreement_row(judge: str, **figures: Any) -> dict[str, Any]:
+    """A `human_agreement` row: 8 scored verdicts of which 4 agree, 1 tied, 3 disagree."""
+    return {
+        "batch_id": "b1.jsonl",
+        "judge": judge,
+        "verdicts": 8,
+        "agree": 4,
+        "disagree": 3,
+        "ties": 1,
+        "both_bad": 2,
+        "agreement": 0.5625,
+        "agreement_ci_low": 0.2645,
+        "agreement_ci_high": 0.8242,
+        "annotator_agreement": 0.5,
+        "annotator_pairs": 6,
+        "unmatched_verdicts": 1,
+        "verdicts_margin_under_1": 0,
+        "agreement_margin_under_1": None,
+        "verdicts_margin_1_to_2": 2,
+        "agreement_margin_1_to_2": 0.75,
+        "verdicts_margin_2_up": 6,
+        "agreement_margin_2_up": 0.5,
+        "canary_accuracy": 0.9,
+        **figures,
+    }
+
+
+def test_the_card_says_how_far_people_agree_with_the_labels(config: PipelineConfig) -> None:
+    flipped = {**record("p1", -2.0), "human_review": "flipped: 2 of 2 verdicts prefer ..."}
+    records = [flipped, record("p2", 3.0)]
+    judge = agreement_row(config.models["judge-m"].path, agree=3, ties=2, canary_accuracy=None)
+    summary = {**SUMMARY, "human_agreement": [judge, agreement_row("pairs")]}
+    text = dataset_card(records, summary, config, "settings-hash")
+    section = text.split("## People's verdicts\n\n")[1].split("\n## ")[0]
+    assert section.splitlines() == [
+        "* b1.jsonl:",
+        "  * pairs as made: agreement 0.56 (95% CI 0.26-0.82, 8 verdicts: 4 agree, 1 tied, "
+        "3 disagree), 2 both bad; by margin <1: - (0), 1-2: 0.75 (2), >=2: 0.50 (6); "
+        "canary accuracy 0.90",
+        "  * judge judge-m: agreement 0.56 (95% CI 0.26-0.82, 8 verdicts: 3 agree, 2 tied, "
+        "3 disagree), 2 both bad; by margin <1: - (0), 1-2: 0.75 (2), >=2: 0.50 (6); "
+        "no canary accuracy",
+        "  * annotators agree with each other on 0.50 of 6 pairs of verdicts on the same pair",
+        "  * verdicts on pairs the batch no longer makes (not counted): 1",
+        "* pairs whose sides people's verdicts swapped (see `human_review`): 1",
+    ]
+    # No verdicts: the card says so.
+    plain = dataset_card(records, SUMMARY, config, "settings-hash")
+    assert "## People's verdicts\n\n* no exported pair was reviewed by people\n" in plain

@@ -59,6 +59,7 @@ def pair_row(**overrides: Any) -> dict[str, Any]:
         "judges": ["models/j"],
         "judge_modes": ["listwise"],
         "judge_agreement": 1.0,
+        "human_review": "kept: 2 of 2 verdicts prefer the chosen text",
         "strategy": "judge",
         "settings_hash": "s1",
         "input_fields": '{"category": "science", "id": 7}',
@@ -95,6 +96,7 @@ def test_trl_record_shape() -> None:
         "judges": ["j"],
         "judge_mode": "listwise",
         "judge_agreement": 1.0,
+        "human_review": "kept: 2 of 2 verdicts prefer the chosen text",
         "strategy": "judge",
         "settings_hash": "s1",
         "pair_id": "p1",
@@ -215,6 +217,7 @@ def test_blocking_checks_are_the_expected_ones() -> None:
     assert sorted(BLOCKING) == [
         "input_reconciliation",
         "judge_canary_accuracy",
+        "judge_human_agreement",
         "judge_parse_failures",
         "judge_position_bias",
         "llm_request_reconciliation",
@@ -236,6 +239,7 @@ def test_collect_pairs_holds_back_and_reads_the_final_pairs(
             "c.jsonl": [f"{name}: not run yet" for name in sorted(BLOCKING)],
         },
         "pairs_dropped": 1,  # a2: margin 0.5 < min_margin 1.0, dropped by candidate_pairs
+        "human_agreement": [],  # no verdicts
     }
     assert sorted(pairs["pair_id"].to_list()) == ["a1", "a3"]
     records = {r["pair_id"]: r for r in to_trl_records(pairs)}
@@ -290,6 +294,7 @@ def test_nothing_to_export(storage: Storage, config: PipelineConfig) -> None:
         "batches_held_back": [],
         "held_back_reasons": {},
         "pairs_dropped": 0,
+        "human_agreement": [],
     }
     assert to_trl_records(pairs) == []
 

@@ -94,16 +94,23 @@ def offending(storage: Storage, config: PipelineConfig, name: str) -> pl.DataFra
 
 def test_real_files_load() -> None:
     models = load_project().models
-    assert list(models) == ["candidate_pairs", "candidates", "dpo_pairs"]
+    assert list(models) == ["candidate_pairs", "candidates", "dpo_pairs", "human_agreement"]
     assert set(models["candidates"].refs) == {"completions", "evolved_completions"}
-    assert set(models["candidate_pairs"].refs) == {"candidates", "ratings"}
+    assert set(models["candidate_pairs"].refs) == {"candidates", "ratings", "human_verdicts"}
     assert set(models["dpo_pairs"].refs) == {"candidate_pairs"}
+    assert set(models["human_agreement"].refs) == {
+        "candidate_pairs",
+        "human_verdicts",
+        "judge_calibration",
+        "ratings",
+    }
     assert set(models["candidate_pairs"].variables) == {
         "judge_decides",
         "min_margin",
         "model_ranking",
         "near_duplicate_cosine",
         "near_duplicate_similarity",
+        "on_disagreement",
         "pairing_seed",
         "strategy",
     }
@@ -111,6 +118,7 @@ def test_real_files_load() -> None:
     assert summary == {
         "input_reconciliation": ("raw_instructions", "ERROR", True),
         "judge_canary_accuracy": ("dpo_pairs", "ERROR", True),
+        "judge_human_agreement": ("dpo_pairs", "ERROR", True),
         "judge_parse_failures": ("ratings", "ERROR", True),
         "judge_position_bias": ("dpo_pairs", "ERROR", True),
         "length_bias": ("dpo_pairs", "WARN", False),
@@ -195,7 +203,13 @@ def test_a_new_model_file_is_a_model_and_may_be_reffed(tmp_path: Path) -> None:
     path = tmp_path / "models" / "top_pairs.sql"
     path.write_text("SELECT * FROM {{ ref('dpo_pairs') }} WHERE margin >= 2\n", encoding="utf-8")
     project = load_project(tmp_path)
-    assert set(project.models) == {"candidate_pairs", "candidates", "dpo_pairs", "top_pairs"}
+    assert set(project.models) == {
+        "candidate_pairs",
+        "candidates",
+        "dpo_pairs",
+        "human_agreement",
+        "top_pairs",
+    }
     assert project.table_asset("top_pairs") == "top_pairs"
     assert project.table_asset("completions") == "pooled_completions"
     assert [c.asset for c in project.checks] == ["top_pairs"]
@@ -213,9 +227,14 @@ def test_a_model_may_not_replace_a_source_table(tmp_path: Path) -> None:
 def test_column_lineage_of_the_pair_rule(storage: Storage, config: PipelineConfig) -> None:
     build_models(storage, config, BATCH, ("candidates",))
     lineage = column_lineage(CANDIDATE_PAIRS, storage.column_types())
-    assert lineage["chosen_rating"] == [("ratings", "rating")]
+    # A side comes from the ratings or the texts, and whether people's verdicts flipped the
+    # pair (which needs a rejected text that may be chosen).
+    flip = [("candidates", "can_be_chosen"), ("human_verdicts", "choice")]
+    flip.append(("human_verdicts", "pair_id"))
+    assert lineage["chosen_rating"] == [*flip, ("ratings", "rating")]
     assert lineage["instruction_id"] == [("candidates", "instruction_id")]
-    assert lineage["chosen_model"] == [("candidates", "model")]
+    assert lineage["chosen_model"] == sorted([*flip, ("candidates", "model")])
+    assert lineage["human_review"] == flip
 
 
 # --- the dpo_pairs model -------------------------------------------------------------------

@@ -97,6 +97,16 @@ def test_a_version_1_file_is_migrated_keeping_its_cache_and_rows(tmp_path: Path)
     assert storage.query("SELECT judge_agreement FROM dpo_pairs")["judge_agreement"][0] == 1.0
 
 
+def test_a_sql_models_table_gains_the_columns_its_select_gains(storage: Storage) -> None:
+    # A model's table is made from its first rows; the model's SELECT later gains a column
+    # (as candidate_pairs gained human_review): the older rows get NULL.
+    storage.replace_partition("clear_pairs", "b1", pl.DataFrame({"batch_id": ["b1"], "x": [1]}))
+    newer = pl.DataFrame({"batch_id": ["b2"], "x": [2], "human_review": ["kept"]})
+    storage.replace_partition("clear_pairs", "b2", newer)
+    rows = storage.query("SELECT batch_id, x, human_review FROM clear_pairs ORDER BY batch_id")
+    assert rows.rows() == [("b1", 1, None), ("b2", 2, "kept")]
+
+
 def test_a_migration_that_fails_leaves_the_file_as_it_was(tmp_path: Path) -> None:
     path = tmp_path / "broken-v1.duckdb"
     with duckdb.connect(str(path)) as con:
