@@ -103,15 +103,19 @@ def inbox_sensor(context: dg.SensorEvaluationContext, prefgen: PrefgenResource) 
 
 
 def batch_request(
-    repository: dg.RepositoryDefinition | None, batch_id: str, run_key: str
+    repository: dg.RepositoryDefinition | None,
+    batch_id: str,
+    run_key: str,
+    assets: dg.AssetSelection = batch_job.selection,
 ) -> dg.RunRequest:
-    """A run of every stage (and check) for one batch that names its assets. Dagster's
+    """A run of every stage (and check) for one batch (or of `assets`, the selection of the
+    sensor's job) that names its assets. Dagster's
     automation ignores an input's update made by a run that also targets the asset
     (`executed_with_root_target`), but a job's run without a named selection targets none
     by that rule: a tick that evaluated `candidate_pairs` while its materialization landed
     requested the pairs a second time. Without the repository (a bare test context) the run
     is the whole job, as before."""
-    selection = sorted(batch_job.selection.resolve(repository.asset_graph)) if repository else None
+    selection = sorted(assets.resolve(repository.asset_graph)) if repository else None
     return dg.RunRequest(partition_key=batch_id, run_key=run_key, asset_selection=selection)
 
 

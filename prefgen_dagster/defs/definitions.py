@@ -20,6 +20,7 @@ from prefgen_dagster.defs.automation import (
 )
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.defs.resources import default_config_path, run_resources
+from prefgen_dagster.defs.review import review_pull_job, review_push_job, review_sensor
 
 
 def build_definitions(
@@ -34,8 +35,8 @@ def build_definitions(
     return dg.Definitions(
         assets=[*graph.batch_assets, graph.export_asset],
         asset_checks=graph.checks,
-        jobs=[batch_job],
-        sensors=[inbox_sensor, automation_sensor],
+        jobs=[batch_job, review_push_job, review_pull_job],
+        sensors=[inbox_sensor, automation_sensor, review_sensor],
         schedules=[catch_up_schedule],
         resources=run_resources(config_path),
         # Every step of a run in the run's process: a model used by several stages starts

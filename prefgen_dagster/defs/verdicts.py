@@ -1,11 +1,13 @@
 """The `human_verdicts` input asset: people's verdicts on a batch's reviewed pairs, which the
 review pull (`prefgen_dagster/review/`) writes into DuckDB.
 
-The asset calls no model and reads nothing but that table. Its materialization records that
-the batch's verdicts changed, with their count and who said what. The SQL models that ref the
-table (`candidate_pairs`, `human_agreement`) re-run after it through `STAGE_CONDITION`, and
-`dpo_pairs` and the export follow. No LLM stage is downstream of it, so a new verdict costs
-no engine call.
+The asset calls no model and reads nothing but that table, unless its run asks it to pull
+first (`pull: true`, the `review_pull` job that the review sensor starts, `defs/review.py`):
+then it reads the tool's verdicts into the table over HTTP, inside the run. Its
+materialization records that the batch's verdicts changed, with their count and who said
+what. The SQL models that ref the table (`candidate_pairs`, `human_agreement`) re-run after
+it through `STAGE_CONDITION`, and `dpo_pairs` and the export follow. No LLM stage is
+downstream of it, so a new verdict costs no engine call.
 """
 
 from typing import Any
@@ -16,6 +18,8 @@ from prefgen_dagster.defs import metadata
 from prefgen_dagster.defs.assets import GROUP
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.review.client import ReviewProblem, client_from_env
+from prefgen_dagster.review.round import pull
 from prefgen_dagster.stages import INPUT_TABLES
 from prefgen_dagster.storage.store import Storage
 
@@ -41,16 +45,33 @@ def verdicts_metadata(storage: Storage, batch_id: str) -> tuple[dict[str, Any], 
     return meta, metadata.data_version(frame)
 
 
+class VerdictsConfig(dg.Config):
+    # Read the review tool's verdicts into the table before reading it (the review_pull job);
+    # off in batch runs and after `prefgen review pull`, which has pulled already.
+    pull: bool = False
+
+
 @dg.asset(name=VERDICTS, partitions_def=batches, group_name=GROUP, kinds={"duckdb"})
 def human_verdicts(
-    context: dg.AssetExecutionContext, prefgen: PrefgenResource
+    context: dg.AssetExecutionContext, config: VerdictsConfig, prefgen: PrefgenResource
 ) -> dg.MaterializeResult:
     """People's verdicts on the batch's reviewed pairs (table `human_verdicts`, written by
     the review pull): an input, like the batch's file. Materializing it reads the table; the
     pair models that read the verdicts re-run after it."""
-    _, storage = prefgen.open()
+    pipeline, storage = prefgen.open()
+    pulled: dict[str, Any] = {}
+    if config.pull:
+        try:
+            client = client_from_env(pipeline.review.url, pipeline.review.token_env)
+            report = pull(storage, client, context.partition_key)
+        except ReviewProblem as err:
+            raise dg.Failure(description=str(err)) from None
+        context.log.info(str(report))
+        for reason in report.skipped:
+            context.log.warning(reason)
+        pulled = {"pulled_from": client.url, "annotations_skipped": len(report.skipped)}
     meta, version = verdicts_metadata(storage, context.partition_key)
-    return dg.MaterializeResult(metadata=meta, data_version=version)
+    return dg.MaterializeResult(metadata={**meta, **pulled}, data_version=version)
 
 
 def verdicts_changed(instance: dg.DagsterInstance, storage: Storage, batch_id: str) -> None:

@@ -8,6 +8,7 @@ message, log or error here repeats it.
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,10 +28,11 @@ class ReviewServerError(ReviewProblem):
 
 class LabelStudio:
     """The three things a review round needs: a project per batch, a task per pair, and the
-    annotations given so far."""
+    annotations given so far; and, for the review sensor, a fingerprint of those."""
 
-    def __init__(self, url: str, token: str):
+    def __init__(self, url: str, token: str, timeout_s: float = TIMEOUT_S):
         self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
         self._headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
 
     def ensure_project(self, title: str, label_config: str) -> str:
@@ -75,13 +77,33 @@ class LabelStudio:
                 )
         return notes
 
+    def project_signature(self, project_id: str) -> str:
+        """A cheap fingerprint of the project's annotations, which moves whenever a pull would
+        read something new: its task and annotation counts and its newest task's last change
+        (Label Studio touches a task's `updated_at` when one of its annotations is added,
+        edited or skipped; the project's own counters miss an edited verdict). One request for
+        one task, newest first."""
+        query = urllib.parse.urlencode(
+            {
+                "project": int(project_id),
+                "page_size": 1,
+                "fields": "task_only",
+                "query": json.dumps({"ordering": ["-tasks:updated_at"]}),
+            }
+        )
+        found = self._call("GET", f"/api/tasks/?{query}")
+        newest = found.get("tasks") or [{}]
+        return (
+            f"{found.get('total')}:{found.get('total_annotations')}:{newest[0].get('updated_at')}"
+        )
+
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(
             self.url + path, data=data, method=method, headers=self._headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as err:
             body = " ".join(err.read(300).decode("utf-8", "replace").split())
@@ -95,3 +117,14 @@ class LabelStudio:
                 f"review server {self.url} unreachable ({reason}); start it with "
                 "bash scripts/review-server.sh, or set review.url"
             ) from None
+
+
+def client_from_env(url: str, token_env: str, timeout_s: float = TIMEOUT_S) -> LabelStudio:
+    """The client with the token from the environment variable `token_env` (never the config)."""
+    token = os.environ.get(token_env, "")
+    if not token:
+        raise ReviewProblem(
+            f"${token_env} is not set (the review server's API token; "
+            "scripts/review-server.sh writes one to its data folder)"
+        )
+    return LabelStudio(url, token, timeout_s)

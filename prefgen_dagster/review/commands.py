@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
-from pathlib import Path
 
-from prefgen_dagster.config import ConfigError, PipelineConfig, load_config
-from prefgen_dagster.review.client import LabelStudio
+from prefgen_dagster.config import load_config
+from prefgen_dagster.review.client import client_from_env
 from prefgen_dagster.review.round import pull, push, reviewed_batches
 from prefgen_dagster.storage.store import Storage
 
@@ -30,7 +28,7 @@ def add_review_commands(
 def review_command(args: argparse.Namespace) -> int:
     config = load_config(args.config, check_environment=False)
     storage = Storage(config.resolve(config.paths.duckdb_path))
-    client = LabelStudio(config.review.url, _token(config, args.config))
+    client = client_from_env(config.review.url, config.review.token_env)
     if args.review_command == "push":
         print(push(config, storage, client, args.batch))
         return 0
@@ -51,19 +49,3 @@ def review_command(args: argparse.Namespace) -> int:
             held |= not batch.success
             print(label_quality_report(storage, batch_id, config))
     return EXIT_HELD_BACK if held else 0
-
-
-def _token(config: PipelineConfig, path: Path) -> str:
-    token = os.environ.get(config.review.token_env, "")
-    if not token:
-        raise ConfigError(
-            path,
-            [
-                (
-                    "review.token_env",
-                    f"${config.review.token_env} is not set (the review server's API token; "
-                    "scripts/review-server.sh writes one to its data folder)",
-                )
-            ],
-        )
-    return token

@@ -81,7 +81,7 @@ def test_human_verdicts_measure_gate_and_correct_a_batch(tmp_path: Path, tiny_mo
         assert len(tasks) == 8
         listed = server.call("GET", f"/api/tasks/?project={server_project(server)}")["tasks"]
         assert {str(task["id"]) for task in listed} == {t["task_id"] for t in tasks}
-        assert all("rating" not in str(task["data"]) for task in listed)  # blind
+        assert all(set(task["data"]) == {"prompt", "left", "right"} for task in listed)  # blind
 
         admin = server.call("GET", "/api/current-user/whoami")["id"]
         second = server.call("POST", "/api/users/", {"email": "b@localhost", "username": "b"})["id"]
