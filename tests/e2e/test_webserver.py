@@ -82,6 +82,7 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
     assert {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]} == {
         "inbox_sensor": "RUNNING",
         "prefgen_automation": "RUNNING",
+        "review_sensor": "RUNNING",
     }
     [schedule] = repository["schedules"]
     assert (schedule["name"], schedule["scheduleState"]["status"]) == (
