@@ -11,7 +11,6 @@ close upper bounds too.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +18,9 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.evolution.prompt import evol_messages
 from prefgen_dagster.generation.plan import plan_completions
 from prefgen_dagster.ids import stable_hash
+from prefgen_dagster.judging import plan as judge_plan
 from prefgen_dagster.judging import prompt as ultrafeedback
 from prefgen_dagster.judging.canaries import Canary, canary_sample
-from prefgen_dagster.judging.plan import JudgeGroup, judge_groups, judge_prompt_tokens, plan_judging
 from prefgen_dagster.llm.plan import Planned
 from prefgen_dagster.llm.tokens import (
     SEAM_TOKENS,
@@ -31,9 +30,8 @@ from prefgen_dagster.llm.tokens import (
 )
 from prefgen_dagster.stages import EVOLUTION, GENERATION, JUDGING
 
-# Instructions (or judge groups) planned at a time: a slice's plans are summed up, then
-# dropped. All of a batch's plans at once took ~1.1 GB at 100,000 instructions (400,000
-# completion requests, 100,000 judge prompts of ~1.4 kB each).
+# Instructions planned at a time: a slice's plans are summed up, then dropped. A whole batch's
+# plans took ~1.1 GB at 100,000 instructions (400,000 completion and 100,000 judge requests).
 PLAN_SLICE = 1000
 
 
@@ -98,32 +96,54 @@ _last_plan: dict[str, BatchPlan] = {}
 def plan_batch(
     instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str = "estimate"
 ) -> BatchPlan:
-    """Plan the batch's generation and judging (with stand-in texts) and size its prompts,
-    `PLAN_SLICE` instructions (then judge groups) at a time.
+    """Plan the batch's generation and judging (with stand-in texts) and size its prompts.
 
     `prefgen run` prints the estimate and then, in the same process, the batch's ingest step
-    plans it again for its warnings (seconds at 5,000 instructions): the last plan (its sums,
-    a few numbers per request) is kept and given back for the same instructions (their ids
-    hash their content), config and batch."""
+    plans it again for its warnings (seconds at 5,000 instructions): the last plan (its sums)
+    is kept and given back for the same instructions (their ids hash them), config and batch."""
     key = stable_hash(
         [[row["instruction_id"] for row in instructions], config.model_dump(mode="json"), batch_id]
     )
     if key not in _last_plan:
         _last_plan.clear()
-        counters = TokenCounters(config)
-        by_id = {row["instruction_id"]: row for row in instructions}
-        generation, pool_calls, evolution, candidates = Requests(), [], [], Counter[str]()
-        for start in range(0, len(instructions), PLAN_SLICE):
-            plans = plan_completions(instructions[start : start + PLAN_SLICE], config, batch_id)
-            generation.add(plans, sum(planned_prompt_tokens(plans, counters, config)))
-            pool_calls += [plan.request.call_id for plan in plans]
-            evolution += rewrite_prompts(plans, by_id, config, counters)
-            candidates.update(_candidates(config, plans))
-        groups = stand_in_groups(config, candidates)
-        judging, judge = judge_bounds(groups, by_id, config, counters)
-        bounds = PromptBounds(evolution, judge, candidates)
-        _last_plan[key] = BatchPlan(config, generation, judging, pool_calls, bounds, counters)
+        _last_plan[key] = _plan(instructions, config, batch_id)
     return _last_plan[key]
+
+
+def _plan(instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str) -> BatchPlan:
+    """`plan_batch`, `PLAN_SLICE` instructions (distinct, as ingest accepts them) at a time:
+    each slice's requests are planned, summed up and dropped."""
+    counters = TokenCounters(config)
+    by_id = {row["instruction_id"]: row for row in instructions}
+    canaried, probed = set[str](), set[str]()
+    if config.judge is not None:  # sampled from the whole batch, as the judging stage does
+        settings = config.judge.canaries
+        canaried = canary_sample(
+            sorted(by_id), settings.fraction, settings.min_instructions, settings.seed
+        )
+        probed = judge_plan.probe_sample(list(by_id), config.judge)
+    generation, judging, pool_calls = Requests(), Requests(), list[str]()
+    bounds, longest = PromptBounds([], {}, {}), longest_text(config)
+    for start in range(0, len(instructions), PLAN_SLICE):
+        plans = plan_completions(instructions[start : start + PLAN_SLICE], config, batch_id)
+        generation.add(plans, sum(planned_prompt_tokens(plans, counters, config)))
+        pool_calls += [plan.request.call_id for plan in plans]
+        bounds.evolution.extend(rewrite_prompts(plans, by_id, config, counters))
+        counts = _candidates(config, plans)
+        bounds.candidates.update(counts)
+        groups = stand_in_groups(config, counts, canaried, probed)
+        judge_plans = judge_plan.plan_judging(groups, by_id, config, attempt=0)
+        # Each text a judge request shows counts as the longest text.
+        prompts = judge_plan.judge_prompt_tokens(judge_plans, by_id, counters, config)
+        sizes = [
+            size + longest * len(plan.row.completion_ids)
+            for plan, size in zip(judge_plans, prompts, strict=True)
+        ]
+        judging.add(judge_plans, sum(sizes))
+        for plan, size in zip(judge_plans, sizes, strict=True):
+            iid, answer = plan.row.instruction_id, plan.request.sampling.max_tokens
+            bounds.judge[iid] = max(bounds.judge.get(iid, 0), size + answer)
+    return BatchPlan(config, generation, judging, pool_calls, bounds, counters)
 
 
 def rewrite_prompts(
@@ -165,51 +185,25 @@ def _candidates(config: PipelineConfig, plans: list[Planned]) -> dict[str, int]:
     return candidates
 
 
-def stand_in_groups(config: PipelineConfig, counts: dict[str, int]) -> list[JudgeGroup]:
-    """The groups the judge will compare, each text a short stand-in (`judge_bounds` counts
-    it at the longest a text may be): every candidate, probe and canary group (canaries for
-    every sampled instruction and kind, an upper bound: a kind that does not apply, or an
-    instruction without a finished completion, gets none)."""
+def stand_in_groups(
+    config: PipelineConfig, counts: dict[str, int], canaried: set[str], probed: set[str]
+) -> list[judge_plan.JudgeGroup]:
+    """The groups the judge will compare for the instructions of `counts` (id -> number of
+    candidates), each text a short stand-in (counted at the longest a text may be): every
+    candidate group, the probes of those in `probed`, and a canary for each of those in
+    `canaried` and each kind (an upper bound: a kind that does not apply, or an instruction
+    without a finished completion, gets none)."""
     judge = config.judge
     if judge is None:
         return []
     names = [(iid, f"{iid}:{k}") for iid, count in counts.items() for k in range(count)]
     candidates = [{"completion_id": cid, "instruction_id": iid, "text": cid} for iid, cid in names]
-    settings = judge.canaries
-    sampled = canary_sample(
-        sorted(counts), settings.fraction, settings.min_instructions, settings.seed
-    )
     canaries = [
         Canary(f"{iid}:{kind}", iid, kind, "", "", "intact", kind, None, False)
-        for iid in sorted(sampled)
-        for kind in settings.kinds
+        for iid in sorted(canaried & counts.keys())
+        for kind in judge.canaries.kinds
     ]
-    return judge_groups(candidates, canaries, config)
-
-
-def judge_bounds(
-    groups: list[JudgeGroup],
-    instructions: dict[str, dict[str, Any]],
-    config: PipelineConfig,
-    counters: TokenCounters,
-) -> tuple[Requests, dict[str, int]]:
-    """The judge requests of `groups`, summed up (each text shown counts as the longest a
-    text may be), and each instruction's longest request, prompt and answer."""
-    longest = longest_text(config)
-    totals, judge = Requests(), {}
-    for start in range(0, len(groups), PLAN_SLICE):
-        plans = plan_judging(groups[start : start + PLAN_SLICE], instructions, config, attempt=0)
-        sizes = [
-            size + longest * len(plan.row.completion_ids)
-            for plan, size in zip(
-                plans, judge_prompt_tokens(plans, instructions, counters, config), strict=True
-            )
-        ]
-        totals.add(plans, sum(sizes))
-        for plan, size in zip(plans, sizes, strict=True):
-            iid = plan.row.instruction_id
-            judge[iid] = max(judge.get(iid, 0), size + plan.request.sampling.max_tokens)
-    return totals, judge
+    return judge_plan.judge_groups(candidates, canaries, config, probed)
 
 
 def estimate(batch: BatchPlan) -> list[StageCost]:

@@ -47,14 +47,24 @@ class JudgeGroup:
     orders: tuple[str, ...]  # listwise: the orders to show the items in
 
 
+def probe_sample(instruction_ids: list[str], judge: JudgeConfig) -> set[str]:
+    """The instructions whose candidates the judge sees again in reversed order, to measure
+    position bias (none when the listwise orders already reverse)."""
+    if not judge.probes_position():
+        return set()
+    return sample_ids(sorted(instruction_ids), judge.position_probe, 1, judge.seed, "probe")
+
+
 def judge_groups(
     candidates: list[dict[str, Any]],
     canaries: list[Canary],
     config: PipelineConfig,
+    probed: set[str] | None = None,
 ) -> list[JudgeGroup]:
     """Every group the judges see: the candidates of each instruction (base order: by
-    completion id), a reversed second look at a sample of them when the listwise orders
-    do not already reverse, and each canary."""
+    completion id), a reversed second look at a sample of them (`probe_sample` of their
+    instructions, or `probed` where the candidates are a slice of a batch's), and each
+    canary."""
     judge = config.judge
     if judge is None:
         return []
@@ -68,8 +78,9 @@ def judge_groups(
         JudgeGroup(iid, iid, "label", tuple(items), orders)
         for iid, items in sorted(by_instruction.items())
     ]
-    if judge.probes_position():
-        probed = sample_ids(sorted(by_instruction), judge.position_probe, 1, judge.seed, "probe")
+    if probed is None:
+        probed = probe_sample(list(by_instruction), judge)
+    if probed:
         groups += [
             JudgeGroup(g.group_id, g.instruction_id, "position_probe", g.items, ("reversed",))
             for g in groups

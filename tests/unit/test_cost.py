@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from prefgen_dagster import cost
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.cost import context_warnings, estimate, format_estimate, plan_batch
 from prefgen_dagster.ingest.validate import instruction_id
+from prefgen_dagster.judging import plan as judge_plan
 from prefgen_dagster.judging.prompt import answer_skeleton, answer_token_bound
+from prefgen_dagster.llm.plan import Planned
 
 QUESTIONS = ["Explain tides.", "Name three primes.", "What is a hash table?"]
 ROWS = [
@@ -160,3 +165,42 @@ def test_a_batch_is_planned_once_for_the_estimate_and_the_warnings(
     again = plan_batch(ROWS, other, "a.jsonl")
     assert again.generation.calls == first.generation.calls
     assert again is not plan_batch(ROWS, config, "a.jsonl")
+
+
+def test_a_large_batch_is_planned_a_slice_at_a_time(
+    config: PipelineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's requests are planned a slice of instructions at a time and dropped once
+    summed up (all of a 100,000-instruction batch's plans took ~1.1 GB, and the kept plan
+    held them for the whole run); the sums are those of the batch planned in one piece,
+    probes and canaries sampled from all of it."""
+    questions = [f"Explain topic {i} in a few words." for i in range(400)]
+    rows = [
+        {"instruction_id": instruction_id(q, None), "instruction": q, "system_prompt": None}
+        for q in questions
+    ]
+    monkeypatch.setattr(cost, "PLAN_SLICE", 50, raising=False)
+    made: list[weakref.ref[Planned]] = []
+    alive: list[int] = []  # plans made earlier and still alive, at each planner call
+
+    def tracked(planner: Callable[..., list[Planned]]) -> Callable[..., list[Planned]]:
+        def plan(*args: Any, **kwargs: Any) -> list[Planned]:
+            alive.append(sum(ref() is not None for ref in made))
+            plans = planner(*args, **kwargs)
+            made.extend(weakref.ref(plan) for plan in plans)
+            return plans
+
+        return plan
+
+    monkeypatch.setattr(cost, "plan_completions", tracked(cost.plan_completions))
+    monkeypatch.setattr(judge_plan, "plan_judging", tracked(judge_plan.plan_judging))
+    sliced = plan_batch(rows, config, "sliced.jsonl")
+    assert not [ref for ref in made if ref() is not None]  # none kept with the sums
+    assert len(made) > 2000  # 5 completions per instruction, and the judge requests
+    assert max(alive) < len(made) / 4  # about a slice's (of 8) generation and judge plans
+
+    monkeypatch.setattr(cost, "PLAN_SLICE", len(rows))
+    whole = plan_batch(rows, config, "whole.jsonl")
+    assert estimate(sliced) == estimate(whole)
+    assert sliced.bounds == whole.bounds and sliced.pool_calls == whole.pool_calls
+    assert context_warnings(sliced) == context_warnings(whole)
