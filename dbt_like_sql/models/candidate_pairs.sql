@@ -12,8 +12,7 @@
 --                        pairing.seed)
 -- Only a candidate that can_be_chosen (see candidates) is ever chosen.
 -- A completion's score is the mean over judges and aspects of its rating averaged over the
--- judged orders; NULL (unparseable or N/A) ratings, canaries and position probes are left
--- out. Ties are never paired; equal scores are ranked by completion_id so the result is the
+-- judged orders (judge_scores pooled by aspect). Ties are never paired; equal scores are ranked by completion_id so the result is the
 -- same on every run.
 -- judge_agreement: the share of judges whose own score puts chosen above rejected.
 -- People's verdicts (human_verdicts, on the pair as it was sent for review) correct it: the
@@ -32,21 +31,15 @@
 --                   checks.near_duplicate_similarity (lower-cased runs of letters and digits:
 --                   linear in text length, and unlike a character-set Jaccard it does not
 --                   saturate near 1 on long texts)
-WITH per_aspect AS (
-    SELECT completion_id, judge, aspect, avg(rating) AS rating
-    FROM {{ ref('ratings') }}
-    WHERE rating IS NOT NULL AND purpose = 'label'
-    GROUP BY ALL
-),
-per_judge AS (
-    SELECT completion_id, judge, avg(rating) AS score FROM per_aspect GROUP BY ALL
+WITH per_judge AS (
+    SELECT completion_id, judge, score, aspects FROM {{ ref('judge_scores') }}
 ),
 scored AS (
     SELECT c.completion_id, c.instruction_id, c.model, c.origin, c.root_completion_id,
-           c.can_be_chosen, avg(a.rating) AS score,
+           c.can_be_chosen, sum(j.score * j.aspects) / sum(j.aspects) AS score,
            nullif(list_position(CAST({{ var('model_ranking') }} AS VARCHAR[]), c.model), 0) AS model_rank
     FROM {{ ref('candidates') }} AS c
-    LEFT JOIN per_aspect AS a USING (completion_id)
+    LEFT JOIN per_judge AS j USING (completion_id)
     GROUP BY ALL
 ),
 ranked AS (

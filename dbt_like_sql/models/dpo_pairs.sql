@@ -9,3 +9,5 @@ SELECT pair_id, instruction_id, chosen_completion_id, rejected_completion_id,
        {{ var('settings_hash') }} AS settings_hash
 FROM {{ ref('candidate_pairs') }}
 WHERE dropped_because IS NULL
+-- depends_on: {{ ref('human_agreement') }}  (after it, so this asset's metadata and plots show
+-- the batch's agreement with people as of these pairs)

@@ -1,6 +1,6 @@
 -- How far people agree with the batch's labels: its human_verdicts on the reviewed pairs, one
 -- row for the pairs as made (judge `pairs`: the judge's or panel's scores, or the rule) and
--- one per judge (its own scores, mean over aspects), scored against each pair as it was sent
+-- one per judge (its own scores in judge_scores), scored against each pair as it was sent
 -- for review (a flipped pair's sides swapped back). No verdicts: no rows.
 --   agree           the verdict prefers the text the labels put first
 --   disagree        it prefers the other one
@@ -28,14 +28,8 @@ made AS (
         FROM {{ ref('candidate_pairs') }}
     )
 ),
-per_aspect AS (
-    SELECT completion_id, judge, aspect, avg(rating) AS rating
-    FROM {{ ref('ratings') }}
-    WHERE rating IS NOT NULL AND purpose = 'label'
-    GROUP BY ALL
-),
 per_judge AS (
-    SELECT completion_id, judge, avg(rating) AS score FROM per_aspect GROUP BY ALL
+    SELECT completion_id, judge, score FROM {{ ref('judge_scores') }}
 ),
 says AS (
     -- +1: the labels put the pair's chosen text first; -1: its rejected text; 0: equal.

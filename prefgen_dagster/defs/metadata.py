@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from prefgen_dagster.judging.plots import Plot, markdown
+from prefgen_dagster.judging.figure import Plot, markdown
 from prefgen_dagster.storage.columns import describe
 
 _CELL_CHARS = 80

@@ -86,15 +86,12 @@ def materialize_batch(
     log_level: str = "INFO",
     sql_dir: Path | None = None,
 ) -> tuple[dg.ExecuteInProcessResult, dg.ExecuteInProcessResult | None]:
-    """(batch run, export run); the export runs only if the batch run succeeded (a failed
-    blocking check fails the batch run). `sql_dir` replaces `dbt_like_sql/` (default:
+    """(batch run, export run; see `_then_export`). `sql_dir` replaces `dbt_like_sql/` (default:
     $PREFGEN_SQL_DIR or the project's)."""
     instance.add_dynamic_partitions(batches.name, [batch_id])
     graph = build_graph(load_config(config_path), sql_dir)
     batch = _run(graph, graph.batch_assets, config_path, instance, log_level, batch_id)
-    if not batch.success:
-        return batch, None
-    return batch, _run(graph, [graph.export_asset], config_path, instance, log_level)
+    return _then_export(batch, graph, config_path, instance, log_level)
 
 
 def materialize_verdicts(
@@ -112,6 +109,18 @@ def materialize_verdicts(
         graph.export_asset
     )
     batch = _run(graph, after, config_path, instance, log_level, batch_id)
+    return _then_export(batch, graph, config_path, instance, log_level)
+
+
+def _then_export(
+    batch: dg.ExecuteInProcessResult,
+    graph: PipelineGraph,
+    config_path: str | Path,
+    instance: dg.DagsterInstance,
+    log_level: str,
+) -> tuple[dg.ExecuteInProcessResult, dg.ExecuteInProcessResult | None]:
+    """(batch run, export run): the export runs only if the batch run succeeded (a failed
+    blocking check fails the batch run)."""
     if not batch.success:
         return batch, None
     return batch, _run(graph, [graph.export_asset], config_path, instance, log_level)

@@ -121,7 +121,7 @@ def label_quality_report(storage, batch_id: str, config) -> str:
     exported, dropped or held back and why, and a few held pairs to look at."""
     from prefgen_dagster.export.dataset import blocking_results, pairs_with_text
     from prefgen_dagster.judging.calibration import calibration_lines
-    from prefgen_dagster.judging.human_agreement import agreement_lines
+    from prefgen_dagster.judging.human_agreement import agreement_lines, read_agreement
 
     lines = ["Label quality"]
     tables = storage.column_types()
@@ -134,12 +134,8 @@ def label_quality_report(storage, batch_id: str, config) -> str:
     lines += [f"  {line}" for line in calibration_lines(calibration, names)]
     if config.judge is not None and not config.sql_vars()["canaries_enabled"]:
         lines.append("  WARNING: canaries are off, so the judge's accuracy is not measured")
-    if "human_agreement" in tables:  # a model's table: made by its first run
-        agreement = storage.query(
-            "SELECT * FROM human_agreement WHERE batch_id = ?", [batch_id]
-        ).to_dicts()
-        human = agreement_lines(agreement, names)
-        lines += ["  human verdicts:", *(f"    {line}" for line in human)] if human else []
+    human = agreement_lines(read_agreement(storage, [batch_id]).to_dicts(), names)
+    lines += ["  human verdicts:", *(f"    {line}" for line in human)] if human else []
     pairs = pairs_with_text(storage, batch_id)
     _, held = blocking_results(storage, batch_id)
     lines.append(f"  pairs: {pairs.height} ({config.pairing.strategy})")

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs import metadata
 from prefgen_dagster.defs.assets import GROUP, common_metadata
 from prefgen_dagster.defs.partitions import batches
@@ -14,7 +15,12 @@ from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.export import dataset as export
 from prefgen_dagster.export.card import dataset_card, write_plots
 from prefgen_dagster.export.story import story
-from prefgen_dagster.judging.human_agreement import PAIRS, agreement_lines
+from prefgen_dagster.judging.human_agreement import (
+    HUMAN_AGREEMENT,
+    PAIRS,
+    agreement_lines,
+    read_agreement,
+)
 from prefgen_dagster.judging.plan import judge_settings
 from prefgen_dagster.judging.plots import LabelFrames, label_plots, read_frames
 from prefgen_dagster.judging.summary import histogram
@@ -48,6 +54,13 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
             frame = storage.query(*model.render(batch_id, config.sql_vars()))
             frame = frame.with_columns(pl.lit(batch_id).alias("batch_id"))
             storage.replace_partition(model.name, batch_id, frame)
+            # The batch's agreement with people, on the model that makes it and on those
+            # after it (dpo_pairs depends on it for this).
+            agreement = (
+                read_agreement(storage, [batch_id])
+                if HUMAN_AGREEMENT in (model.name, *model.refs)
+                else pl.DataFrame()
+            )
             lineage = column_lineage(model, storage.column_types())
             meta = {
                 **metadata.frame_metadata(frame, model.name),
@@ -58,8 +71,8 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
                         for column, sources in lineage.items()
                     }
                 ),
-                **_pair_metadata(frame),
-                **_agreement_metadata(frame, config.names_by_identity()),
+                **_pair_metadata(frame, config, agreement),
+                **_agreement_metadata(agreement, config.names_by_identity()),
                 **_pair_story(storage, frame),
             }
             return dg.MaterializeResult(metadata=meta, data_version=metadata.data_version(frame))
@@ -108,8 +121,11 @@ def comment_markdown(sql: str) -> str:
     return "".join(parts)
 
 
-def _pair_metadata(frame: pl.DataFrame) -> dict[str, Any]:
-    """Distributions for any model that produces pairs (margin, origins, agreement)."""
+def _pair_metadata(
+    frame: pl.DataFrame, config: PipelineConfig, agreement: pl.DataFrame
+) -> dict[str, Any]:
+    """Distributions for any model that produces pairs (margin, origins, agreement), and
+    the plots of its margins and of the batch's agreement with people."""
     if not frame.height or "margin" not in frame.columns:
         return {}
     meta: dict[str, Any] = {
@@ -124,18 +140,23 @@ def _pair_metadata(frame: pl.DataFrame) -> dict[str, Any]:
     if "human_review" in frame.columns:
         action = frame["human_review"].str.split(":").list.first().fill_null("no verdict")
         meta["human_review"] = metadata.distribution(action, "people's verdicts")
-    # The margin plot: the one of the label plots that these rows have data for.
+    # The label plots these rows have data for: the margins, and the agreement with people.
     empty = pl.DataFrame()
-    meta["plots"] = metadata.plots(label_plots(LabelFrames(empty, empty, empty, frame)))
+    drawn = label_plots(
+        LabelFrames(empty, empty, empty, frame, agreement),
+        config.names_by_identity(),
+        agreement_bound=config.review.min_agreement,
+    )
+    meta["plots"] = metadata.plots(drawn)
     return meta
 
 
-def _agreement_metadata(frame: pl.DataFrame, names: dict[str, str]) -> dict[str, Any]:
-    """For a model of judge-human agreement (`human_agreement`): its figures as lines, and
-    the pairs' agreement with its interval as numbers the UI can plot across runs."""
-    if not frame.height or "annotator_agreement" not in frame.columns:
+def _agreement_metadata(agreement: pl.DataFrame, names: dict[str, str]) -> dict[str, Any]:
+    """The batch's agreement with people (`human_agreement` rows): its figures as lines,
+    and the pairs' agreement with its interval as numbers the UI can plot across runs."""
+    if agreement.is_empty():
         return {}
-    rows = frame.to_dicts()
+    rows = agreement.to_dicts()
     pairs = next(row for row in rows if row["judge"] == PAIRS)
     lines = agreement_lines(rows, names)
     return {
@@ -178,12 +199,18 @@ def build_export_asset(project: SqlProject) -> dg.AssetsDefinition:
         judge = judge_settings(config) if config.judge else None
         with storage.session():  # one connection for the export's reads
             pairs, summary = export.collect_pairs(storage, blocking, judge)
-            frames = read_frames(storage, summary["batches_exported"], pairs)
+            ready = summary["batches_exported"]
+            frames = read_frames(storage, ready, pairs, read_agreement(storage, ready))
             held = export.held_back_pairs(storage, summary["held_back_reasons"])
         records = export.to_trl_records(
             pairs, config.names_by_identity(), config.export.test_fraction
         )
-        drawn = label_plots(frames, config.names_by_identity(), config.checks.min_canary_accuracy)
+        drawn = label_plots(
+            frames,
+            config.names_by_identity(),
+            config.checks.min_canary_accuracy,
+            config.review.min_agreement,
+        )
         card = dataset_card(records, summary, config, pipeline_hash(config), drawn)
         paths = export.write_dataset(records, config.resolve(config.paths.export_dir), card, held)
         write_plots(drawn, config.resolve(config.paths.export_dir))

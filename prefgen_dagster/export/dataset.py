@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from prefgen_dagster.ids import stable_hash
+from prefgen_dagster.judging.human_agreement import read_agreement
 from prefgen_dagster.storage.store import Storage
 
 # The rating scale's width (1-5): a margin divided by it lies in [0, 1].
@@ -122,21 +123,9 @@ def collect_pairs(
         "batches_held_back": list(held),
         "held_back_reasons": held,
         "pairs_dropped": int(dropped),
-        "human_agreement": human_agreement_rows(storage, ready),
+        "human_agreement": read_agreement(storage, ready).to_dicts(),
     }
     return pairs, summary
-
-
-def human_agreement_rows(storage: Storage, batch_ids: list[str]) -> list[dict[str, Any]]:
-    """The batches' `human_agreement` rows: how far people agree with the labels (none
-    before the model's first run, or without verdicts)."""
-    if not batch_ids or "human_agreement" not in storage.column_types():
-        return []
-    return storage.query(
-        "SELECT * FROM human_agreement WHERE batch_id IN (SELECT unnest(?::VARCHAR[])) "
-        "ORDER BY batch_id, judge",
-        [batch_ids],
-    ).to_dicts()
 
 
 def pairs_with_text(storage: Storage, batch_id: str) -> pl.DataFrame:

@@ -3,69 +3,47 @@ card show them).
 
 Each plot function returns PNG bytes, or None when its data is absent (no canaries, a
 pointwise judge that shows one text per request, no pairs yet), so a caller shows only what
-the batch has. Figures are made with `matplotlib.figure.Figure` and the Agg canvas, never
-pyplot: nothing needs a display, and no figure outlives the call that drew it.
+the batch has (the drawing helpers they share: `judging/figure.py`).
 """
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from prefgen_dagster.judging.calibration import item_scores, mean_rating_by_position
+from prefgen_dagster.judging.figure import CHANCE, Plot, new_figure, to_png
+from prefgen_dagster.judging.human_agreement import agreement_plot
 from prefgen_dagster.storage.store import Storage
 
-# Small enough that a base64 PNG stays a few tens of KB in the run's metadata.
-_SIZE_IN = (4.0, 3.0)
-_DPI = 80
-_MARGINS = {"left": 0.18, "right": 0.97, "bottom": 0.15, "top": 0.9}
 RATINGS = (1, 2, 3, 4, 5)
-CHANCE = 0.5
-# Where the export writes the plots, beside the card that links them.
-PLOTS_DIR = "plots"
-
-
-@dataclass(frozen=True)
-class Plot:
-    name: str  # the file stem in the export's plots/ folder
-    title: str
-    caption: str
-    png: bytes
-
-    @property
-    def file(self) -> str:
-        """The plot's path in the export folder, relative to the card."""
-        return f"{PLOTS_DIR}/{self.name}.png"
-
-    @property
-    def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
 @dataclass(frozen=True)
 class LabelFrames:
     """What the plots read: `ratings` rows, `candidates` (completion_id, chars),
-    `judge_calibration` rows and pairs (`dpo_pairs` or the export's; margin)."""
+    `judge_calibration` rows, pairs (`dpo_pairs` or the export's; margin) and
+    `human_agreement` rows."""
 
     ratings: pl.DataFrame
     candidates: pl.DataFrame
     calibration: pl.DataFrame
     pairs: pl.DataFrame
+    agreement: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 def read_frames(
-    storage: Storage, batch_ids: list[str], pairs: pl.DataFrame | None = None
+    storage: Storage,
+    batch_ids: list[str],
+    pairs: pl.DataFrame | None = None,
+    agreement: pl.DataFrame | None = None,
 ) -> LabelFrames:
     """The batches' ratings, candidates and calibration from DuckDB, and the `pairs` whose
-    margins to plot, if any: when the ratings are written the batch's pairs are not made
-    yet, and the export passes the pairs it exports."""
+    margins and the `human_agreement` rows to plot, if any: when the ratings are written
+    the batch's pairs are not made yet (nor measured against people's verdicts), and the
+    export passes the pairs it exports and their batches' agreement."""
     where = "WHERE batch_id IN (SELECT unnest(?::VARCHAR[]))"
     ratings = storage.query(
         f"SELECT judge, purpose, position, shown, rating, aspect, completion_id FROM ratings "
@@ -77,6 +55,7 @@ def read_frames(
         candidates=_candidates(storage, where, batch_ids),
         calibration=storage.query(f"SELECT * FROM judge_calibration {where}", [batch_ids]),
         pairs=pl.DataFrame() if pairs is None else pairs,
+        agreement=pl.DataFrame() if agreement is None else agreement,
     )
 
 
@@ -85,25 +64,6 @@ def _candidates(storage: Storage, where: str, batch_ids: list[str]) -> pl.DataFr
     if "candidates" not in storage.column_types():
         return pl.DataFrame()
     return storage.query(f"SELECT completion_id, chars FROM candidates {where}", [batch_ids])
-
-
-def _figure(title: str) -> tuple[Figure, Axes]:
-    """A figure with fixed margins: room for the title, tick labels of up to six digits and
-    the axis labels. A layout engine ("constrained", "tight") would measure the text by
-    drawing the figure once more, which doubles the time a plot of thousands of points takes."""
-    figure = Figure(figsize=_SIZE_IN, dpi=_DPI)
-    FigureCanvasAgg(figure)
-    figure.subplots_adjust(**_MARGINS)
-    axes = figure.add_subplot()
-    axes.set_title(title, fontsize=10)
-    axes.tick_params(labelsize=8)
-    return figure, axes
-
-
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=_DPI)
-    return buffer.getvalue()
 
 
 def _labels(ratings: pl.DataFrame) -> pl.DataFrame:
@@ -118,7 +78,7 @@ def rating_histogram(ratings: pl.DataFrame) -> bytes | None:
     if labels.is_empty():
         return None
     judges = sorted(set(labels["judge"].to_list()))
-    figure, axes = _figure("Ratings per judge")
+    figure, axes = new_figure("Ratings per judge")
     width = 0.8 / len(judges)
     for i, judge in enumerate(judges):
         counts = labels.filter(pl.col("judge") == judge)["rating"].value_counts()
@@ -129,7 +89,7 @@ def rating_histogram(ratings: pl.DataFrame) -> bytes | None:
     axes.set_xlabel("rating", fontsize=8)
     axes.set_ylabel("texts", fontsize=8)
     axes.legend(fontsize=7)
-    return _png(figure)
+    return to_png(figure)
 
 
 def margin_histogram(pairs: pl.DataFrame) -> bytes | None:
@@ -139,11 +99,11 @@ def margin_histogram(pairs: pl.DataFrame) -> bytes | None:
     margins = pairs["margin"].drop_nulls().to_list()
     if not margins:
         return None
-    figure, axes = _figure("Margins of the pairs")
+    figure, axes = new_figure("Margins of the pairs")
     axes.hist(margins, bins=[x / 4 for x in range(17)], color="tab:green", edgecolor="white")
     axes.set_xlabel("margin (rating points)", fontsize=8)
     axes.set_ylabel("pairs", fontsize=8)
-    return _png(figure)
+    return to_png(figure)
 
 
 def rating_by_position(ratings: pl.DataFrame) -> bytes | None:
@@ -154,7 +114,7 @@ def rating_by_position(ratings: pl.DataFrame) -> bytes | None:
     means = mean_rating_by_position(ratings)
     if not means:
         return None
-    figure, axes = _figure("Mean rating by position in the prompt")
+    figure, axes = new_figure("Mean rating by position in the prompt")
     for judge, by_position in means.items():
         positions = sorted(by_position, key=int)
         axes.plot(
@@ -167,7 +127,7 @@ def rating_by_position(ratings: pl.DataFrame) -> bytes | None:
     axes.set_ylabel("mean rating", fontsize=8)
     axes.set_ylim(1, 5)
     axes.legend(fontsize=7)
-    return _png(figure)
+    return to_png(figure)
 
 
 def length_vs_rating(ratings: pl.DataFrame, candidates: pl.DataFrame) -> bytes | None:
@@ -180,7 +140,7 @@ def length_vs_rating(ratings: pl.DataFrame, candidates: pl.DataFrame) -> bytes |
     )
     if scored.is_empty():
         return None
-    figure, axes = _figure("Length vs rating")
+    figure, axes = new_figure("Length vs rating")
     for judge in sorted(set(scored["judge"].to_list())):
         mine = scored.filter(pl.col("judge") == judge)
         axes.scatter(mine["chars"].to_list(), mine["score"].to_list(), s=10, alpha=0.6, label=judge)
@@ -188,7 +148,7 @@ def length_vs_rating(ratings: pl.DataFrame, candidates: pl.DataFrame) -> bytes |
     axes.set_ylabel("score (mean rating)", fontsize=8)
     # A fixed corner: "best" would test every point of the cloud against each place.
     axes.legend(fontsize=7, loc="lower right")
-    return _png(figure)
+    return to_png(figure)
 
 
 def canary_accuracy(calibration: pl.DataFrame, bound: float | None = None) -> bytes | None:
@@ -207,7 +167,7 @@ def canary_accuracy(calibration: pl.DataFrame, bound: float | None = None) -> by
         .sort("judge")
     )
     shares = (totals["canaries_correct"] + 0.5 * totals["canaries_tied"]) / totals["canaries"]
-    figure, axes = _figure("Canary accuracy")
+    figure, axes = new_figure("Canary accuracy")
     axes.bar(totals["judge"].to_list(), shares.to_list(), color="tab:blue")
     axes.axhline(CHANCE, color="grey", linestyle="--", label="chance")
     if bound is not None:
@@ -215,15 +175,20 @@ def canary_accuracy(calibration: pl.DataFrame, bound: float | None = None) -> by
     axes.set_ylim(0, 1)
     axes.set_ylabel("share right", fontsize=8)
     axes.legend(fontsize=7)
-    return _png(figure)
+    return to_png(figure)
 
 
 def label_plots(
-    frames: LabelFrames, names: dict[str, str] | None = None, bound: float | None = None
+    frames: LabelFrames,
+    names: dict[str, str] | None = None,
+    bound: float | None = None,
+    agreement_bound: float | None = None,
 ) -> list[Plot]:
     """Every plot the frames have data for, judges named as the config names them
-    (`names`: identity -> name); `bound` is checks.min_canary_accuracy."""
+    (`names`: identity -> name); `bound` is checks.min_canary_accuracy, `agreement_bound`
+    review.min_agreement."""
     ratings, calibration = _named(frames.ratings, names), _named(frames.calibration, names)
+    agreement = _named(frames.agreement, names)
     drawn: list[tuple[str, str, str, Callable[[], bytes | None]]] = [
         (
             "ratings_by_judge",
@@ -255,6 +220,13 @@ def label_plots(
             "Share of canaries (a real answer against a corrupted copy) each judge got right.",
             lambda: canary_accuracy(calibration, bound),
         ),
+        (
+            "human_agreement",
+            "Agreement with people",
+            "Share of human verdicts that prefer the text the labels put first (ties half), "
+            "with its 95% interval, overall and by margin.",
+            lambda: agreement_plot(agreement, agreement_bound),
+        ),
     ]
     plots = []
     for name, title, caption, draw in drawn:
@@ -268,14 +240,3 @@ def _named(frame: pl.DataFrame, names: dict[str, str] | None) -> pl.DataFrame:
     if not names or "judge" not in frame.columns:
         return frame
     return frame.with_columns(pl.col("judge").replace(names))
-
-
-def markdown(plots: list[Plot], embed: bool) -> str:
-    """Each plot as a markdown image with its caption below: embedded as a data URI (the
-    Dagster UI), or linked to its file in the export folder (the dataset card)."""
-    if not plots:
-        return "_no data to plot yet_"
-    return "\n\n".join(
-        f"![{plot.title}]({plot.data_uri if embed else plot.file})\n\n_{plot.caption}_"
-        for plot in plots
-    )

@@ -129,6 +129,9 @@ DESCRIPTIONS: dict[str, str] = {
     "dropped_because": "The rule that dropped the pair (NULL: kept, in dpo_pairs)",
     "human_review": "What people's verdicts did to the pair: kept, flipped (chosen and rejected "
     "swapped) or dropped, and how many verdicts said so (NULL: no verdict)",
+    # A judge's score of a text (the judge_scores model).
+    "judge_scores.score": "The judge's mean rating of the text over the aspects it rated",
+    "aspects": "Aspects the judge rated the text on (what score is a mean over)",
     # Judge-human agreement (the human_agreement model).
     "verdicts": "Verdicts scored: they prefer one text or call the texts equal",
     "agree": "Verdicts that prefer the text the labels put first",

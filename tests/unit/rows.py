@@ -118,18 +118,30 @@ def pair_row(
     }
 
 
-# The SQL models from the texts to the final pairs, in the order their assets run.
-PAIR_MODELS = ("candidates", "candidate_pairs", "human_agreement", "dpo_pairs")
+def model_order(*until: str) -> list[str]:
+    """The models `until` (default: dpo_pairs) and every SQL model they read, each after the
+    models it refs, as their assets run."""
+    models = load_project().models
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        for ref in models[name].refs:
+            if ref in models and ref not in order:
+                visit(ref)
+        if name not in order:
+            order.append(name)
+
+    for name in until or ("dpo_pairs",):
+        visit(name)
+    return order
 
 
-def build_models(
-    storage: Storage, config: PipelineConfig, batch: str, names: tuple[str, ...] = PAIR_MODELS
-) -> pl.DataFrame:
-    """Run SQL models for one batch in order, writing each one's rows as its asset would;
-    returns the last one's rows."""
+def build_models(storage: Storage, config: PipelineConfig, batch: str, *until: str) -> pl.DataFrame:
+    """Run the SQL models up to `until` for one batch (see `model_order`), writing each
+    one's rows as its asset would; returns the rows of the last one run."""
     models = load_project().models
     frame = pl.DataFrame()
-    for name in names:
+    for name in model_order(*until):
         frame = storage.query(*models[name].render(batch, config.sql_vars()))
         storage.replace_partition(name, batch, frame.with_columns(batch_id=pl.lit(batch)))
     return frame

@@ -46,6 +46,7 @@ def test_every_asset_has_owners_and_its_stage_tag(config: PipelineConfig) -> Non
     expected |= {
         "candidates": "pairing",
         "candidate_pairs": "pairing",
+        "judge_scores": "pairing",
         "human_agreement": "pairing",
         "dpo_pairs": "pairing",
         "human_verdicts": "review",

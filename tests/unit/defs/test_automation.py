@@ -140,6 +140,7 @@ BATCH_ASSETS = [
     "evolved_completions",
     "candidates",
     "ratings",
+    "judge_scores",
 ]
 PAIR_MODELS = ["candidate_pairs", "human_agreement", "dpo_pairs"]
 
@@ -196,12 +197,13 @@ def test_a_changed_setting_reruns_its_stage_and_what_follows_only(config_path: P
         both = {"a.jsonl", "b.jsonl"}
         assert tick(defs) == {
             "ratings": both,
+            "judge_scores": both,
             "candidate_pairs": both,
             "human_agreement": both,
             "dpo_pairs": both,
         }
         for batch in both:
-            materialized(instance, batch, ["ratings", *PAIR_MODELS])
+            materialized(instance, batch, ["ratings", "judge_scores", *PAIR_MODELS])
         assert tick(defs) == {"preference_dataset": {None}}
 
         # Another pairing strategy: only the pair models are re-run.

@@ -350,6 +350,7 @@ def test_a_batch_run_names_every_stage_it_runs(inbox: Path, instance: dg.Dagster
         "evolved_completions",
         "candidates",
         "ratings",
+        "judge_scores",
         "human_verdicts",
         "candidate_pairs",
         "human_agreement",

@@ -79,15 +79,19 @@ def test_new_verdicts_rerun_the_pair_models_and_the_export_only(
             "dpo_pairs",
         }
         assert len(server.hits) == requests  # no engine call
-        [event] = rerun.asset_materializations_for_node("human_agreement")
-        agreement = {key: getattr(value, "value", value) for key, value in event.metadata.items()}
-        assert (agreement["judge_human_agreement"], agreement["human_verdicts_scored"]) == (0.0, 2)
+        # The figures are on the model that makes them and on the pairs after it, with the plot.
+        for node in ("human_agreement", "dpo_pairs"):
+            [event] = rerun.asset_materializations_for_node(node)
+            meta = {key: getattr(value, "value", value) for key, value in event.metadata.items()}
+            assert (meta["judge_human_agreement"], meta["human_verdicts_scored"]) == (0.0, 2)
+        assert "![Agreement with people](data:image/png;base64," in meta["plots"]
         checks = {e.check_name: e.passed for e in rerun.get_asset_check_evaluations()}
         assert checks["judge_human_agreement"]  # 2 verdicts: below review.min_verdicts (20)
 
-    exported = pl.read_parquet(
-        config.resolve(config.paths.export_dir) / "preference_dataset.parquet"
-    )
+    export_dir = config.resolve(config.paths.export_dir)
+    assert "(plots/human_agreement.png)" in (export_dir / "README.md").read_text()
+    assert (export_dir / "plots" / "human_agreement.png").stat().st_size > 0
+    exported = pl.read_parquet(export_dir / "preference_dataset.parquet")
     by_pair = {row["pair_id"]: row for row in exported.to_dicts()}
     assert set(by_pair) == {row["pair_id"] for row in pairs} - {bad["pair_id"]}
     flipped = by_pair.pop(flip["pair_id"])

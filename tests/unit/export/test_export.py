@@ -175,7 +175,7 @@ def add_batch(
         )
     insert("instructions", instructions)
     insert("completions", completions)
-    build_models(storage, config, batch, ("candidates",))
+    build_models(storage, config, batch, "candidates")
     candidate_pairs = pl.DataFrame(pair_rows).with_columns(
         dropped_because=pl.when(pl.col("margin") < 1.0).then(pl.lit("low_margin: test"))
     )

@@ -25,7 +25,7 @@ MakeConfig = Callable[..., PipelineConfig]
 
 
 def run_gate(storage: Storage, config: PipelineConfig, name: str) -> pl.DataFrame:
-    build_models(storage, config, BATCH, ("candidates",))
+    build_models(storage, config, BATCH, "candidates")
     return storage.query(*GATES[name].render(BATCH, config.sql_vars()))
 
 

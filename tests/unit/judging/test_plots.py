@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.judging import plots
+from prefgen_dagster.judging import figure, plots
+from prefgen_dagster.judging.human_agreement import agreement_plot, pooled
 from prefgen_dagster.judging.plots import LabelFrames, label_plots, read_frames
 from prefgen_dagster.storage.store import Storage
 from tests.unit.rows import build_models, completion_row, instruction_row, rating_row
@@ -52,6 +53,31 @@ CALIBRATION = pl.DataFrame(
 PAIRS = pl.DataFrame({"margin": [1.0, 2.5, None]})
 
 
+def agreement_row(batch: str, judge: str, verdicts: int, agreement: float) -> dict[str, Any]:
+    """A human_agreement row whose verdicts all fall in the 1-2 margin bucket."""
+    return {
+        "batch_id": batch,
+        "judge": judge,
+        "verdicts": verdicts,
+        "agreement": agreement,
+        "verdicts_margin_under_1": 0,
+        "agreement_margin_under_1": None,
+        "verdicts_margin_1_to_2": verdicts,
+        "agreement_margin_1_to_2": agreement,
+        "verdicts_margin_2_up": 0,
+        "agreement_margin_2_up": None,
+    }
+
+
+AGREEMENT = pl.DataFrame(
+    [
+        agreement_row("b1", "pairs", 10, 0.9),
+        agreement_row("b2", "pairs", 30, 0.5),
+        agreement_row("b1", "j1", 10, 0.8),
+    ]
+)
+
+
 @pytest.mark.parametrize(
     "draw",
     [
@@ -60,8 +86,9 @@ PAIRS = pl.DataFrame({"margin": [1.0, 2.5, None]})
         lambda: plots.rating_by_position(ratings_frame()),
         lambda: plots.length_vs_rating(ratings_frame(), CANDIDATES),
         lambda: plots.canary_accuracy(CALIBRATION, bound=0.6),
+        lambda: agreement_plot(AGREEMENT, bound=0.6),
     ],
-    ids=["ratings", "margins", "position", "length", "canaries"],
+    ids=["ratings", "margins", "position", "length", "canaries", "human_agreement"],
 )
 def test_each_plot_draws_a_small_png(draw: Callable[[], bytes | None]) -> None:
     png = draw()
@@ -86,27 +113,42 @@ def test_a_plot_without_its_data_is_left_out() -> None:
     )
     assert plots.canary_accuracy(EMPTY) is None
     assert plots.canary_accuracy(CALIBRATION.with_columns(canaries=pl.lit(0))) is None
+    assert agreement_plot(EMPTY) is None
+    assert agreement_plot(AGREEMENT.with_columns(verdicts=pl.lit(0))) is None  # none scored
     assert label_plots(LabelFrames(EMPTY, EMPTY, EMPTY, EMPTY)) == []
-    assert plots.markdown([], embed=True) == "_no data to plot yet_"
+    assert figure.markdown([], embed=True) == "_no data to plot yet_"
 
 
 def test_label_plots_name_caption_and_link_each_image() -> None:
-    drawn = label_plots(LabelFrames(ratings_frame(), CANDIDATES, CALIBRATION, PAIRS))
+    frames = LabelFrames(ratings_frame(), CANDIDATES, CALIBRATION, PAIRS, AGREEMENT)
+    drawn = label_plots(frames)
     assert [plot.name for plot in drawn] == [
         "ratings_by_judge",
         "margins",
         "rating_by_position",
         "length_vs_rating",
         "canary_accuracy",
+        "human_agreement",
     ]
-    embedded = plots.markdown(drawn, embed=True)
-    linked = plots.markdown(drawn, embed=False)
+    embedded = figure.markdown(drawn, embed=True)
+    linked = figure.markdown(drawn, embed=False)
     for plot in drawn:
         assert f"![{plot.title}](data:image/png;base64," in embedded
         assert f"![{plot.title}](plots/{plot.name}.png)\n\n_{plot.caption}_" in linked
     uri = drawn[0].data_uri
     assert base64.b64decode(uri.removeprefix("data:image/png;base64,")) == drawn[0].png
     assert "data:" not in linked
+
+
+def test_agreement_is_pooled_over_batches_by_verdicts() -> None:
+    rows = {row["judge"]: row for row in pooled(AGREEMENT).to_dicts()}
+    assert list(rows) == ["pairs", "j1"]  # the pairs as made first
+    # (9 + 15) of 40 verdicts agree, not the mean of 0.9 and 0.5.
+    assert rows["pairs"]["verdicts"] == 40
+    assert rows["pairs"]["agreement"] == pytest.approx(0.6)
+    assert rows["pairs"]["agreement_ci_low"] < 0.6 < rows["pairs"]["agreement_ci_high"]
+    assert rows["pairs"]["agreement_margin_1_to_2"] == pytest.approx(0.6)
+    assert rows["j1"]["agreement"] == pytest.approx(0.8)
 
 
 def test_judges_are_named_as_the_config_names_them() -> None:

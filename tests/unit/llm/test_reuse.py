@@ -84,7 +84,7 @@ def run_stages(config: PipelineConfig, storage: Storage, engine: Scripted) -> di
     storage.replace_partition("completions", BATCH, frame)
     frame, stats["evolved_completions"] = evolve_completions(config, storage, BATCH, pool)
     storage.replace_partition("evolved_completions", BATCH, frame)
-    build_models(storage, config, BATCH, ("candidates",))
+    build_models(storage, config, BATCH, "candidates")
     judged, stats["ratings"] = rate_completions(config, storage, BATCH, pool)
     storage.replace_partition("ratings", BATCH, judged.ratings)
     return stats

@@ -37,7 +37,7 @@ GATES = {check.name: check for check in CHECKS}
 def run_gate(
     storage: Storage, config: PipelineConfig, name: str, batch: str = BATCH, **values: Any
 ) -> pl.DataFrame:
-    build_models(storage, config, batch, ("candidates",))
+    build_models(storage, config, batch, "candidates")
     return storage.query(*GATES[name].render(batch, {**config.sql_vars(), **values}))
 
 
@@ -167,7 +167,7 @@ def near_duplicates(
     storage: Storage, config: PipelineConfig, batch: str = BATCH, **values: Any
 ) -> pl.DataFrame:
     """The pairs the pair rule drops as near duplicates, named by their `add_pair` id."""
-    build_models(storage, config, batch, ("candidates",))
+    build_models(storage, config, batch, "candidates", "judge_scores")
     model = load_project().models["candidate_pairs"]
     frame = storage.query(*model.render(batch, {**config.sql_vars(), **values}))
     return (

@@ -57,7 +57,7 @@ def rated_pair(
 
 def pair_ids(storage: Storage, config: PipelineConfig, batch: str = BATCH) -> dict[str, str]:
     """{instruction: pair_id} of the pairs as the judge makes them (what a push sends)."""
-    frame = build_models(storage, config, batch, ("candidates", "candidate_pairs"))
+    frame = build_models(storage, config, batch, "candidate_pairs")
     return dict(frame.select("instruction_id", "pair_id").iter_rows())
 
 
@@ -88,7 +88,7 @@ def candidate_pairs(storage: Storage, batch: str = BATCH) -> dict[str, dict[str,
 
 
 def agreement(storage: Storage, config: PipelineConfig) -> dict[str, dict[str, Any]]:
-    build_models(storage, config, BATCH, ("candidates", "candidate_pairs", "human_agreement"))
+    build_models(storage, config, BATCH, "human_agreement")
     rows = storage.query("SELECT * FROM human_agreement WHERE batch_id = ?", [BATCH])
     return {row["judge"]: row for row in rows.to_dicts()}
 
@@ -308,7 +308,7 @@ def disagreeing_batch(insert: Insert, storage: Storage, config: PipelineConfig) 
 
 
 def run_gate(storage: Storage, config: PipelineConfig) -> pl.DataFrame:
-    build_models(storage, config, BATCH, ("candidates", "candidate_pairs", "human_agreement"))
+    build_models(storage, config, BATCH, "human_agreement")
     return storage.query(*GATES["judge_human_agreement"].render(BATCH, config.sql_vars()))
 
 

@@ -85,7 +85,7 @@ def pair_summary(frame: pl.DataFrame) -> list[tuple]:
 
 
 def offending(storage: Storage, config: PipelineConfig, name: str) -> pl.DataFrame:
-    build_models(storage, config, BATCH, ("candidates",))
+    build_models(storage, config, BATCH, "candidates")
     return storage.query(*CHECKS[name].render(BATCH, config.sql_vars()))
 
 
@@ -94,15 +94,23 @@ def offending(storage: Storage, config: PipelineConfig, name: str) -> pl.DataFra
 
 def test_real_files_load() -> None:
     models = load_project().models
-    assert list(models) == ["candidate_pairs", "candidates", "dpo_pairs", "human_agreement"]
+    assert list(models) == [
+        "candidate_pairs",
+        "candidates",
+        "dpo_pairs",
+        "human_agreement",
+        "judge_scores",
+    ]
     assert set(models["candidates"].refs) == {"completions", "evolved_completions"}
-    assert set(models["candidate_pairs"].refs) == {"candidates", "ratings", "human_verdicts"}
-    assert set(models["dpo_pairs"].refs) == {"candidate_pairs"}
+    assert set(models["judge_scores"].refs) == {"ratings"}
+    assert set(models["candidate_pairs"].refs) == {"candidates", "judge_scores", "human_verdicts"}
+    # A ref in a comment (`-- depends_on:`) orders the models and selects nothing.
+    assert set(models["dpo_pairs"].refs) == {"candidate_pairs", "human_agreement"}
     assert set(models["human_agreement"].refs) == {
         "candidate_pairs",
         "human_verdicts",
         "judge_calibration",
-        "ratings",
+        "judge_scores",
     }
     assert set(models["candidate_pairs"].variables) == {
         "judge_decides",
@@ -208,6 +216,7 @@ def test_a_new_model_file_is_a_model_and_may_be_reffed(tmp_path: Path) -> None:
         "candidates",
         "dpo_pairs",
         "human_agreement",
+        "judge_scores",
         "top_pairs",
     }
     assert project.table_asset("top_pairs") == "top_pairs"
@@ -225,13 +234,14 @@ def test_a_model_may_not_replace_a_source_table(tmp_path: Path) -> None:
 
 
 def test_column_lineage_of_the_pair_rule(storage: Storage, config: PipelineConfig) -> None:
-    build_models(storage, config, BATCH, ("candidates",))
+    build_models(storage, config, BATCH, "candidates", "judge_scores")
     lineage = column_lineage(CANDIDATE_PAIRS, storage.column_types())
     # A side comes from the ratings or the texts, and whether people's verdicts flipped the
     # pair (which needs a rejected text that may be chosen).
     flip = [("candidates", "can_be_chosen"), ("human_verdicts", "choice")]
     flip.append(("human_verdicts", "pair_id"))
-    assert lineage["chosen_rating"] == [*flip, ("ratings", "rating")]
+    scores = [("judge_scores", "aspects"), ("judge_scores", "score")]
+    assert lineage["chosen_rating"] == [*flip, *scores]
     assert lineage["instruction_id"] == [("candidates", "instruction_id")]
     assert lineage["chosen_model"] == sorted([*flip, ("candidates", "model")])
     assert lineage["human_review"] == flip

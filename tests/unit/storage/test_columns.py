@@ -10,7 +10,7 @@ from prefgen_dagster.storage.columns import EXPORT, describe
 from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage
 from tests.unit.export.test_export import pair_row
-from tests.unit.rows import PAIR_MODELS, build_models
+from tests.unit.rows import build_models, model_order
 
 
 def test_every_table_column_is_described() -> None:
@@ -28,7 +28,7 @@ def test_every_sql_model_column_is_described(storage: Storage, config: PipelineC
     types = storage.column_types()
     missing = [
         f"{model}.{column}"
-        for model in PAIR_MODELS
+        for model in model_order()
         for column in types[model]
         if not describe(model, column)
     ]
