@@ -26,8 +26,9 @@ from prefgen_dagster.config import load_config
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import run_resources
+from prefgen_dagster.judging import stage as judging
 from prefgen_dagster.judging.calibration import accuracy_by_kind
-from prefgen_dagster.judging.run import rate_completions
+from prefgen_dagster.llm.driver import run_stage
 from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.local_models.packaged import make_smollm2
 from prefgen_dagster.local_models.tiny import TINY_MODELS, make_tiny_model
@@ -91,18 +92,20 @@ def judge_with(config_path: Path, mode: str) -> dict:
     storage = Storage(config.resolve(config.paths.duckdb_path))
     started = time.perf_counter()
     with EnginePool() as engines:  # a fresh engine per mode, as the docstring says
-        judged, stats = rate_completions(config, storage, BATCH, engines)
+        made = run_stage(judging.STAGE, config, storage, BATCH, engines)
+    ratings, canaries = made.outputs["ratings"], made.outputs["canaries"]
+    calibration, stats = made.outputs["judge_calibration"], made.stats
     wall = time.perf_counter() - started
-    [row] = judged.calibration.filter(pl.col("sets_labels")).to_dicts()
-    parse_ok = judged.ratings.filter(pl.col("parse_status") == "ok").height
+    [row] = calibration.filter(pl.col("sets_labels")).to_dicts()
+    parse_ok = ratings.filter(pl.col("parse_status") == "ok").height
     return {
         "mode": mode,
         **row,
-        "by_kind": accuracy_by_kind(judged.ratings, judged.canaries, row["judge"]),
+        "by_kind": accuracy_by_kind(ratings, canaries, row["judge"]),
         "requests": stats.engine_calls,
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,
-        "parse_ok": parse_ok / max(judged.ratings.height, 1),
+        "parse_ok": parse_ok / max(ratings.height, 1),
         "wall_s": wall,
         "engine_s": stats.engine_seconds,
     }

@@ -170,8 +170,9 @@ def time_pipeline(batch: Path, config_path: Path) -> PipelineRun:
     """One `run_batch` (all stages + export): its seconds, and where they went."""
     from breakdown import run_ids, time_by_part
 
-    from prefgen_dagster.cli import EXIT_HELD_BACK, run_batch
+    from prefgen_dagster.cli import run_batch
     from prefgen_dagster.config import load_config
+    from prefgen_dagster.exits import EXIT_HELD_BACK
 
     config = load_config(config_path)
     dagster_home = config.resolve(config.paths.dagster_home)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from prefgen_dagster.exits import EXIT_HELD_BACK, EXIT_INTERRUPTED, EXIT_USAGE
 from prefgen_dagster.llm.heap import frozen_heap
 
 HERE = Path(__file__).resolve().parent
@@ -22,11 +23,6 @@ DEMO_INSTRUCTIONS = HERE / "demo_instructions.jsonl"
 SMOLLM2_FOLDER = "models/smollm2-135m-instruct"
 # Fast engine tests and benchmarks: two tiny random-weight models.
 TINY_CONFIG = HERE / "tiny.yaml"
-# `prefgen` exit codes: the batch ran but its blocking checks held it back; a config, input
-# or storage problem stopped it before any work (one line on stderr, see `main`).
-EXIT_HELD_BACK = 3
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 INTERRUPTED = (
     "prefgen: interrupted; every answer that arrived is saved in the DuckDB file. Run the same "
     "command again to go on: answered prompts are not asked again."
@@ -184,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repo as private")
     add_config(push)
 
-    from prefgen_dagster.review.commands import add_review_commands
+    from prefgen_dagster.cli_review import add_review_commands
 
     add_review_commands(add, add_config)  # `prefgen review push|pull`
 

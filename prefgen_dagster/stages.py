@@ -2,15 +2,22 @@
 versions, the cost estimate and the CLI read, so a stage's name, tables and code are written
 once.
 
-A stage's rows depend on two things, and its code version holds both: its code (the modules
-in `code`, see `ids.source_version`) and its settings (its section of the config and the
-models it calls, see `settings_hash`).
+A stage's rows depend on two things, and its code version holds both: its code (every
+module of its package and the modules of the shared layers it imports, see `stage_modules`
+and `ids.source_version`) and its settings (its section of the config and the models it
+calls, see `settings_hash`).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+import inspect
+import pkgutil
 from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
 from typing import Any, Literal
 
 from prefgen_dagster.config import PipelineConfig
@@ -30,9 +37,8 @@ class Stage:
     section: Section
     # The tables it writes for a batch; the first is its main one.
     tables: tuple[str, ...]
-    # The modules whose code shapes its rows (prompts, schemas, parsers, planners, the row
-    # builders they share), under prefgen_dagster.
-    code: tuple[str, ...]
+    # Its package (prompts, schemas, parsers, planners, its part of the loop), dotted.
+    package: str
     # Where its key columns come from, for column lineage in the UI (SQL models get theirs
     # from sqlglot): column -> [(asset, column), ...].
     column_sources: dict[str, list[tuple[str, str]]]
@@ -42,30 +48,65 @@ class Stage:
         return self.tables[0]
 
     def code_version(self, config: PipelineConfig) -> str:
-        modules = [importlib.import_module(f"prefgen_dagster.{name}") for name in self.code]
+        modules = stage_modules(self.package)
         return f"{source_version(self.asset, *modules)}+{settings_hash(config, self.section)}"
+
+
+# The layers every stage builds on: what a stage imports from them shapes its rows too.
+SHARED_LAYERS = ("llm", "text")
+
+
+@cache
+def stage_modules(package: str) -> tuple[ModuleType, ...]:
+    """Every module of `package`, and every module of prefgen's shared layers that they
+    import (directly or through each other), by name: a module added to a stage's folder,
+    or a shared one it starts to use, is part of its code version."""
+    root = importlib.import_module(package)
+    names = [f"{root.__name__}.{info.name}" for info in pkgutil.iter_modules(root.__path__)]
+    todo, seen = list(names), set(names)
+    while todo:
+        for imported in _imports(importlib.import_module(todo.pop())):
+            parts = imported.split(".")
+            shared = parts[0] == "prefgen_dagster" and len(parts) > 2 and parts[1] in SHARED_LAYERS
+            if shared and imported not in seen:
+                seen.add(imported)
+                todo.append(imported)
+    return tuple(importlib.import_module(name) for name in sorted(seen))
+
+
+def _imports(module: ModuleType) -> set[str]:
+    """The modules `module` imports by absolute name (`from a.b import c` counts a.b.c
+    when that is a module, else a.b)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                name = f"{node.module}.{alias.name}"
+                found.add(name if _is_module(name) else node.module)
+    return found
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its parent is a module, not a package
+        return False
 
 
 INGEST = Stage(
     "raw_instructions",
     "ingest",
     ("instructions", "batches", "rejected_inputs"),
-    ("ingest.read", "ingest.validate", "ingest.context", "llm.tokens"),
+    "prefgen_dagster.ingest",
     {},
 )
 GENERATION = Stage(
     "pooled_completions",
     "generation",
     ("completions",),
-    (
-        "generation.prompt",
-        "generation.plan",
-        "generation.diversity",
-        "generation.run",
-        "llm.plan",
-        "text.quality",
-        "text.embeddings",
-    ),
+    "prefgen_dagster.generation",
     {
         "instruction_id": [("raw_instructions", "instruction_id")],
         "system_prompt": [("raw_instructions", "system_prompt")],
@@ -75,14 +116,7 @@ EVOLUTION = Stage(
     "evolved_completions",
     "evol_quality",
     ("evolved_completions",),
-    (
-        "evolution.prompt",
-        "evolution.plan",
-        "evolution.run",
-        "llm.plan",
-        "text.quality",
-        "text.embeddings",
-    ),
+    "prefgen_dagster.evolution",
     {
         "instruction_id": [("pooled_completions", "instruction_id")],
         "parent_completion_id": [("pooled_completions", "completion_id")],
@@ -93,15 +127,7 @@ JUDGING = Stage(
     "ratings",
     "judge",
     ("ratings", "canaries", "judge_calibration"),
-    (
-        "judging.prompt",
-        "judging.parse",
-        "judging.plan",
-        "judging.canaries",
-        "judging.calibration",
-        "judging.run",
-        "text.quality",
-    ),
+    "prefgen_dagster.judging",
     {
         "completion_id": [("candidates", "completion_id")],
         "instruction_id": [("candidates", "instruction_id")],

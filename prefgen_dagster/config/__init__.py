@@ -8,7 +8,7 @@ rest free).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -157,30 +157,6 @@ class PipelineConfig(Strict):
     def ranked_identities(self) -> list[str]:
         """`generation.model_ranking` as model identities (paths), strongest first."""
         return [self.models[name].path for name in self.generation.model_ranking]
-
-    def sql_vars(self) -> dict[str, Any]:
-        """Values the SQL files may read with `{{ var('name') }}`."""
-        # `stages` hashes this module's config classes, so it is imported here, not above.
-        from prefgen_dagster.stages import pipeline_hash
-
-        return {
-            "settings_hash": pipeline_hash(self),
-            "min_margin": self.pairing.min_margin,
-            "strategy": self.pairing.strategy,
-            "judge_decides": self.pairing.judge_decides(),
-            "canaries_enabled": bool(
-                self.judge and self.judge.canaries.kinds and self.judge.canaries.fraction > 0
-            ),
-            "max_repetition": self.pairing.max_repetition,
-            "model_ranking": self.ranked_identities(),
-            "pairing_seed": self.pairing.seed,
-            **self.checks.model_dump(),
-            # What people's verdicts do: the corrections in candidate_pairs and the
-            # judge_human_agreement gate.
-            "on_disagreement": self.review.on_disagreement,
-            "min_verdicts": self.review.min_verdicts,
-            "min_agreement": self.review.min_agreement,
-        }
 
 
 def load_config(path: str | Path, *, check_environment: bool = True) -> PipelineConfig:

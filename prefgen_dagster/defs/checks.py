@@ -16,6 +16,7 @@ from prefgen_dagster.defs import metadata
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.sql.project import SqlCheck, SqlProject
+from prefgen_dagster.sql.vars import sql_vars
 from prefgen_dagster.storage.store import Storage
 
 
@@ -49,7 +50,7 @@ def build_asset_checks(
         batch_id = context.partition_key
         with storage.session():  # one connection for every check's queries
             for check in checks:
-                yield run_check(check, project, storage, batch_id, config.sql_vars())
+                yield run_check(check, project, storage, batch_id, sql_vars(config))
 
     return _checks
 

@@ -10,13 +10,14 @@ import dagster as dg
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs import metadata, verdicts, versions
-from prefgen_dagster.defs.assets import PYTHON_ASSETS
+from prefgen_dagster.defs.assets import python_assets
 from prefgen_dagster.defs.automation import EXPORT_CONDITION, STAGE_CONDITION
 from prefgen_dagster.defs.checks import build_sql_checks
 from prefgen_dagster.defs.sql_assets import build_export_asset, build_model_asset
 from prefgen_dagster.ids import source_version
 from prefgen_dagster.sql.project import load_project
-from prefgen_dagster.stages import BY_ASSET, Section
+from prefgen_dagster.sql.vars import sql_vars
+from prefgen_dagster.stages import Section
 from prefgen_dagster.storage.schema import TABLES
 
 # The models the export reads (the final pairs, and the texts they point at).
@@ -46,21 +47,17 @@ def build_graph(config: PipelineConfig, sql_dir: Path | None = None) -> Pipeline
             f"dbt_like_sql/models/ needs {', '.join(f'{m}.sql' for m in missing)}: "
             "the export reads it"
         )
-    values = config.sql_vars()
+    values = sql_vars(config)
 
     def checked(asset: str, version: str) -> str:
         checks = [check for check in project.checks if check.asset == asset]
         return versions.with_checks(version, checks, values)
 
-    python_assets = [
+    stages = [
         _batch_asset(
-            asset,
-            checked(name, BY_ASSET[name].code_version(config)),
-            BY_ASSET[name].section,
-            BY_ASSET[name].table,
+            asset, checked(stage.asset, stage.code_version(config)), stage.section, stage.table
         )
-        for asset in PYTHON_ASSETS
-        if (name := asset.key.path[-1])
+        for asset, stage in python_assets()
     ]
     # An input: materialized by each batch run and by the review pull, never by automation.
     inputs = [
@@ -90,7 +87,7 @@ def build_graph(config: PipelineConfig, sql_dir: Path | None = None) -> Pipeline
         )
     )
     return PipelineGraph(
-        [*python_assets, *inputs, *models], export_asset, build_sql_checks(project, values)
+        [*stages, *inputs, *models], export_asset, build_sql_checks(project, values)
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,35 +10,14 @@ import dagster as dg
 import polars as pl
 
 from prefgen_dagster.judging.figure import Plot, markdown
+from prefgen_dagster.llm.stage import Markdown
 from prefgen_dagster.storage.columns import describe
-
-_CELL_CHARS = 80
-
-
-def markdown_table(frame: pl.DataFrame, limit: int = 5) -> str:
-    """The first rows of a frame as a markdown table, long cells shortened."""
-    if frame.is_empty():
-        return "_no rows_"
-    head = frame.head(limit)
-    lines = [
-        "| " + " | ".join(head.columns) + " |",
-        "|" + "---|" * len(head.columns),
-    ]
-    for row in head.iter_rows():
-        cells = []
-        for value in row:
-            text = "" if value is None else str(value).replace("\n", " ").replace("|", "\\|")
-            cells.append(text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+from prefgen_dagster.summaries import counts_table, markdown_table
 
 
 def distribution(values: Iterable[Any], label: str) -> dg.MetadataValue:
     """Counts per value (NULL shown as `null`) as a small markdown table."""
-    counts = Counter("null" if v is None else v for v in values)
-    rows = sorted(counts.items(), key=lambda item: str(item[0]))
-    lines = [f"| {label} | count |", "|---|---|", *(f"| {k} | {n} |" for k, n in rows)]
-    return dg.MetadataValue.md("\n".join(lines))
+    return dg.MetadataValue.md(counts_table(values, label))
 
 
 def column_schema(table: str, types: dict[str, Any]) -> dg.TableSchema:
@@ -111,3 +89,20 @@ def data_version(frame: pl.DataFrame) -> dg.DataVersion:
     )
     canonical = flat.select(sorted(flat.columns)).sort(by=sorted(flat.columns)).write_csv()
     return dg.DataVersion(hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20])
+
+
+def from_report(entries: dict[str, Any]) -> dict[str, Any]:
+    """A stage's report (`llm.stage.Report.metadata`: plain values) as Dagster metadata:
+    `Markdown` as markdown, the `Plot`s under "plots" embedded, dicts and lists as JSON,
+    numbers, strings and None as they are."""
+    converted: dict[str, Any] = {}
+    for key, value in entries.items():
+        if key == "plots":
+            converted[key] = plots(value)
+        elif isinstance(value, Markdown):
+            converted[key] = dg.MetadataValue.md(value.text)
+        elif isinstance(value, (dict, list)):
+            converted[key] = dg.MetadataValue.json(value)
+        else:
+            converted[key] = value
+    return converted

@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from prefgen_dagster.ingest.validate import SEEN_BEFORE
+from prefgen_dagster.sql.vars import sql_vars
 from prefgen_dagster.stages import STAGES
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def label_quality_report(storage, batch_id: str, config) -> str:
         lines.append("  no judge: pairs come from the rule " + config.pairing.strategy)
     names = config.names_by_identity()
     lines += [f"  {line}" for line in calibration_lines(calibration, names)]
-    if config.judge is not None and not config.sql_vars()["canaries_enabled"]:
+    if config.judge is not None and not sql_vars(config)["canaries_enabled"]:
         lines.append("  WARNING: canaries are off, so the judge's accuracy is not measured")
     human = agreement_lines(read_agreement(storage, [batch_id]).to_dicts(), names)
     lines += ["  human verdicts:", *(f"    {line}" for line in human)] if human else []

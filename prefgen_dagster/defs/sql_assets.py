@@ -23,11 +23,12 @@ from prefgen_dagster.judging.human_agreement import (
 )
 from prefgen_dagster.judging.plan import judge_settings
 from prefgen_dagster.judging.plots import LabelFrames, label_plots, read_frames
-from prefgen_dagster.judging.summary import histogram
 from prefgen_dagster.sql.project import SqlFile, SqlProject, column_lineage
+from prefgen_dagster.sql.vars import sql_vars
 from prefgen_dagster.stages import pipeline_hash
 from prefgen_dagster.storage.columns import EXPORT
 from prefgen_dagster.storage.store import Storage
+from prefgen_dagster.summaries import histogram
 
 EXPORT_GROUP = "export"
 
@@ -51,7 +52,7 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
         config, storage = prefgen.open()
         batch_id = context.partition_key
         with storage.session():  # one connection for the step's queries
-            frame = storage.query(*model.render(batch_id, config.sql_vars()))
+            frame = storage.query(*model.render(batch_id, sql_vars(config)))
             frame = frame.with_columns(pl.lit(batch_id).alias("batch_id"))
             storage.replace_partition(model.name, batch_id, frame)
             # The batch's agreement with people, on the model that makes it and on those

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import polars as pl
@@ -58,13 +57,3 @@ def summarize_ratings(ratings: pl.DataFrame) -> dict[str, Any]:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-def histogram(values: list[float | None], width: float) -> dict[str, int]:
-    """Counts per bin of `width` (labelled by the bin's lower edge), plus `null`."""
-    counts: dict[str, int] = {}
-    for value in values:
-        # The epsilon keeps 0.3 / 0.1 = 2.9999999999999996 in the 0.30 bin.
-        label = "null" if value is None else f"{math.floor(value / width + 1e-9) * width:.2f}"
-        counts[label] = counts.get(label, 0) + 1
-    return dict(sorted(counts.items()))

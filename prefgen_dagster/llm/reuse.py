@@ -25,7 +25,6 @@ import polars as pl
 
 from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.llm.plan import Planned
-from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage
 
 P = TypeVar("P", bound=Planned)
@@ -57,6 +56,8 @@ class Kept:
 def stored_units(storage: Storage, table: str, batch_id: str) -> pl.DataFrame:
     """The batch's stored rows of `table` from units that have a key and no row with an
     error (a failed request is asked again, so its unit is made again)."""
+    if table not in storage.column_types():  # a new stage's table: made by its first run
+        return pl.DataFrame(schema={"plan_key": pl.String, "call_id": pl.String})
     return storage.query(
         f"SELECT * FROM {table} WHERE batch_id = ? AND plan_key IS NOT NULL "
         "QUALIFY bool_and(error IS NULL) OVER (PARTITION BY plan_key)",
@@ -75,9 +76,11 @@ def keep(stored: pl.DataFrame, keys: dict[Hashable, str]) -> Kept:
     )
 
 
-def with_kept(kept: Kept, table: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """The stage's frame: the kept rows and the new ones, typed like the table."""
-    new = TABLES[table].frame(rows)
+def with_kept(kept: Kept, new: pl.DataFrame) -> pl.DataFrame:
+    """The stage's frame: the kept rows and the `new` ones (typed like the table; a table
+    made from its first rows has no columns while nothing is new)."""
+    if new.width == 0:
+        return kept.rows
     if kept.rows.is_empty():
         return new
     return pl.concat([kept.rows.select(new.columns).cast(new.schema), new])

@@ -8,6 +8,7 @@ import polars as pl
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.sql.project import load_project
+from prefgen_dagster.sql.vars import sql_vars
 from prefgen_dagster.storage.store import Storage
 
 
@@ -142,6 +143,6 @@ def build_models(storage: Storage, config: PipelineConfig, batch: str, *until: s
     models = load_project().models
     frame = pl.DataFrame()
     for name in model_order(*until):
-        frame = storage.query(*models[name].render(batch, config.sql_vars()))
+        frame = storage.query(*models[name].render(batch, sql_vars(config)))
         storage.replace_partition(name, batch, frame.with_columns(batch_id=pl.lit(batch)))
     return frame

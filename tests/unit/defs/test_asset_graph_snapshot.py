@@ -46,7 +46,7 @@ def graph_snapshot() -> dict[str, Any]:
                 "tags": {k: v for k, v in spec.tags.items() if not k.startswith("dagster/")},
                 # What the code version is derived from (its value moves with every edit).
                 "code_version_from": (
-                    {"code": list(stage.code), "settings": stage.section}
+                    {"package": stage.package, "settings": stage.section}
                     if stage
                     else "input asset code"
                     if name in INPUT_TABLES

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from prefgen_dagster.cli import TINY_CONFIG
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.ids import source_version
+from prefgen_dagster.stages import GENERATION, STAGES, stage_modules
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -115,3 +117,24 @@ def test_versions_follow_the_template_text_not_its_comments(tmp_path: Path) -> N
     commented = _module(tmp_path / "c.py", '"""Other doc."""\n# note\n' + template[10:])
     assert source_version("t", reworded) != base
     assert source_version("t", commented) == base
+
+
+def test_a_stage_version_covers_its_whole_folder_and_the_shared_code_it_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for stage in STAGES:  # every module in the stage's folder, by construction
+        folder = Path(importlib.import_module(stage.package).__file__).parent
+        names = {module.__name__ for module in stage_modules(stage.package)}
+        assert {f"{stage.package}.{p.stem}" for p in folder.glob("[!_]*.py")} <= names
+    generation = {module.__name__ for module in stage_modules(GENERATION.package)}
+    assert {"prefgen_dagster.llm.plan", "prefgen_dagster.text.embeddings"} <= generation
+    assert not any(name.startswith("prefgen_dagster.judging") for name in generation)
+    # A new module in a stage's folder, and the shared module it starts to use, are in.
+    package = tmp_path / "toy_folder"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "stage.py").write_text("from toy_folder.helper import X\n")
+    (package / "helper.py").write_text("from prefgen_dagster.llm.heap import frozen_heap\nX = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = {module.__name__ for module in stage_modules("toy_folder")}
+    assert names == {"toy_folder.helper", "toy_folder.stage", "prefgen_dagster.llm.heap"}

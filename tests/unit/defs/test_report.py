@@ -11,6 +11,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs.checks import run_check
 from prefgen_dagster.defs.report import check_line, label_quality_report
 from prefgen_dagster.sql.project import load_project
+from prefgen_dagster.sql.vars import sql_vars
 from prefgen_dagster.storage.store import Storage
 from tests.unit.rows import build_models, rating_row
 from tests.unit.sql.test_human_review import reviewed_batch
@@ -42,7 +43,7 @@ def test_a_held_back_batch_says_why_its_judge_failed_to_parse(
     insert_rows("ratings", ratings)
     project = load_project()
     with storage.session():
-        result = run_check(PARSE_FAILURES, project, storage, BATCH, config.sql_vars())
+        result = run_check(PARSE_FAILURES, project, storage, BATCH, sql_vars(config))
     assert check_line(evaluation(result)).splitlines() == [
         f"check {'judge_parse_failures':<28}{'FAILED (ERROR)':<16} offending rows: 4",
         "      because: 4 of 10 answered ratings could not be parsed (40.0%, above "
@@ -57,7 +58,7 @@ def test_a_held_back_batch_says_why_its_judge_failed_to_parse(
     with storage.connect() as con:
         con.execute("UPDATE ratings SET parse_status = 'ok', rating = 3")
     with storage.session():
-        result = run_check(PARSE_FAILURES, project, storage, BATCH, config.sql_vars())
+        result = run_check(PARSE_FAILURES, project, storage, BATCH, sql_vars(config))
     assert check_line(evaluation(result)) == (
         f"check {'judge_parse_failures':<28}{'passed':<16} offending rows: 0"
     )

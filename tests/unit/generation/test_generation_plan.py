@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.evolution.plan import plan_evolution_round
-from prefgen_dagster.generation import run
+from prefgen_dagster.generation import stage
 from prefgen_dagster.generation.plan import draw_pool, plan_completions, regeneration
+from prefgen_dagster.llm.driver import run_stage
 from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.llm.types import LLMRequest, LLMResult, OnResult
 from prefgen_dagster.storage.store import Storage
@@ -262,7 +263,8 @@ def test_each_regeneration_attempt_warms_by_step_times_attempt(
     generation = {**config_dict()["generation"], "diversity": {"max_regenerations": 2}}
     config = make_config(generation=generation)
     engine = SameAnswer()
-    frame, stats = run.generate_completions(config, storage, BATCH, EnginePool(engine))
+    made = run_stage(stage.STAGE, config, storage, BATCH, EnginePool(engine))
+    frame, stats = made.outputs["completions"], made.stats
     # Five slots; all but the first repeat it, so they are asked again twice.
     assert frame["regenerations"].to_list() == [0, 2, 2, 2, 2]
     # Each round asks only the slots it regenerates: 5 + 4 + 4 distinct requests, each
@@ -292,7 +294,7 @@ def test_mark_similarity_per_instruction() -> None:
         {"instruction_id": "i2", "text": None},
         {"instruction_id": "i3", "text": None},
     ]
-    run._mark_similarity(rows, 0.9)
+    stage._mark_similarity(rows, 0.9)
     marks = [(row["similarity"], row["too_similar"]) for row in rows]
     # The first of each instruction has nothing to compare with, even if another
     # instruction's completion is identical.
@@ -303,5 +305,5 @@ def test_mark_similarity_per_instruction() -> None:
     assert 0.0 < marks[3][0] < 0.5 and marks[3][1] is False
     assert marks[4] == (0.0, False)  # an empty text shares nothing with a real one
     # 1.0 turns the guard off: an exact repeat is marked but not too similar.
-    run._mark_similarity(rows, 1.0)
+    stage._mark_similarity(rows, 1.0)
     assert (rows[2]["similarity"], rows[2]["too_similar"]) == (1.0, False)

@@ -12,6 +12,7 @@ import pytest
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs.checks import failure_reason
 from prefgen_dagster.sql.project import load_project
+from prefgen_dagster.sql.vars import sql_vars
 from prefgen_dagster.storage.store import Storage
 from tests.unit.rows import build_models, completion_row, evolved_row, pair_row, rating_row
 
@@ -26,7 +27,7 @@ MakeConfig = Callable[..., PipelineConfig]
 
 def run_gate(storage: Storage, config: PipelineConfig, name: str) -> pl.DataFrame:
     build_models(storage, config, BATCH, "candidates")
-    return storage.query(*GATES[name].render(BATCH, config.sql_vars()))
+    return storage.query(*GATES[name].render(BATCH, sql_vars(config)))
 
 
 def run_pairs(storage: Storage, config: PipelineConfig) -> pl.DataFrame:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from prefgen_dagster.judging.summary import histogram, summarize_ratings
+from prefgen_dagster.judging.summary import summarize_ratings
+from prefgen_dagster.summaries import histogram
 
 Row = tuple[str, str, str, str, str, int | None, str]
 COLUMNS = ["instruction_id", "completion_id", "judge", "aspect", "order_name", "rating"]

@@ -12,10 +12,11 @@ from typing import Any
 import polars as pl
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.evolution.run import evolve_completions
-from prefgen_dagster.generation.run import generate_completions
+from prefgen_dagster.evolution import stage as evolution
+from prefgen_dagster.generation import stage as generation
 from prefgen_dagster.ids import stable_hash
-from prefgen_dagster.judging.run import rate_completions
+from prefgen_dagster.judging import stage as judging
+from prefgen_dagster.llm.driver import run_stage
 from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.llm.runner import RunStats
 from prefgen_dagster.llm.types import LLMRequest, LLMResult, OnResult
@@ -80,13 +81,12 @@ def run_stages(config: PipelineConfig, storage: Storage, engine: Scripted) -> di
     """The three LLM stages and the candidates between them, each writing its partition."""
     pool = EnginePool(engine)
     stats = {}
-    frame, stats["completions"] = generate_completions(config, storage, BATCH, pool)
-    storage.replace_partition("completions", BATCH, frame)
-    frame, stats["evolved_completions"] = evolve_completions(config, storage, BATCH, pool)
-    storage.replace_partition("evolved_completions", BATCH, frame)
-    build_models(storage, config, BATCH, "candidates")
-    judged, stats["ratings"] = rate_completions(config, storage, BATCH, pool)
-    storage.replace_partition("ratings", BATCH, judged.ratings)
+    for stage in (generation.STAGE, evolution.STAGE, judging.STAGE):
+        if stage is judging.STAGE:
+            build_models(storage, config, BATCH, "candidates")
+        made = run_stage(stage, config, storage, BATCH, pool)
+        storage.replace_partition(stage.spec.table, BATCH, made.outputs[stage.spec.table])
+        stats[stage.spec.table] = made.stats
     return stats
 
 

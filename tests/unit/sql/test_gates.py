@@ -15,6 +15,7 @@ import pytest
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export.dataset import collect_pairs
 from prefgen_dagster.sql.project import load_project
+from prefgen_dagster.sql.vars import sql_vars
 from prefgen_dagster.storage.store import Storage
 from tests.unit.rows import (
     build_models,
@@ -38,7 +39,7 @@ def run_gate(
     storage: Storage, config: PipelineConfig, name: str, batch: str = BATCH, **values: Any
 ) -> pl.DataFrame:
     build_models(storage, config, batch, "candidates")
-    return storage.query(*GATES[name].render(batch, {**config.sql_vars(), **values}))
+    return storage.query(*GATES[name].render(batch, {**sql_vars(config), **values}))
 
 
 # --- crafting rows -------------------------------------------------------------------------
@@ -142,7 +143,7 @@ def test_gate_files_load_with_their_headers(config: PipelineConfig) -> None:
     assert refs["rating_outliers"] == {"candidates", "ratings"}
     for check in project.checks:
         assert check.description
-        check.render(BATCH, config.sql_vars())  # every var it reads is a config value
+        check.render(BATCH, sql_vars(config))  # every var it reads is a config value
 
 
 # --- near_duplicate_pairs ------------------------------------------------------------------
@@ -169,7 +170,7 @@ def near_duplicates(
     """The pairs the pair rule drops as near duplicates, named by their `add_pair` id."""
     build_models(storage, config, batch, "candidates", "judge_scores")
     model = load_project().models["candidate_pairs"]
-    frame = storage.query(*model.render(batch, {**config.sql_vars(), **values}))
+    frame = storage.query(*model.render(batch, {**sql_vars(config), **values}))
     return (
         frame.filter(pl.col("dropped_because").str.starts_with("near_duplicate"))
         .with_columns(pair_id=pl.col("instruction_id").str.strip_suffix("-i"))

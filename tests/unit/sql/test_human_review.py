@@ -15,6 +15,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export.dataset import collect_pairs, to_trl_records
 from prefgen_dagster.judging.calibration import wilson_interval
 from prefgen_dagster.sql.project import column_lineage, load_project
+from prefgen_dagster.sql.vars import sql_vars
 from prefgen_dagster.storage.store import Storage
 from tests.unit.rows import build_models, completion_row, instruction_row, rating_row
 
@@ -165,7 +166,7 @@ def test_verdicts_flip_drop_or_keep_a_pair(
     [exported_id] = final.filter(pl.col("instruction_id") == "flip")["pair_id"]
     assert flipped["pair_id"] == exported_id == ids["flip"]
     # The pair-integrity gate accepts a pair people flipped.
-    assert storage.query(*GATES["pair_integrity"].render(BATCH, config.sql_vars())).height == 0
+    assert storage.query(*GATES["pair_integrity"].render(BATCH, sql_vars(config))).height == 0
 
 
 def test_disagreement_drops_the_pair_under_drop(
@@ -309,7 +310,7 @@ def disagreeing_batch(insert: Insert, storage: Storage, config: PipelineConfig) 
 
 def run_gate(storage: Storage, config: PipelineConfig) -> pl.DataFrame:
     build_models(storage, config, BATCH, "human_agreement")
-    return storage.query(*GATES["judge_human_agreement"].render(BATCH, config.sql_vars()))
+    return storage.query(*GATES["judge_human_agreement"].render(BATCH, sql_vars(config)))
 
 
 def test_the_gate_fires_when_people_disagree(

@@ -19,6 +19,7 @@ from prefgen_dagster.sql.project import (
     column_lineage,
     load_project,
 )
+from prefgen_dagster.sql.vars import sql_vars
 from prefgen_dagster.storage.store import Storage
 from tests.unit.rows import build_models, completion_row, evolved_row, pair_row, rating_row
 
@@ -86,7 +87,7 @@ def pair_summary(frame: pl.DataFrame) -> list[tuple]:
 
 def offending(storage: Storage, config: PipelineConfig, name: str) -> pl.DataFrame:
     build_models(storage, config, BATCH, "candidates")
-    return storage.query(*CHECKS[name].render(BATCH, config.sql_vars()))
+    return storage.query(*CHECKS[name].render(BATCH, sql_vars(config)))
 
 
 # --- loading the files ---------------------------------------------------------------------
@@ -140,7 +141,7 @@ def test_real_files_load() -> None:
 
 
 def test_values_are_bound_not_pasted(config: PipelineConfig) -> None:
-    values = {**config.sql_vars(), "min_margin": 1.75}
+    values = {**sql_vars(config), "min_margin": 1.75}
     sql, params = CANDIDATE_PAIRS.render("b'1", values)
     assert params["min_margin"] == 1.75 and params["batch_id"] == "b'1"
     assert "$min_margin" in sql and "$batch_id" in sql

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 
 from prefgen_dagster.config import load_config
+from prefgen_dagster.exits import EXIT_HELD_BACK
 from prefgen_dagster.review.client import client_from_env
 from prefgen_dagster.review.round import pull, push, reviewed_batches
 from prefgen_dagster.storage.store import Storage
@@ -32,7 +33,6 @@ def review_command(args: argparse.Namespace) -> int:
     if args.review_command == "push":
         print(push(config, storage, client, args.batch))
         return 0
-    from prefgen_dagster.cli import EXIT_HELD_BACK
     from prefgen_dagster.defs.pipeline_run import materialize_verdicts, open_instance
     from prefgen_dagster.defs.report import check_line, label_quality_report
 

@@ -1,0 +1,1 @@
+"""A toy fourth LLM stage, whole in this folder: an instruction-clarity scorer."""
