@@ -100,7 +100,10 @@ def test_dagster_dev_runs_a_new_batch_and_reruns_what_a_config_edit_affects(
         new = [r for r in second if r.run_id not in before]
         assert sorted((r.partition or "", sorted(r.assets or BATCH_ASSETS)) for r in new) == [
             ("", ["preference_dataset"]),
-            ("four.jsonl", ["candidate_pairs", "dpo_pairs", "human_agreement", "ratings"]),
+            (
+                "four.jsonl",
+                ["candidate_pairs", "dpo_pairs", "human_agreement", "judge_scores", "ratings"],
+            ),
         ]
 
     with duckdb.connect(str(tmp_path / "data" / "prefgen.duckdb"), read_only=True) as con:

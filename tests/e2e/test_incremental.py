@@ -65,6 +65,7 @@ def test_added_instruction_and_changed_judge_cost_only_their_calls(
         # (The export follows on the tick after the pairs change.)
         assert requested == {
             "ratings": {"grow.jsonl"},
+            "judge_scores": {"grow.jsonl"},
             "candidate_pairs": {"grow.jsonl"},
             "human_agreement": {"grow.jsonl"},
             "dpo_pairs": {"grow.jsonl"},
@@ -72,7 +73,13 @@ def test_added_instruction_and_changed_judge_cost_only_their_calls(
         # Running what was requested asks the judge once more per instruction.
         rejudged = dg.materialize(
             build_graph(load_config(config_path)).definitions,
-            selection=["ratings", "candidate_pairs", "human_agreement", "dpo_pairs"],
+            selection=[
+                "ratings",
+                "judge_scores",
+                "candidate_pairs",
+                "human_agreement",
+                "dpo_pairs",
+            ],
             partition_key="grow.jsonl",
             instance=instance,
             resources=run_resources(str(config_path)),

@@ -113,7 +113,8 @@ def test_sql_only_check_blocks_a_batch_and_shows_in_the_ui(
     # A side also depends on whether people's verdicts flipped the pair.
     flip = {("candidates", "can_be_chosen"), ("human_verdicts", "choice")}
     flip.add(("human_verdicts", "pair_id"))
-    assert lineage("candidate_pairs")["chosen_rating"] == {("ratings", "rating"), *flip}
+    scores = {("judge_scores", "score"), ("judge_scores", "aspects")}
+    assert lineage("candidate_pairs")["chosen_rating"] == {*scores, *flip}
     assert pairs["instruction_id"] == {("candidate_pairs", "instruction_id")}
     assert lineage("candidate_pairs")["chosen_model"] == {("candidates", "model"), *flip}
     assert lineage("candidates")["instruction_id"] == {

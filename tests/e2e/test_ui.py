@@ -30,7 +30,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from prefgen_dagster.cli import DEMO_INSTRUCTIONS
+from prefgen_dagster.bundled import DEMO_INSTRUCTIONS
 from prefgen_dagster.sql.project import load_project
 from prefgen_dagster.stages import STAGES
 from tests.conftest import CLEAN_ENV
@@ -50,9 +50,10 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
-    # Wide enough that the asset graph, fitted to the window, draws whole nodes with their
-    # full names (narrower, it draws small boxes with shortened names).
-    "--window-size=2400,1300",
+    # Wide enough that the asset graph (nine columns), fitted to the window, draws whole nodes
+    # with their full names (narrower, it draws small boxes with shortened names: at 2,400
+    # pixels `evolved_completions` became `evolv…_completions`).
+    "--window-size=2880,1300",
 )
 PAGE_TIMEOUT_S = 60
 # The community sign-up dialog Dagster opens once per instance, about a second after the

@@ -56,6 +56,7 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
         "evolved_completions",
         "candidates",
         "ratings",
+        "judge_scores",
         "human_verdicts",
         "candidate_pairs",
         "human_agreement",
@@ -67,9 +68,13 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
     assert {k["path"][0] for k in nodes["candidate_pairs"]["dependencyKeys"]} == {
         "candidates",
         "human_verdicts",
-        "ratings",
+        "judge_scores",
     }
-    assert {k["path"][0] for k in nodes["dpo_pairs"]["dependencyKeys"]} == {"candidate_pairs"}
+    # (and a ref in a comment: dpo_pairs' `-- depends_on:` human_agreement)
+    assert {k["path"][0] for k in nodes["dpo_pairs"]["dependencyKeys"]} == {
+        "candidate_pairs",
+        "human_agreement",
+    }
     checks = {
         c["name"]: c for n in nodes.values() for c in n["assetChecksOrError"].get("checks", [])
     }
@@ -98,7 +103,7 @@ BATCH_ASSETS = (
     "candidates",
     "ratings",
 )
-PAIR_ASSETS = ("candidate_pairs", "dpo_pairs")
+PAIR_ASSETS = ("judge_scores", "candidate_pairs", "dpo_pairs")
 
 
 def stale_view(url: str, batch: str) -> dict[str, tuple[str, set[str]]]:
@@ -156,7 +161,7 @@ def test_ui_stale_view_follows_the_config(tmp_path: Path, tiny_models: Path) -> 
         }
 
         # Re-running the ratings (what "materialize unsynced" picks) makes them fresh, and
-        # the pair rule, whose input has new data now, stale.
+        # the judges' scores, whose input has new data now, stale.
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
             rerun = dg.materialize(
                 build_graph(load_config(config_path)).definitions,
@@ -168,6 +173,7 @@ def test_ui_stale_view_follows_the_config(tmp_path: Path, tiny_models: Path) -> 
         assert rerun.success
         assert stale_view(url, "three.jsonl") == {
             **{name: ("FRESH", set()) for name in BATCH_ASSETS},
-            "candidate_pairs": ("STALE", {"DATA"}),
+            "judge_scores": ("STALE", {"DATA"}),
+            "candidate_pairs": ("FRESH", set()),
             "dpo_pairs": ("FRESH", set()),
         }
