@@ -21,7 +21,7 @@ import dagster as dg
 import polars as pl
 import yaml
 
-from prefgen_dagster.cli import DEMO_CONFIG, SMOLLM2_FOLDER
+from prefgen_dagster.bundled import DEMO_CONFIG, SMOLLM2_FOLDER
 from prefgen_dagster.config import load_config
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.defs.partitions import batches

@@ -114,7 +114,7 @@ def prepare_workdir(
     The config is copied so that its relative paths (DuckDB file, inbox, ./models) resolve
     inside `workdir`.
     """
-    from prefgen_dagster.cli import SMOLLM2_FOLDER
+    from prefgen_dagster.bundled import SMOLLM2_FOLDER
     from prefgen_dagster.local_models.packaged import make_smollm2
     from prefgen_dagster.local_models.tiny import make_tiny_models
 
@@ -170,7 +170,7 @@ def time_pipeline(batch: Path, config_path: Path) -> PipelineRun:
     """One `run_batch` (all stages + export): its seconds, and where they went."""
     from breakdown import run_ids, time_by_part
 
-    from prefgen_dagster.cli import run_batch
+    from prefgen_dagster.cli_run import run_batch
     from prefgen_dagster.config import load_config
     from prefgen_dagster.exits import EXIT_HELD_BACK
 
@@ -409,7 +409,7 @@ def print_report(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from prefgen_dagster.cli import TINY_CONFIG
+    from prefgen_dagster.bundled import TINY_CONFIG
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="instructions (JSONL)")

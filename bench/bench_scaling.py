@@ -88,7 +88,7 @@ def replay_direct(db: Path, urls: list[str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prefgen_dagster.cli import TINY_CONFIG
+    from prefgen_dagster.bundled import TINY_CONFIG
     from tests.e2e.servers import vllm_server
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

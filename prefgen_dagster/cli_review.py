@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 from prefgen_dagster.config import load_config
 from prefgen_dagster.exits import EXIT_HELD_BACK
@@ -33,17 +34,18 @@ def review_command(args: argparse.Namespace) -> int:
     if args.review_command == "push":
         print(push(config, storage, client, args.batch))
         return 0
-    from prefgen_dagster.defs.pipeline_run import materialize_verdicts, open_instance
+    from prefgen_dagster.defs.pipeline_run import RunSetup, materialize_verdicts, open_instance
     from prefgen_dagster.defs.report import check_line, label_quality_report
 
     held = False
+    setup = RunSetup(Path(args.config).resolve(), config)
     instance, _ = open_instance(config)
     with instance:
         for batch_id in [args.batch] if args.batch else reviewed_batches(storage):
             print(pull(storage, client, batch_id))
             # The verdicts are the batch's input: its pair models, checks and the export
             # follow (no LLM stage is after them, so no engine starts).
-            batch, export = materialize_verdicts(args.config, batch_id, instance, "CRITICAL")
+            batch, export = materialize_verdicts(setup, batch_id, instance, "CRITICAL")
             for evaluation in batch.get_asset_check_evaluations():
                 print(check_line(evaluation))
             held |= not batch.success

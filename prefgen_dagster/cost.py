@@ -2,11 +2,11 @@
 
 Request counts come from the real plans (the same pool draw and ids the run will use), made
 once per batch (`plan_batch`) a slice at a time and summed up for both the estimate and the
-context warnings. Tokens are counted with each model's counter (`llm.tokens`, the one ingest
-uses) for text we have, and at `max_tokens` for text not written yet, so completion figures
-are upper bounds. Rewrite and judge prompts are counted in parts (the prompt around empty
-texts once, each inserted text on its own, `SEAM_TOKENS` more per insertion), so theirs are
-close upper bounds too.
+context warnings (`prompt_fit.py`). Tokens are counted with each model's counter
+(`llm.tokens`, the one ingest uses) for text we have, and at `max_tokens` for text not
+written yet, so completion figures are upper bounds. Rewrite and judge prompts are counted
+in parts (the prompt around empty texts once, each inserted text on its own, `SEAM_TOKENS`
+more per insertion), so theirs are close upper bounds too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from prefgen_dagster.evolution.prompt import evol_messages
 from prefgen_dagster.generation.plan import plan_completions
 from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.judging import plan as judge_plan
-from prefgen_dagster.judging import prompt as ultrafeedback
 from prefgen_dagster.judging.canaries import Canary, canary_sample
 from prefgen_dagster.llm.plan import Planned
 from prefgen_dagster.llm.tokens import (
@@ -81,6 +80,7 @@ class Requests:
 class BatchPlan:
     """A batch's planned requests, summed up once: what the estimate and the warnings read."""
 
+    key: str  # `instructions_key` of what was planned
     config: PipelineConfig
     generation: Requests
     judging: Requests  # prompts with each text at the longest it may be
@@ -89,30 +89,14 @@ class BatchPlan:
     counters: TokenCounters
 
 
-# The last batch planned, by its key (see `plan_batch`).
-_last_plan: dict[str, BatchPlan] = {}
-
-
 def plan_batch(
     instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str = "estimate"
 ) -> BatchPlan:
-    """Plan the batch's generation and judging (with stand-in texts) and size its prompts.
-
-    `prefgen run` prints the estimate and then, in the same process, the batch's ingest step
-    plans it again for its warnings (seconds at 5,000 instructions): the last plan (its sums)
-    is kept and given back for the same instructions (their ids hash them), config and batch."""
-    key = stable_hash(
-        [[row["instruction_id"] for row in instructions], config.model_dump(mode="json"), batch_id]
-    )
-    if key not in _last_plan:
-        _last_plan.clear()
-        _last_plan[key] = _plan(instructions, config, batch_id)
-    return _last_plan[key]
-
-
-def _plan(instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: str) -> BatchPlan:
-    """`plan_batch`, `PLAN_SLICE` instructions (distinct, as ingest accepts them) at a time:
-    each slice's requests are planned, summed up and dropped."""
+    """Plan the batch's generation and judging (with stand-in texts) and size its prompts,
+    `PLAN_SLICE` instructions (distinct, as ingest accepts them) at a time: each slice's
+    requests are planned, summed up and dropped. `prefgen run` plans once, for its
+    estimate, and hands the plan to the run's check of the prompts' lengths
+    (`defs/resources.PrefgenResource.plan`)."""
     counters = TokenCounters(config)
     by_id = {row["instruction_id"]: row for row in instructions}
     canaried, probed = set[str](), set[str]()
@@ -143,7 +127,13 @@ def _plan(instructions: list[dict[str, Any]], config: PipelineConfig, batch_id: 
         for plan, size in zip(judge_plans, sizes, strict=True):
             iid, answer = plan.row.instruction_id, plan.request.sampling.max_tokens
             bounds.judge[iid] = max(bounds.judge.get(iid, 0), size + answer)
-    return BatchPlan(config, generation, judging, pool_calls, bounds, counters)
+    key = instructions_key(instructions, batch_id)
+    return BatchPlan(key, config, generation, judging, pool_calls, bounds, counters)
+
+
+def instructions_key(instructions: list[dict[str, Any]], batch_id: str) -> str:
+    """What a plan is for: the batch's instructions (their ids hash them) and its id."""
+    return stable_hash([[row["instruction_id"] for row in instructions], batch_id])
 
 
 def rewrite_prompts(
@@ -237,72 +227,6 @@ def estimate(batch: BatchPlan) -> list[StageCost]:
         attempts * judge.max_completion_tokens,
     )
     return [generation, evolution, judging]
-
-
-def context_warnings(batch: BatchPlan) -> list[str]:
-    """Rewrite and judge requests that may not fit their model's context once the answers
-    are written (each at its `max_tokens`): a prompt that does not fit fails as
-    `PromptTooLong`, an answer that does not fit is cut (a judge's is then stored as NULL).
-    Also a judge `max_tokens` set below what a schema-valid answer can take. Ingest already
-    rejects instructions too long for the pool itself."""
-    config, bounds = batch.config, batch.bounds
-    rewrites = [size + config.evol_quality.sampling.max_tokens for size in bounds.evolution]
-    checks = [
-        ("rewrite", "completions", [config.evol_quality.model], rewrites),
-        ("judge", "instructions", config.judge_models(), list(bounds.judge.values())),
-    ]
-    warnings = []
-    for what, unit, models, sizes in checks:
-        for name in dict.fromkeys(models):
-            limit = config.models[name].max_model_len
-            over = [size for size in sizes if size >= limit]
-            if over:
-                warnings.append(
-                    f"warning: {len(over)} of {len(sizes)} {unit} may give {what} requests "
-                    f"longer than {name!r}'s max_model_len {limit} (up to about {max(over)} "
-                    "tokens, prompt and answer, when every text uses its max_tokens); such "
-                    "prompts would fail as PromptTooLong, or their answers be cut. Raise "
-                    "max_model_len, or lower max_tokens or the number of completions."
-                )
-    warnings.extend(_judge_budget_warnings(config, bounds, batch.counters))
-    return warnings
-
-
-def _judge_budget_warnings(
-    config: PipelineConfig, bounds: PromptBounds, counters: TokenCounters
-) -> list[str]:
-    """A judge answer that fits the schema but not a set `max_tokens` is cut and stored as
-    NULL. An answer takes its JSON as each judge's tokenizer counts it (`answer_skeleton`)
-    plus, when rationales are asked for, each rationale at one token per character; without
-    them it is the ratings JSON alone."""
-    judge = config.judge
-    if judge is None or judge.sampling.max_tokens is None or not bounds.candidates:
-        return []
-    count = max(bounds.candidates.values())
-    skeletons = [
-        ultrafeedback.answer_skeleton(judge.mode, count, aspect, judge.with_rationale)
-        for aspect in judge.aspects
-    ]
-    need = max(max(counters.for_model(name).count(skeletons)) for name in judge.models)
-    if judge.with_rationale:
-        need += ultrafeedback.answer_entries(judge.mode, count) * judge.rationale_max_chars
-    if judge.sampling.max_tokens >= need:
-        return []
-    what, advice = (
-        (
-            f"rationales of up to {judge.rationale_max_chars} characters at one token per "
-            "character",
-            ", lower rationale_max_chars, or set with_rationale: false",
-        )
-        if judge.with_rationale
-        else ("ratings only: with_rationale is false", "")
-    )
-    return [
-        f"warning: judge.sampling.max_tokens is {judge.sampling.max_tokens}, but a valid "
-        f"{judge.mode} answer can take up to {need} tokens ({count} texts, {what}); a longer "
-        "answer is cut and stored as a NULL rating. Leave max_tokens unset to size it from "
-        f"the schema{advice}."
-    ]
 
 
 def format_estimate(costs: list[StageCost]) -> str:

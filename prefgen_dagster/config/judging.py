@@ -17,7 +17,7 @@ CanaryKind = Literal[CANARY_KINDS]
 
 class JudgeSampling(SamplingParams):
     """The judge's sampling. `max_tokens` unset: each request gets the most tokens an answer
-    that fits the JSON schema can take (see `ultrafeedback.answer_token_bound`), so a
+    that fits the JSON schema can take (see `judging.modes.JudgeMode.token_bound`), so a
     schema-valid answer is never cut off."""
 
     temperature: float = 0.0

@@ -7,6 +7,7 @@ raw_instructions -> pooled_completions -> evolved_completions -> candidates (SQL
 """
 
 import inspect
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ import dagster as dg
 import polars as pl
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.cost import context_warnings, plan_batch
 from prefgen_dagster.defs import metadata
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import EnginesResource, PrefgenResource
@@ -29,8 +29,10 @@ from prefgen_dagster.ingest.validate import SEEN_BEFORE, ingest
 from prefgen_dagster.judging import stage as judging
 from prefgen_dagster.llm.driver import run_stage
 from prefgen_dagster.llm.stage import Batch, LLMStage
+from prefgen_dagster.prompt_fit import context_warnings
 from prefgen_dagster.stages import INGEST, Stage, pipeline_hash
 from prefgen_dagster.storage.schema import TABLES
+from prefgen_dagster.storage.store import batch_instructions
 
 GROUP = "prefgen"
 
@@ -68,33 +70,13 @@ def raw_instructions(
     seen_rows = sum(row["reason"].startswith(SEEN_BEFORE) for row in result.rejected)
     accepted = TABLES["instructions"].frame(result.accepted)
     rejected = TABLES["rejected_inputs"].frame(result.rejected)
-    batch_row = TABLES["batches"].frame(
-        [
-            {
-                "batch_id": batch_id,
-                "source": source,
-                "input_rows": result.input_rows,
-                "accepted_rows": accepted.height,
-                "rejected_rows": rejected.height,
-                "pipeline_hash": settings,
-            }
-        ]
-    )
+    batch_row = {"batch_id": batch_id, "source": source, "input_rows": result.input_rows}
+    batch_row |= {"accepted_rows": accepted.height, "rejected_rows": rejected.height}
+    tables = {"batches": TABLES["batches"].frame([{**batch_row, "pipeline_hash": settings}])}
     storage.replace_partitions(
-        batch_id, {"batches": batch_row, "instructions": accepted, "rejected_inputs": rejected}
+        batch_id, {**tables, "instructions": accepted, "rejected_inputs": rejected}
     )
-    # Every rejection is in `rejected_inputs`; the run log gets the first few, not 100,000.
-    logged = 20
-    for row in result.rejected[:logged]:
-        context.log.warning(f"{row['source']} row {row['source_row']}: {row['reason']}")
-    if len(result.rejected) > logged:
-        context.log.warning(
-            f"{source}: {len(result.rejected) - logged} more rejected rows in rejected_inputs"
-        )
-    # Later stages' prompts that may not fit their model (the pool's are checked above).
-    warnings = context_warnings(plan_batch(result.accepted, config, batch_id))
-    for warning in warnings:
-        context.log.warning(f"{source}: {warning}")
+    _log_rejections(context, source, result.rejected)
     return dg.MaterializeResult(
         data_version=metadata.data_version(pl.concat([accepted, rejected], how="diagonal")),
         metadata={
@@ -108,9 +90,70 @@ def raw_instructions(
                 metadata.markdown_table(rejected.select("source_row", "reason", "raw"), 10)
             ),
             "context_limits": dg.MetadataValue.json(limits.describe()),
-            "context_warnings": dg.MetadataValue.json(warnings),
         },
     )
+
+
+def _log_rejections(
+    context: dg.AssetExecutionContext, source: str, rejected: list[dict[str, Any]]
+) -> None:
+    """Every rejection is in `rejected_inputs`; the run log gets the first few, not 100,000."""
+    logged = 20
+    for row in rejected[:logged]:
+        context.log.warning(f"{row['source']} row {row['source_row']}: {row['reason']}")
+    if len(rejected) > logged:
+        context.log.warning(
+            f"{source}: {len(rejected) - logged} more rejected rows in rejected_inputs"
+        )
+
+
+LATER_PROMPTS_FIT = "later_prompts_fit"
+
+
+def later_prompts_fit_check() -> dg.AssetChecksDefinition:
+    """The non-blocking check that later stages' prompts fit their models."""
+
+    @dg.asset_check(
+        asset=raw_instructions,
+        name=LATER_PROMPTS_FIT,
+        partitions_def=batches,
+        description="[WARN] The batch's rewrite and judge prompts fit their models' context, "
+        "each text counted at its longest (`prompt_fit.context_warnings`): the pool's are "
+        "checked by ingest itself, a request that does not fit fails alone and is recorded. "
+        "Not blocking.",
+    )
+    def later_prompts_fit(
+        context: dg.AssetCheckExecutionContext, prefgen: PrefgenResource
+    ) -> dg.AssetCheckResult:
+        config, storage = prefgen.open()
+        batch_id = context.partition_key
+        instructions = list(batch_instructions(storage, batch_id).values())
+        found = context_warnings(prefgen.plan(batch_id, instructions))
+        for warning in found:
+            context.log.warning(f"{batch_id}: {warning}")
+        storage.record_check(
+            {
+                "batch_id": batch_id,
+                "check_name": LATER_PROMPTS_FIT,
+                "asset": raw_instructions.key.to_user_string(),
+                "severity": "WARN",
+                "blocking": False,
+                "passed": not found,
+                "failing_rows": len(found),
+                "reason": found[0] if found else None,
+            }
+        )
+        return dg.AssetCheckResult(
+            passed=not found,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "failing_rows": len(found),
+                **({"reason": found[0]} if found else {}),
+                "context_warnings": dg.MetadataValue.json(found),
+            },
+        )
+
+    return later_prompts_fit
 
 
 def _display_path(path: Path, config: PipelineConfig) -> str:
@@ -174,6 +217,14 @@ def llm_asset(stage: LLMStage) -> dg.AssetsDefinition:
 
 # The LLM stages, in pipeline order: one entry per stage (its folder holds the rest).
 LLM_STAGES: tuple[LLMStage, ...] = (generation.STAGE, evolution.STAGE, judging.STAGE)
+
+
+def python_checks() -> list[dg.AssetChecksDefinition]:
+    """The checks written in Python (the others are `dbt_like_sql/checks/`)."""
+    # Partitioned asset checks are a Dagster preview feature; the warning is known and noisy.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return [later_prompts_fit_check()]
 
 
 def python_assets() -> list[tuple[dg.AssetsDefinition, Stage]]:

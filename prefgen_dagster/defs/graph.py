@@ -10,7 +10,7 @@ import dagster as dg
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs import metadata, verdicts, versions
-from prefgen_dagster.defs.assets import python_assets
+from prefgen_dagster.defs.assets import python_assets, python_checks
 from prefgen_dagster.defs.automation import EXPORT_CONDITION, STAGE_CONDITION
 from prefgen_dagster.defs.checks import build_sql_checks
 from prefgen_dagster.defs.sql_assets import build_export_asset, build_model_asset
@@ -87,7 +87,9 @@ def build_graph(config: PipelineConfig, sql_dir: Path | None = None) -> Pipeline
         )
     )
     return PipelineGraph(
-        [*stages, *inputs, *models], export_asset, build_sql_checks(project, values)
+        [*stages, *inputs, *models],
+        export_asset,
+        [*python_checks(), *build_sql_checks(project, values)],
     )
 
 

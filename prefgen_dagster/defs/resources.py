@@ -7,11 +7,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
 
 from prefgen_dagster.config import PipelineConfig, load_config
+from prefgen_dagster.cost import BatchPlan, instructions_key, plan_batch
 from prefgen_dagster.llm.heap import one_full_collection
 from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.stages import Section, models_after
@@ -27,19 +29,35 @@ def default_config_path() -> str:
 
 class PrefgenResource(dg.ConfigurableResource):
     """The one place the pipeline config comes from: assets, checks, the inbox sensor and
-    the catch-up schedule all read it through this resource. Every use reads the YAML
-    afresh (it is small)."""
+    the catch-up schedule all read it through this resource. A run reads the YAML once,
+    when the resource is set up for it (`prefgen run` hands over the config it loaded, see
+    `run_resources`); a sensor tick or schedule reads it afresh."""
 
     config_path: str
+    _config: PipelineConfig | None = PrivateAttr(default=None)
+    # Batch plans made before the run (`prefgen run`'s estimate), by batch id.
+    _plans: dict[str, BatchPlan] = PrivateAttr(default_factory=dict)
     # One `Storage` per DuckDB file for the resource's life: it checks the file's schema on
     # its first connection only.
     _storages: dict[Path, Storage] = PrivateAttr(default_factory=dict)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._config = load_config(self.config_path)
+
     def config(self) -> PipelineConfig:
-        return load_config(self.config_path)
+        return self._config if self._config is not None else load_config(self.config_path)
+
+    def plan(self, batch_id: str, instructions: list[dict[str, Any]]) -> BatchPlan:
+        """The batch's plan: the one handed over when it is for these instructions, else
+        made now."""
+        config = self.config()
+        handed = self._plans.get(batch_id)
+        if handed is not None and handed.key == instructions_key(instructions, batch_id):
+            return handed
+        return plan_batch(instructions, config, batch_id)
 
     def open(self) -> tuple[PipelineConfig, Storage]:
-        """The config, read once, and the DuckDB file it names."""
+        """The config and the DuckDB file it names."""
         config = self.config()
         path = config.resolve(config.paths.duckdb_path)
         if path not in self._storages:
@@ -79,6 +97,20 @@ class EnginesResource(dg.ConfigurableResource):
                 self._pool.keep_only(models_after(config, section))
 
 
-def run_resources(config_path: str | Path) -> dict[str, dg.ConfigurableResource]:
-    """The resources every run of the assets takes: the config and the run's engines."""
-    return {"prefgen": PrefgenResource(config_path=str(config_path)), "engines": EnginesResource()}
+def run_resources(
+    config_path: str | Path,
+    config: PipelineConfig | None = None,
+    plans: dict[str, BatchPlan] | None = None,
+) -> dict[str, Any]:
+    """The resources every run of the assets takes: the config and the run's engines. An
+    in-process run may hand over the `config` it loaded and the `plans` it made: the
+    resource is then passed to the steps as it is (Dagster would build a fresh one from
+    `config_path`, without them)."""
+    prefgen = PrefgenResource(config_path=str(config_path))
+    if config is None:
+        return {"prefgen": prefgen, "engines": EnginesResource()}
+    prefgen._config, prefgen._plans = config, dict(plans or {})
+    return {
+        "prefgen": dg.ResourceDefinition.hardcoded_resource(prefgen),
+        "engines": EnginesResource(),
+    }

@@ -1,4 +1,4 @@
-"""The dataset card (README.md) and the folder a Hub upload sends.
+"""The dataset card (README.md) and its plots (the folder a Hub upload sends: `hub.py`).
 
 The card starts with the YAML block the Hugging Face Hub reads (license, task, size, tags,
 and a `configs` entry pointing at the Parquet shard, so `datasets.load_dataset` reads the
@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import yaml
 
 from prefgen_dagster.config import PipelineConfig
@@ -139,8 +138,6 @@ def dataset_card(
 ) -> str:
     """README.md for the export: the YAML block, then the card in prose and lists. `plots`
     are linked by their relative path; `write_plots` puts the files there."""
-    judge = config.judge
-    models = Counter(r["chosen_model"] for r in records)
     front = yaml.safe_dump(card_metadata(records, config), sort_keys=False)
     lines = [
         "---",
@@ -155,6 +152,29 @@ def dataset_card(
         "The format is TRL's conversational one: `prompt` is a list of messages, `chosen` and",
         "`rejected` one assistant message each.",
         "",
+        *_how_it_was_made(records, config, settings),
+        *_statistics(records, summary, config),
+        *human_review_section(records, summary["human_agreement"], config),
+        *(["## Plots", "", markdown(list(plots), embed=False), ""] if plots else []),
+        "## Columns",
+        "",
+        *(
+            [f"* `{name}`: {describe(EXPORT, name)}" for name in records[0]]
+            if records
+            else ["_no pairs exported_"]
+        ),
+        "",
+        *_USE_AND_CITATIONS,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _how_it_was_made(
+    records: list[dict[str, Any]], config: PipelineConfig, settings: str
+) -> list[str]:
+    judge = config.judge
+    stale = sum(r["settings_hash"] != settings for r in records)
+    return [
         "## How it was made",
         "",
         *(
@@ -178,12 +198,17 @@ def dataset_card(
         ),
         f"* settings hash: `{settings}` (each row's `settings_hash` says what it was made "
         "with, and its ids trace it back)",
-        *(
-            [f"* rows made with older settings (not re-run since): {stale}"]
-            if (stale := sum(r["settings_hash"] != settings for r in records))
-            else []
-        ),
+        *([f"* rows made with older settings (not re-run since): {stale}"] if stale else []),
         "",
+    ]
+
+
+def _statistics(
+    records: list[dict[str, Any]], summary: dict[str, Any], config: PipelineConfig
+) -> list[str]:
+    """The pairs' counts and margins, and what the gates kept out."""
+    models = Counter(r["chosen_model"] for r in records)
+    return [
         "## Statistics",
         "",
         f"* pairs: {len(records)}",
@@ -202,34 +227,27 @@ def dataset_card(
         f"* pairs dropped by the pair rule (see candidate_pairs.dropped_because): "
         f"{summary['pairs_dropped']}",
         "",
-        *human_review_section(records, summary["human_agreement"], config),
-        *(["## Plots", "", markdown(list(plots), embed=False), ""] if plots else []),
-        "## Columns",
-        "",
-        *(
-            [f"* `{name}`: {describe(EXPORT, name)}" for name in records[0]]
-            if records
-            else ["_no pairs exported_"]
-        ),
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from datasets import load_dataset",
-        "from trl import DPOConfig, DPOTrainer",
-        "",
-        'pairs = load_dataset("<this repo or folder>", split="train")  # and "test"',
-        "trainer = DPOTrainer(model=model, args=DPOConfig(output_dir='out'),",
-        "                     train_dataset=pairs, processing_class=tokenizer)",
-        "```",
-        "",
-        "## Citations",
-        "",
-        "* UltraFeedback: Cui et al., 2023, arXiv:2310.01377",
-        "* EvolQuality (Deita): Liu et al., 2023, arXiv:2312.15685",
-        "* DPO: Rafailov et al., 2023, arXiv:2305.18290",
     ]
-    return "\n".join(lines) + "\n"
+
+
+_USE_AND_CITATIONS = (
+    "## Use",
+    "",
+    "```python",
+    "from datasets import load_dataset",
+    "from trl import DPOConfig, DPOTrainer",
+    "",
+    'pairs = load_dataset("<this repo or folder>", split="train")  # and "test"',
+    "trainer = DPOTrainer(model=model, args=DPOConfig(output_dir='out'),",
+    "                     train_dataset=pairs, processing_class=tokenizer)",
+    "```",
+    "",
+    "## Citations",
+    "",
+    "* UltraFeedback: Cui et al., 2023, arXiv:2310.01377",
+    "* EvolQuality (Deita): Liu et al., 2023, arXiv:2312.15685",
+    "* DPO: Rafailov et al., 2023, arXiv:2305.18290",
+)
 
 
 def write_plots(plots: Sequence[Plot], export_dir: Path) -> list[Path]:
@@ -243,50 +261,3 @@ def write_plots(plots: Sequence[Plot], export_dir: Path) -> list[Path]:
     for plot, path in zip(plots, paths, strict=True):
         path.write_bytes(plot.png)
     return paths
-
-
-def hub_folder(export_dir: Path, target: Path) -> Path:
-    """The folder a Hub upload sends: the exported Parquet as its one train shard, the card,
-    and the plots it links. Made from what the export wrote, so it is exactly what was
-    exported."""
-    parquet = export_dir / "preference_dataset.parquet"
-    if not parquet.exists():
-        raise FileNotFoundError(f"{parquet}: nothing exported yet (run a batch first)")
-    if target.exists():
-        shutil.rmtree(target)
-    (target / "data").mkdir(parents=True)
-    rows = pl.read_parquet(parquet)
-    for split in present_splits(rows.select("split").to_dicts() if rows.height else []):
-        part = rows.filter(pl.col("split") == split) if rows.height else rows
-        part.write_parquet(target / hub_shard(split))
-    shutil.copyfile(export_dir / "README.md", target / "README.md")
-    if (export_dir / PLOTS_DIR).is_dir():
-        shutil.copytree(export_dir / PLOTS_DIR, target / PLOTS_DIR)
-    return target
-
-
-class MissingToken(RuntimeError):
-    """An upload was asked for without a Hub token."""
-
-
-def publish(
-    export_dir: Path, repo_id: str, dry_run: Path | None, private: bool, token: str | None
-) -> str:
-    """Upload what the export wrote (Parquet + card) as a Hub dataset repo, or with
-    `dry_run` only write the folder that would be uploaded; returns what was done."""
-    folder = hub_folder(export_dir, dry_run or export_dir / "hub")
-    if dry_run is not None:
-        return f"{folder}: what `prefgen push {repo_id}` would upload"
-    if not token:
-        raise MissingToken("set HF_TOKEN to a Hugging Face token with write access")
-    return _upload(folder, repo_id, token, private)
-
-
-def _upload(folder: Path, repo_id: str, token: str, private: bool) -> str:
-    """Upload the folder as a dataset repo; returns its URL. The token is only passed on."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
-    return f"https://huggingface.co/datasets/{repo_id}"

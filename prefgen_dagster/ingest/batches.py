@@ -50,6 +50,15 @@ def is_valid_batch_name(name: str) -> bool:
     )
 
 
+def check_batch_name(file: Path) -> None:
+    """Raise `InputFileError` (one line) when the file's name cannot name a batch."""
+    if not is_valid_batch_name(file.name):
+        raise InputFileError(
+            f"{file}: not usable as a batch name (a plain file name: no leading dot, no "
+            "backslash, comma, bracket or control character)"
+        )
+
+
 def seen_in_other_batches(
     storage: Storage, batch_id: str, pipeline_hash: str
 ) -> dict[str, tuple[str, int]]:

@@ -59,18 +59,7 @@ def failed(count: int, status: str) -> JudgeVerdict:
     return JudgeVerdict([None] * count, [None] * count, status)
 
 
-def parse_verdict(
-    mode: str, text: str | None, count: int, allow_na: bool = False, with_rationale: bool = True
-) -> JudgeVerdict:
-    """One judge answer in any mode, as ratings of the `count` responses it was shown."""
-    if mode == "pairwise":
-        return parse_pairwise_output(text, with_rationale)
-    if mode == "pointwise":
-        return parse_pointwise_output(text, allow_na, with_rationale)
-    return parse_judge_output(text, count, allow_na, with_rationale)
-
-
-def parse_judge_output(
+def parse_listwise_output(
     text: str | None, count: int, allow_na: bool = False, with_rationale: bool = True
 ) -> JudgeVerdict:
     """A listwise answer: `{"ratings": [...]}` with exactly `count` entries."""

@@ -1,5 +1,6 @@
-"""Pure planning of the judging: the groups a judge compares, their requests in each mode,
-and the rating rows an answer gives. `run.py` runs the plans."""
+"""Pure planning of the judging: the groups a judge compares, their requests (as the
+judge's mode makes them, `modes.py`), and the rating rows an answer gives. `stage.py` runs
+the plans."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.config.base import SamplingParams
 from prefgen_dagster.config.judging import JUDGE_ORDERS, JudgeConfig
 from prefgen_dagster.ids import seed_from, stable_hash
-from prefgen_dagster.judging import prompt
 from prefgen_dagster.judging.canaries import Canary, sample_ids
+from prefgen_dagster.judging.modes import MODES
 from prefgen_dagster.judging.parse import JudgeVerdict
 from prefgen_dagster.llm.plan import Planned, model_identity
 from prefgen_dagster.llm.tokens import SEAM_TOKENS, TokenCounters, prompts_tokens
@@ -22,16 +23,6 @@ def judge_settings(config: PipelineConfig) -> str:
     identities = [model_identity(config, name) for name in config.judge_models()]
     judge = config.judge.model_dump(mode="json") if config.judge else None
     return stable_hash([judge, identities])
-
-
-def ordered(items: list[Any], order: str) -> list[Any]:
-    """The items in one of the judge orders: as given, reversed, or rotated by half."""
-    if order == "reversed":
-        return items[::-1]
-    if order == "rotated" and items:
-        shift = max(1, len(items) // 2)
-        return items[shift:] + items[:shift]
-    return list(items)
 
 
 @dataclass(frozen=True)
@@ -68,7 +59,7 @@ def judge_groups(
     judge = config.judge
     if judge is None:
         return []
-    orders = tuple(judge.orders) if judge.mode == "listwise" else ("original",)
+    orders = MODES[judge.mode].orders(judge)
     by_instruction: dict[str, list[tuple[str, str]]] = {}
     for candidate in sorted(candidates, key=lambda c: c["completion_id"]):
         by_instruction.setdefault(candidate["instruction_id"], []).append(
@@ -119,104 +110,57 @@ def plan_judging(
     attempt: int,
     only: set[JudgeKey] | None = None,
 ) -> list[Planned]:
-    """The judge requests for every group, judge and aspect, by mode:
-
-    * listwise: one request per order, showing all the group's texts;
-    * pointwise: one request per text;
-    * pairwise: one request per two texts and order (A, B) and (B, A).
-
-    Pointwise and pairwise requests are seeded by the texts they show, so the same text of
-    the same instruction (a candidate that is also a canary's intact side) is asked once.
-    Re-asks (`attempt` > 0, limited to the keys in `only`) use a new seed and some
-    temperature, or they would repeat the answer that failed to parse.
-    """
+    """The judge requests for every group, judge and aspect, as the judge's mode makes them
+    (`modes.py`). Re-asks (`attempt` > 0, limited to the keys in `only`) use a new seed and
+    some temperature, or they would repeat the answer that failed to parse."""
     judge = config.judge
     if judge is None:
         return []
+    mode = MODES[judge.mode]
     plans = []
     for group in groups:
         instruction = instructions[group.instruction_id]["instruction"]
+        requests = mode.requests(list(group.items), group.orders)
         for judge_name in judge.models:
             identity = model_identity(config, judge_name)
             for aspect in judge.aspects:
-                for slot, shown, order in _requests(group, judge.mode):
+                for slot, shown, order in requests:
                     key = (group.purpose, group.group_id, judge_name, aspect, slot)
-                    if only is not None and key not in only:
-                        continue
-                    texts = [text for _, text in shown]
-                    seed_basis: list[Any] = (
-                        [group.group_id, order]
-                        if judge.mode == "listwise"
-                        else [group.instruction_id, *(stable_hash(t) for t in texts)]
-                    )
-                    seed = seed_from(
-                        "judge", judge.seed, judge.mode, *seed_basis, aspect, identity, attempt
-                    )
-                    request = LLMRequest(
-                        identity,
-                        request_messages(judge, instruction, texts, aspect),
-                        _judge_sampling(judge, len(texts), attempt),
-                        seed,
-                        json_schema=_judge_schema(judge, len(texts), aspect),
-                    )
-                    plans.append(
-                        Planned(
-                            judge_name,
-                            request,
-                            JudgeSlot(
-                                key=key,
-                                instruction_id=group.instruction_id,
-                                purpose=group.purpose,
-                                mode=judge.mode,
-                                completion_ids=[item_id for item_id, _ in shown],
-                                aspect=aspect,
-                                order_name=order,
-                                attempt=attempt,
+                    if only is None or key in only:
+                        texts = [text for _, text in shown]
+                        seed_basis = mode.seed_basis(
+                            group.group_id, group.instruction_id, order, texts
+                        )
+                        seed = seed_from(
+                            "judge", judge.seed, mode.name, *seed_basis, aspect, identity, attempt
+                        )
+                        request = LLMRequest(
+                            identity,
+                            mode.messages(instruction, texts, aspect, judge.with_rationale),
+                            _judge_sampling(judge, len(texts), attempt),
+                            seed,
+                            json_schema=mode.schema(
+                                len(texts), aspect, judge.rationale_max_chars, judge.with_rationale
                             ),
                         )
-                    )
+                        slot_row = JudgeSlot(
+                            key, group.instruction_id, group.purpose, mode.name,
+                            [item_id for item_id, _ in shown], aspect, order, attempt,
+                        )  # fmt: skip
+                        plans.append(Planned(judge_name, request, slot_row))
     return plans
-
-
-def _requests(group: JudgeGroup, mode: str) -> list[tuple[str, list[tuple[str, str]], str]]:
-    """(slot, texts shown in order, order name) for each request a group gets."""
-    items = list(group.items)
-    if mode == "pointwise":
-        return [(item_id, [(item_id, text)], "original") for item_id, text in items]
-    if mode == "pairwise":
-        requests = []
-        for i, first in enumerate(items):
-            for second in items[i + 1 :]:
-                requests.append((f"{first[0]}>{second[0]}", [first, second], "original"))
-                requests.append((f"{second[0]}>{first[0]}", [second, first], "reversed"))
-        return requests
-    return [(order, ordered(items, order), order) for order in group.orders]
 
 
 def request_messages(
     judge: JudgeConfig, instruction: str, texts: list[str], aspect: str
 ) -> list[dict[str, str]]:
     """The messages of one judge request in the judge's mode, showing `texts` in order."""
-    if judge.mode == "pointwise":
-        return prompt.pointwise_messages(instruction, texts[0], aspect, judge.with_rationale)
-    if judge.mode == "pairwise":
-        return prompt.pairwise_messages(
-            instruction, texts[0], texts[1], aspect, judge.with_rationale
-        )
-    return prompt.judge_messages(instruction, texts, aspect, judge.with_rationale)
-
-
-def _judge_schema(judge: JudgeConfig, count: int, aspect: str) -> dict[str, Any]:
-    if judge.mode == "pointwise":
-        return prompt.pointwise_schema(judge.rationale_max_chars, aspect, judge.with_rationale)
-    if judge.mode == "pairwise":
-        return prompt.pairwise_schema(judge.rationale_max_chars, judge.with_rationale)
-    return prompt.judge_schema(count, judge.rationale_max_chars, aspect, judge.with_rationale)
+    return MODES[judge.mode].messages(instruction, texts, aspect, judge.with_rationale)
 
 
 def _judge_sampling(judge: JudgeConfig, count: int, attempt: int) -> SamplingParams:
     """The configured sampling; `max_tokens` unset: enough for any schema-valid answer about
-    `count` texts (see `prompt.answer_token_bound`)."""
+    `count` texts (see `JudgeMode.token_bound`)."""
     temperature = judge.sampling.temperature
     if attempt > 0:
         temperature = max(temperature, 0.7)
@@ -224,9 +168,7 @@ def _judge_sampling(judge: JudgeConfig, count: int, attempt: int) -> SamplingPar
         temperature=temperature,
         top_p=judge.sampling.top_p,
         max_tokens=judge.sampling.max_tokens
-        or prompt.answer_token_bound(
-            judge.mode, count, judge.rationale_max_chars, judge.with_rationale
-        ),
+        or MODES[judge.mode].token_bound(count, judge.rationale_max_chars, judge.with_rationale),
     )
 
 

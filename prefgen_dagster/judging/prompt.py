@@ -12,7 +12,6 @@ no factual claims); the other aspects always get a number.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,7 +168,7 @@ def _messages(task: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": task}]
 
 
-def judge_messages(
+def listwise_messages(
     instruction: str, responses: list[str], aspect: str = "overall", with_rationale: bool = True
 ) -> list[dict[str, str]]:
     """Listwise: one request that rates all of an instruction's responses, in the given
@@ -243,7 +242,7 @@ def _rating_properties(
     return properties
 
 
-def judge_schema(
+def listwise_schema(
     count: int, rationale_max_chars: int, aspect: str = "overall", with_rationale: bool = True
 ) -> dict[str, Any]:
     """Listwise: a JSON schema that admits exactly `count` ratings, each an integer from 1
@@ -270,40 +269,3 @@ def pairwise_schema(rationale_max_chars: int, with_rationale: bool = True) -> di
     if with_rationale:
         properties["rationale"] = {"type": "string", "maxLength": rationale_max_chars}
     return _object(properties)
-
-
-# Tokens for the JSON around the values: braces, keys, quotes, commas (generous, so that
-# tokenizers that split punctuation finely still fit).
-_ENVELOPE_TOKENS = 8
-_ENTRY_TOKENS = 16
-
-
-def answer_entries(mode: str, count: int) -> int:
-    """How many rating objects (each with its rationale, if asked) one answer holds; `count`
-    is the number of responses in the request."""
-    return count if mode == "listwise" else 1
-
-
-def answer_token_bound(
-    mode: str, count: int, rationale_max_chars: int, with_rationale: bool = True
-) -> int:
-    """The most tokens a schema-valid answer can take, counting a rationale at one token per
-    character (a weak model may write it one character at a time): the judge's `max_tokens`
-    when the config leaves it unset. `count` is the number of responses in the request."""
-    per_entry = _ENTRY_TOKENS + (rationale_max_chars if with_rationale else 0)
-    return _ENVELOPE_TOKENS + answer_entries(mode, count) * per_entry
-
-
-def answer_skeleton(mode: str, count: int, aspect: str, with_rationale: bool) -> str:
-    """The longest answer the schema admits with every rationale empty, written compactly
-    (the widest value in each place: "N/A" where the aspect allows it, "tie"): the JSON an
-    answer takes besides its rationales' text. A token counter sizes it for a set
-    `max_tokens`; without rationales it is the whole answer."""
-    rationale = {"rationale": ""} if with_rationale else {}
-    if mode == "pairwise":
-        answer: dict[str, Any] = {"better": max(PAIRWISE_VERDICTS, key=len), **rationale}
-    else:
-        rating = NOT_APPLICABLE if ASPECTS[aspect].allows_na else 5
-        entry = {"rating": rating, **rationale}
-        answer = {"ratings": [entry] * count} if mode == "listwise" else entry
-    return json.dumps(answer, separators=(",", ":"))

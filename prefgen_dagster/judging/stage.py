@@ -13,7 +13,8 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.config.judging import CanaryConfig
 from prefgen_dagster.judging.calibration import calibrate
 from prefgen_dagster.judging.canaries import Canary, build_canaries
-from prefgen_dagster.judging.parse import REQUEST_FAILED, failed, parse_verdict
+from prefgen_dagster.judging.modes import MODES
+from prefgen_dagster.judging.parse import REQUEST_FAILED, failed
 from prefgen_dagster.judging.plan import (
     JudgeGroup,
     JudgeKey,
@@ -81,8 +82,7 @@ class JudgingWork(Work):
                 ]
                 continue
             raw = answer["response"]
-            verdict = parse_verdict(
-                judge.mode,
+            verdict = MODES[judge.mode].parse(
                 raw,
                 len(plan.row.completion_ids),
                 allow_na=ASPECTS[plan.row.aspect].allows_na,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any
 
@@ -105,20 +105,10 @@ class RunStats:
         }
 
     def add(self, other: RunStats) -> None:
-        for name in (
-            "requested",
-            "cache_hits",
-            "reused",
-            "engine_calls",
-            "failed",
-            "given_up",
-            "prompt_tokens",
-            "completion_tokens",
-            "engine_seconds",
-            "engine_starts",
-            "engine_start_seconds",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for counted in fields(self):  # the numbers add up; the two tallies merge below
+            value = getattr(self, counted.name)
+            if isinstance(value, int | float):
+                setattr(self, counted.name, value + getattr(other, counted.name))
         for model, count in other.per_model_calls.items():
             self.per_model_calls[model] = self.per_model_calls.get(model, 0) + count
         self.failed_by_kind.update(other.failed_by_kind)
@@ -146,58 +136,16 @@ def run_requests(
     unique: dict[str, tuple[str, LLMRequest]] = {}
     for model_name, request in requests:
         unique.setdefault(request.call_id, (model_name, request))
-    with storage.session():  # one connection for both lookups
-        answers = storage.cached_calls(list(unique))
-        unanswered = [call_id for call_id in unique if call_id not in answers]
-        failures = storage.failures(unanswered)
-    stats.cache_hits = sum(1 for model_name, request in requests if request.call_id in answers)
+    answers = _known_answers(requests, unique, storage, config, stats)
     cached = Counter(model_name for model_name, r in unique.values() if r.call_id in answers)
-    for call_id, failure in failures.items():
-        if failure["runs"] >= config.engine.max_failed_runs:
-            answers[call_id] = _given_up(failure)
-            stats.given_up += 1
-
     missing: dict[str, list[LLMRequest]] = {}
     for call_id, (model_name, request) in unique.items():
         if call_id not in answers:
             missing.setdefault(model_name, []).append(request)
-
     # Models already loaded first: with `max_loaded_models` set, the others may push them out.
     for model_name in sorted(missing, key=lambda name: name not in engines.loaded):
-        pending = prefix_order(missing[model_name])
-        starts, start_seconds = len(engines.starts), engines.start_seconds
-        try:
-            engine = engines.get(config, model_name)
-        except Exception as err:
-            raise engine_failure(config, model_name, "to start", err, answers, unique) from err
-        stats.engine_starts += len(engines.starts) - starts
-        stats.engine_start_seconds += engines.start_seconds - start_seconds
-        progress = Progress(model_name, len(pending), cached=cached[model_name])
-        # Leaving the saver writes what arrived, also on an interrupt or an engine error.
-        with AnswerSaver(storage, run_id, config.engine.save_interval_s) as saver:
-            budget = config.engine.token_budget
-            chunk_size = len(pending) if budget is None else config.engine.chunk_size
-            for start in range(0, len(pending), chunk_size):
-                unasked = len(unique) - len(answers) - len(saver.rows)
-                _check_budget(storage, config, run_id, unasked)
-                chunk = pending[start : start + chunk_size]
-                began = time.perf_counter()
-                try:
-                    results = engine.generate(chunk, partial(_save_one, saver, progress, chunk))
-                except Exception as err:
-                    answers.update(saver.rows)
-                    number = start // chunk_size + 1
-                    when = f"on chunk {number} of {-(-len(pending) // chunk_size)}"
-                    raise engine_failure(config, model_name, when, err, answers, unique) from err
-                for index, result in enumerate(results):
-                    _save_one(saver, progress, chunk, index, result)
-                saver.flush()  # the token budget reads what the cache holds
-                stats.engine_seconds += time.perf_counter() - began
-                stats.engine_calls += len(chunk)
-                calls = stats.per_model_calls
-                calls[model_name] = calls.get(model_name, 0) + len(chunk)
-        answers.update(saver.rows)
-
+        asked = _Asked(model_name, prefix_order(missing[model_name]), answers, unique)
+        _answer_model(asked, cached[model_name], storage, config, engines, run_id, stats)
     for row in answers.values():
         stats.prompt_tokens += row.get("prompt_tokens") or 0
         stats.completion_tokens += row.get("completion_tokens") or 0
@@ -205,6 +153,84 @@ def run_requests(
             stats.failed_by_kind[row["error"].split(":", 1)[0].strip()] += 1
     stats.failed = sum(1 for row in answers.values() if "error" in row)
     return answers, stats
+
+
+def _known_answers(
+    requests: Sequence[tuple[str, LLMRequest]],
+    unique: dict[str, tuple[str, LLMRequest]],
+    storage: Storage,
+    config: PipelineConfig,
+    stats: RunStats,
+) -> dict[str, dict[str, Any]]:
+    """What needs no engine: the cached answers, and the requests given up on after
+    `engine.max_failed_runs` failed runs (as failed rows)."""
+    with storage.session():  # one connection for both lookups
+        answers = storage.cached_calls(list(unique))
+        unanswered = [call_id for call_id in unique if call_id not in answers]
+        failures = storage.failures(unanswered)
+    stats.cache_hits = sum(1 for model_name, request in requests if request.call_id in answers)
+    for call_id, failure in failures.items():
+        if failure["runs"] >= config.engine.max_failed_runs:
+            answers[call_id] = _given_up(failure)
+            stats.given_up += 1
+    return answers
+
+
+@dataclass
+class _Asked:
+    """One model's share of a stage's requests, and the stage's answers so far."""
+
+    model_name: str
+    pending: list[LLMRequest]
+    answers: dict[str, dict[str, Any]]
+    unique: dict[str, tuple[str, LLMRequest]]
+
+
+def _answer_model(
+    asked: _Asked,
+    cached: int,
+    storage: Storage,
+    config: PipelineConfig,
+    engines: EnginePool,
+    run_id: str | None,
+    stats: RunStats,
+) -> None:
+    """Ask one model its pending requests (in chunks under a token budget), adding what
+    comes back to `asked.answers` as it arrives."""
+    model_name, pending = asked.model_name, asked.pending
+    answers, unique = asked.answers, asked.unique
+    starts, start_seconds = len(engines.starts), engines.start_seconds
+    try:
+        engine = engines.get(config, model_name)
+    except Exception as err:
+        raise engine_failure(config, model_name, "to start", err, answers, unique) from err
+    stats.engine_starts += len(engines.starts) - starts
+    stats.engine_start_seconds += engines.start_seconds - start_seconds
+    progress = Progress(model_name, len(pending), cached=cached)
+    # Leaving the saver writes what arrived, also on an interrupt or an engine error.
+    with AnswerSaver(storage, run_id, config.engine.save_interval_s) as saver:
+        budget = config.engine.token_budget
+        chunk_size = len(pending) if budget is None else config.engine.chunk_size
+        for start in range(0, len(pending), chunk_size):
+            unasked = len(unique) - len(answers) - len(saver.rows)
+            _check_budget(storage, config, run_id, unasked)
+            chunk = pending[start : start + chunk_size]
+            began = time.perf_counter()
+            try:
+                results = engine.generate(chunk, partial(_save_one, saver, progress, chunk))
+            except Exception as err:
+                answers.update(saver.rows)
+                number = start // chunk_size + 1
+                when = f"on chunk {number} of {-(-len(pending) // chunk_size)}"
+                raise engine_failure(config, model_name, when, err, answers, unique) from err
+            for index, result in enumerate(results):
+                _save_one(saver, progress, chunk, index, result)
+            saver.flush()  # the token budget reads what the cache holds
+            stats.engine_seconds += time.perf_counter() - began
+            stats.engine_calls += len(chunk)
+            calls = stats.per_model_calls
+            calls[model_name] = calls.get(model_name, 0) + len(chunk)
+    answers.update(saver.rows)
 
 
 def prefix_order(requests: Sequence[LLMRequest]) -> list[LLMRequest]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,8 @@ import duckdb
 import polars as pl
 from filelock import FileLock, Timeout
 
-from prefgen_dagster.storage.schema import (
-    MIGRATIONS,
-    PARTITIONED_TABLES,
-    SCHEMA,
-    SCHEMA_VERSION,
-    TABLES,
-)
+from prefgen_dagster.storage.migrate import add_columns, ensure_schema
+from prefgen_dagster.storage.schema import PARTITIONED_TABLES, TABLES
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A connection holds the lock for one statement or one batch's write, never for minutes: a
@@ -80,7 +75,7 @@ class Storage:
             try:
                 # A file made by this connection (also one removed since the last) is empty.
                 if not (self._initialized and existed):
-                    self._ensure_schema(con)
+                    ensure_schema(con, self.path)
                     self._initialized = True
                 yield con
             finally:
@@ -116,33 +111,6 @@ class Storage:
             finally:
                 self._held.con = None
 
-    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Create the tables of a new file, migrate an older one, refuse a newer one."""
-        con.execute("CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)")
-        found = con.execute("SELECT max(version) FROM schema_info").fetchall()[0][0]
-        if found is not None and found > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.path}: schema version {found} was written by a newer prefgen; this one "
-                f"knows versions up to {SCHEMA_VERSION}. Upgrade prefgen to use this file."
-            )
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for version in range(found or SCHEMA_VERSION, SCHEMA_VERSION):
-                for statement in MIGRATIONS[version]:
-                    con.execute(statement)
-            con.execute(SCHEMA)
-            _add_new_columns(con)
-            if found != SCHEMA_VERSION:
-                con.execute("DELETE FROM schema_info")
-                con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
-            con.execute("COMMIT")
-        except Exception as err:
-            con.execute("ROLLBACK")
-            raise RuntimeError(
-                f"{self.path}: could not bring schema version {found} to {SCHEMA_VERSION}; "
-                f"the file is unchanged: {err}"
-            ) from err
-
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         with self.connect() as con:
             return _frame(con, sql, params)
@@ -165,7 +133,7 @@ class Storage:
                     if table not in PARTITIONED_TABLES:
                         con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS FROM incoming LIMIT 0")
                         gained = con.execute("DESCRIBE incoming").fetchall()
-                        _add_columns(con, table, [f"{name} {kind}" for name, kind, *_ in gained])
+                        add_columns(con, table, [f"{name} {kind}" for name, kind, *_ in gained])
                     con.execute(f"DELETE FROM {table} WHERE batch_id = ?", [batch_id])
                     if frame.height:
                         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
@@ -187,22 +155,13 @@ class Storage:
         return schema
 
     def record_check(self, row: dict[str, Any]) -> None:
+        """A check's outcome for a batch (`check_results`), evaluated now."""
+        frame = TABLES["check_results"].frame([{**row, "evaluated_at": None}])
         with self.connect() as con:
+            con.register("outcome", frame.drop("evaluated_at").to_arrow())
             con.execute(
                 "INSERT OR REPLACE INTO check_results BY NAME "
-                "SELECT ? AS batch_id, ? AS check_name, ? AS asset, ? AS severity, "
-                "? AS blocking, ? AS passed, ? AS failing_rows, current_timestamp AS evaluated_at,"
-                " ? AS reason",
-                [
-                    row["batch_id"],
-                    row["check_name"],
-                    row["asset"],
-                    row["severity"],
-                    row["blocking"],
-                    row["passed"],
-                    row["failing_rows"],
-                    row.get("reason"),
-                ],
+                "SELECT *, current_timestamp AS evaluated_at FROM outcome"
             )
 
     def cached_calls(self, call_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -270,31 +229,15 @@ class Storage:
             return con.execute("UPDATE failed_calls SET runs = 0").fetchall()[0][0]
 
     def table_counts(self, batch_id: str | None = None) -> dict[str, int]:
-        counts = {}
+        """Rows per partitioned table (of one batch, or all), and the calls cached."""
+        where, params = (" WHERE batch_id = ?", [batch_id]) if batch_id else ("", [])
         with self.connect() as con:
-            for table in PARTITIONED_TABLES:
-                where = " WHERE batch_id = ?" if batch_id else ""
-                counts[table] = con.execute(
-                    f"SELECT count(*) FROM {table}{where}", [batch_id] if batch_id else []
-                ).fetchall()[0][0]
-            counts["llm_calls"] = con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0]
+            counts = {
+                table: con.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
+                for table in PARTITIONED_TABLES
+            }
+            counts["llm_calls"] = con.execute("SELECT count(*) FROM llm_calls").fetchone()[0]
         return counts
-
-
-def _add_new_columns(con: duckdb.DuckDBPyConnection) -> None:
-    """Give an existing file the columns added to `schema.TABLES` since it was written (with
-    their defaults), so a new column needs no migration step."""
-    for table in TABLES.values():
-        _add_columns(con, table.name, table.columns)
-
-
-def _add_columns(con: duckdb.DuckDBPyConnection, table: str, columns: Iterable[str]) -> None:
-    """Add the columns (`name TYPE ...`) a table lacks: a schema table's new ones, or those
-    a SQL model's SELECT gained since its table was made from its first rows."""
-    present = {row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()}
-    for column in columns:
-        if column.split()[0] not in present:
-            con.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
 def _frame(

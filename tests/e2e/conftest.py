@@ -16,7 +16,7 @@ import yaml
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from filelock import FileLock
 
-from prefgen_dagster.cli import TINY_CONFIG
+from prefgen_dagster.bundled import TINY_CONFIG
 from tests.conftest import CLEAN_ENV
 
 DEMO_TIMEOUT_S = 900

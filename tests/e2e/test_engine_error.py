@@ -11,8 +11,9 @@ import duckdb
 import pytest
 import yaml
 
-from prefgen_dagster.cli import TINY_CONFIG
+from prefgen_dagster.bundled import TINY_CONFIG
 from prefgen_dagster.config.base import ModelSpec, SamplingParams
+from prefgen_dagster.defs.assets import LATER_PROMPTS_FIT as FITS
 from prefgen_dagster.defs.pipeline_run import materialize_batch
 from prefgen_dagster.defs.report import step_error_message
 from prefgen_dagster.llm.engines.vllm_offline import VLLMOfflineEngine, _sampling_params
@@ -42,9 +43,10 @@ def test_too_long_prompt_and_out_of_memory_keep_finished_work(
     db = workdir / "data" / "prefgen.duckdb"
     with dg.instance_for_test() as instance:
         first, _ = materialize_batch(config_path, "mixed.jsonl", instance, log_level="ERROR")
-        # Ingest saw it coming (the estimate, with every answer at max_tokens)...
-        [ingested] = first.asset_materializations_for_node("raw_instructions")
-        [warning] = ingested.metadata["context_warnings"].value
+        # The check after ingest saw it coming (the estimate, every answer at max_tokens)...
+        [fits] = [e for e in first.get_asset_check_evaluations() if e.check_name == FITS]
+        assert not fits.passed and fits.severity == dg.AssetCheckSeverity.WARN
+        [warning] = fits.metadata["context_warnings"].value
         assert "1 of 4 instructions may give judge requests longer than 'small-judge'" in warning
         # ...and the judge stage goes on without that one request, which is recorded.
         failed_steps = {

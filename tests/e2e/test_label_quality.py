@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import yaml
 
-from prefgen_dagster.cli import DEMO_INSTRUCTIONS
+from prefgen_dagster.bundled import DEMO_INSTRUCTIONS
 from prefgen_dagster.defs.pipeline_run import materialize_batch, materialize_export
 from prefgen_dagster.exits import EXIT_HELD_BACK
 from tests.conftest import CLEAN_ENV

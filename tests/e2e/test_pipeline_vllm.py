@@ -9,6 +9,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from prefgen_dagster.defs.assets import LATER_PROMPTS_FIT as FITS
 from prefgen_dagster.defs.pipeline_run import materialize_batch
 from prefgen_dagster.sql.project import load_project
 from prefgen_dagster.storage.schema import PARTITIONED_TABLES
@@ -109,8 +110,9 @@ def test_full_graph_on_vllm_then_rerun_is_free(workdir: Path, tiny_models: Path)
         assert all(c > r and abs(m - (c - r)) < 1e-9 for c, r, m, *_ in pairs)
 
         checks = {e.check_name: e for e in batch.get_asset_check_evaluations()}
-        assert set(checks) == {check.name for check in load_project().checks}
-        assert len(checks) == 11  # judge_human_agreement made it eleven
+        # Every SQL check, and the one written in Python (later_prompts_fit).
+        assert set(checks) == {check.name for check in load_project().checks} | {FITS}
+        assert len(checks) == 12
         assert checks["pair_integrity"].passed
         assert checks["input_reconciliation"].passed
 

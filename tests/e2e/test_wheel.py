@@ -18,7 +18,7 @@ SOURCES = ("pyproject.toml", "setup.py", "README.md", "prefgen_dagster", "dbt_li
 LOAD = """
 import dagster as dg
 import prefgen_dagster
-from prefgen_dagster.cli import TINY_CONFIG
+from prefgen_dagster.bundled import TINY_CONFIG
 from prefgen_dagster.defs.definitions import build_definitions
 from prefgen_dagster.sql.project import SQL_ROOT
 

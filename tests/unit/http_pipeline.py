@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from prefgen_dagster.cli import TINY_CONFIG
+from prefgen_dagster.bundled import TINY_CONFIG
 from tests.unit.llm.fault_server import FaultServer
 
 POOL = ("srv-a", "srv-b")  # two pool members served by the same server; srv-a also rewrites

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from prefgen_dagster.cli import TINY_CONFIG, build_parser, main
+from prefgen_dagster.bundled import TINY_CONFIG
+from prefgen_dagster.cli import build_parser, main
 from prefgen_dagster.config import ConfigError, load_config
 from prefgen_dagster.cost import plan_batch
 from prefgen_dagster.ingest.read import InputFileError, read_rows

@@ -10,11 +10,12 @@ import pytest
 
 from prefgen_dagster import cost
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.cost import context_warnings, estimate, format_estimate, plan_batch
+from prefgen_dagster.cost import estimate, format_estimate, plan_batch
 from prefgen_dagster.ingest.validate import instruction_id
 from prefgen_dagster.judging import plan as judge_plan
-from prefgen_dagster.judging.prompt import answer_skeleton, answer_token_bound
+from prefgen_dagster.judging.modes import MODES
 from prefgen_dagster.llm.plan import Planned
+from prefgen_dagster.prompt_fit import context_warnings
 
 QUESTIONS = ["Explain tides.", "Name three primes.", "What is a hash table?"]
 ROWS = [
@@ -78,7 +79,7 @@ def test_completion_tokens_are_bounded_by_max_tokens(config: PipelineConfig) -> 
     assert evolution.max_completion_tokens == 15 * config.evol_quality.sampling.max_tokens
     # The judge's max_tokens is sized from its schema: 10 texts per candidate request (and
     # probe), 2 per canary; every request may be asked twice (max_reasks 1).
-    ten, two = (answer_token_bound("listwise", n, 60) for n in (10, 2))
+    ten, two = (MODES["listwise"].token_bound(n, 60) for n in (10, 2))
     assert judging.max_completion_tokens == 2 * ((3 + 1) * ten + 15 * two)
     assert judging.prompt_tokens > 3 * 6 * 48  # six candidates of up to 48 tokens each
     table = format_estimate([generation, evolution, judging])
@@ -112,7 +113,7 @@ def test_a_judge_max_tokens_below_the_schema_bound_is_warned_about(
 ) -> None:
     # 10 candidates: their JSON with empty rationales is 293 bytes, 147 tokens by the byte
     # estimate (judge-m has no tokenizer here), plus 10 rationales of 60 characters.
-    skeleton = answer_skeleton("listwise", 10, "overall", with_rationale=True)
+    skeleton = MODES["listwise"].skeleton(10, "overall", with_rationale=True)
     assert len(skeleton) == 293
     need = 147 + 10 * 60
     judge = {"model": "judge-m", "rationale_max_chars": 60, "sampling": {"max_tokens": need}}
@@ -131,7 +132,7 @@ def test_without_rationales_the_judge_needs_only_the_ratings_json(
 ) -> None:
     # `{"ratings":[{"rating":5},...]}` for 10 candidates: 143 bytes, 72 tokens by the byte
     # estimate, far below what answers with rationales need.
-    assert len(answer_skeleton("listwise", 10, "overall", with_rationale=False)) == 143
+    assert len(MODES["listwise"].skeleton(10, "overall", with_rationale=False)) == 143
     judge = {
         "model": "judge-m",
         "with_rationale": False,

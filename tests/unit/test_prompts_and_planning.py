@@ -12,7 +12,7 @@ from prefgen_dagster.evolution.prompt import choose_criterion
 from prefgen_dagster.generation import prompt as generation
 from prefgen_dagster.generation.plan import plan_completions
 from prefgen_dagster.judging import prompt as ultrafeedback
-from prefgen_dagster.judging.parse import parse_judge_output
+from prefgen_dagster.judging.parse import parse_listwise_output
 from prefgen_dagster.judging.plan import judge_groups, plan_judging, rating_rows
 from prefgen_dagster.llm.plan import Planned
 
@@ -45,7 +45,7 @@ INSTRUCTIONS_BY_ID = {row["instruction_id"]: row for row in INSTRUCTIONS}
 
 
 def test_judge_schema_fixes_count_and_bounds() -> None:
-    schema = ultrafeedback.judge_schema(3, 120)
+    schema = ultrafeedback.listwise_schema(3, 120)
     ratings = schema["properties"]["ratings"]
     assert ratings["minItems"] == ratings["maxItems"] == 3
     item = ratings["items"]["properties"]
@@ -57,7 +57,7 @@ def test_judge_schema_fixes_count_and_bounds() -> None:
 
 
 def test_judge_messages_list_responses_in_order() -> None:
-    messages = ultrafeedback.judge_messages("Explain tides.", ["first", "second", "third"])
+    messages = ultrafeedback.listwise_messages("Explain tides.", ["first", "second", "third"])
     assert [m["role"] for m in messages] == ["system", "user"]
     user = messages[1]["content"]
     assert "# Instruction\nExplain tides." in user
@@ -218,7 +218,7 @@ def test_reask_changes_call_id_and_raises_temperature(config: PipelineConfig) ->
 def test_rating_rows_from_a_good_verdict(config: PipelineConfig) -> None:
     plan = label_plans(config)[0]
     raw = json.dumps({"ratings": [{"rating": r, "rationale": f"r{r}"} for r in (5, 3, 1)]})
-    rows = rating_rows(plan, parse_judge_output(raw, 3), raw, config, BATCH)
+    rows = rating_rows(plan, parse_listwise_output(raw, 3), raw, config, BATCH)
     assert [(r["completion_id"], r["position"], r["rating"]) for r in rows] == [
         ("c-1", 1, 5),
         ("c-2", 2, 3),
@@ -232,7 +232,7 @@ def test_rating_rows_from_a_good_verdict(config: PipelineConfig) -> None:
 def test_rating_rows_store_null_and_raw_output_on_failure(config: PipelineConfig) -> None:
     plan: Planned = label_plans(config, attempt=1)[0]
     raw = "I liked the second one best."
-    rows = rating_rows(plan, parse_judge_output(raw, 3), raw, config, BATCH)
+    rows = rating_rows(plan, parse_listwise_output(raw, 3), raw, config, BATCH)
     assert len(rows) == 3
     for row in rows:
         assert row["rating"] is None

@@ -87,7 +87,8 @@ class OpenAIHTTPEngine:
     ) -> list[LLMResult]:
         if not requests:
             return []
-        return run_interruptibly(self._generate_all(requests, on_result or _ignore))
+        ignore: OnResult = lambda _index, _result: None  # noqa: E731 (a caller wants the list)
+        return run_interruptibly(self._generate_all(requests, on_result or ignore))
 
     async def _generate_all(
         self, requests: Sequence[LLMRequest], on_result: OnResult
@@ -212,10 +213,6 @@ async def _watched(ask: Awaitable[LLMResult], stall: StallTimer, deadline: float
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-def _ignore(index: int, result: LLMResult) -> None:
-    """The `on_result` of a caller that only wants the returned list."""
 
 
 def _outcome(err: Exception) -> Outcome:

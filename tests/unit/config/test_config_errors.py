@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from prefgen_dagster.cli import DEMO_CONFIG, TINY_CONFIG
+from prefgen_dagster.bundled import DEMO_CONFIG, TINY_CONFIG
 from prefgen_dagster.config import ConfigError, PipelineConfig, load_config
 from prefgen_dagster.config.checks import looks_local, url_problem
 from tests.unit.conftest import config_dict

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from prefgen_dagster.cli import TINY_CONFIG
+from prefgen_dagster.bundled import TINY_CONFIG
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.stages import BY_ASSET, INPUT_TABLES

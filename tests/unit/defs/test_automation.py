@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from prefgen_dagster.cli import TINY_CONFIG
+from prefgen_dagster.bundled import TINY_CONFIG
 from prefgen_dagster.config import load_config
 from prefgen_dagster.defs.automation import PARTITION_TAG, catch_up_schedule, last_run_failed
 from prefgen_dagster.defs.definitions import build_definitions

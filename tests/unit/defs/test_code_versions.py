@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from prefgen_dagster.cli import TINY_CONFIG
+from prefgen_dagster.bundled import TINY_CONFIG
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.ids import source_version

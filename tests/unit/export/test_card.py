@@ -15,8 +15,9 @@ from huggingface_hub import DatasetCard
 
 from prefgen_dagster.cli import main
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.export.card import dataset_card, hub_folder, hub_shard, write_plots
+from prefgen_dagster.export.card import dataset_card, hub_shard, write_plots
 from prefgen_dagster.export.dataset import write_dataset
+from prefgen_dagster.export.hub import hub_folder
 from prefgen_dagster.judging.plots import LabelFrames, label_plots
 from tests.unit.conftest import BASE_CONFIG
 

@@ -6,19 +6,21 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from typing import get_args
 
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
+from prefgen_dagster.config.judging import JUDGE_ASPECTS
+from prefgen_dagster.config.judging import JudgeMode as JudgeModeName
 from prefgen_dagster.judging import prompt as ultrafeedback
 from prefgen_dagster.judging.canaries import Canary
+from prefgen_dagster.judging.modes import MODES
 from prefgen_dagster.judging.parse import (
     parse_pairwise_output,
     parse_pointwise_output,
-    parse_verdict,
 )
 from prefgen_dagster.judging.plan import judge_groups, plan_judging, rating_rows
-from prefgen_dagster.judging.prompt import answer_token_bound
 
 MakeConfig = Callable[..., PipelineConfig]
 INSTRUCTIONS = {
@@ -72,11 +74,11 @@ def test_schemas_bound_every_value() -> None:
 
 def test_answer_budget_covers_a_rationale_written_one_token_per_character() -> None:
     # A rationale of 200 characters can take 200 tokens: 8 of them need more than 1,024.
-    assert answer_token_bound("listwise", 8, 200) > 1024
-    assert answer_token_bound("listwise", 8, 200) == 8 + 8 * (16 + 200)
-    assert answer_token_bound("pointwise", 8, 200) == 8 + 16 + 200
-    assert answer_token_bound("pairwise", 2, 200) == 8 + 16 + 200
-    assert answer_token_bound("listwise", 3, 200, with_rationale=False) == 8 + 3 * 16
+    assert MODES["listwise"].token_bound(8, 200) > 1024
+    assert MODES["listwise"].token_bound(8, 200) == 8 + 8 * (16 + 200)
+    assert MODES["pointwise"].token_bound(8, 200) == 8 + 16 + 200
+    assert MODES["pairwise"].token_bound(2, 200) == 8 + 16 + 200
+    assert MODES["listwise"].token_bound(3, 200, with_rationale=False) == 8 + 3 * 16
 
 
 @pytest.mark.parametrize("mode", ["listwise", "pointwise", "pairwise"])
@@ -88,8 +90,8 @@ def test_the_answer_skeleton_is_a_valid_answer_at_its_widest(
     # What the estimate tokenizes to size an answer: a real answer, the longest values in it.
     count = 3 if mode == "listwise" else 2 if mode == "pairwise" else 1
     allow_na = ultrafeedback.ASPECTS[aspect].allows_na
-    text = ultrafeedback.answer_skeleton(mode, count, aspect, with_rationale)
-    verdict = parse_verdict(mode, text, count, allow_na, with_rationale)
+    text = MODES[mode].skeleton(count, aspect, with_rationale)
+    verdict = MODES[mode].parse(text, count, allow_na, with_rationale)
     assert verdict.status == "ok", text
     assert ("rationale" in text) == with_rationale
     assert ('"N/A"' in text) == (allow_na and mode != "pairwise")
@@ -141,11 +143,11 @@ def test_pairwise_parser(raw: str, status: str, ratings: list[int | None]) -> No
     assert (verdict.status, verdict.ratings) == (status, ratings)
 
 
-def test_parse_verdict_dispatches_by_mode() -> None:
+def test_each_mode_parses_its_own_answers() -> None:
     listwise = json.dumps({"ratings": [{"rating": 3, "rationale": "ok"}]})
-    assert parse_verdict("listwise", listwise, 1).ratings == [3]
-    assert parse_verdict("pointwise", '{"rating": 3, "rationale": "ok"}', 1).ratings == [3]
-    assert parse_verdict("pairwise", '{"better": "B"}', 2, with_rationale=False).ratings == [1, 5]
+    assert MODES["listwise"].parse(listwise, 1).ratings == [3]
+    assert MODES["pointwise"].parse('{"rating": 3, "rationale": "ok"}', 1).ratings == [3]
+    assert MODES["pairwise"].parse('{"better": "B"}', 2, with_rationale=False).ratings == [1, 5]
 
 
 # --- requests by mode ----------------------------------------------------------------------
@@ -215,11 +217,17 @@ def test_canary_groups_follow_the_listwise_orders(make_config: MakeConfig) -> No
         [CANARY.corrupted_id, CANARY.intact_id],
         [CANARY.intact_id, CANARY.corrupted_id],
     ]
-    assert all(
-        p.request.sampling.max_tokens == answer_token_bound("listwise", 2, 50) for p in plans
-    )
+    assert all(p.request.sampling.max_tokens == MODES["listwise"].token_bound(2, 50) for p in plans)
 
 
 def test_orders_are_listwise_only(make_config: MakeConfig) -> None:
     with pytest.raises(ValueError, match="judge.orders applies to listwise judging only"):
         judged(make_config, mode="pairwise", orders=["original", "reversed"])
+
+
+def test_the_modes_are_the_configs_and_the_rubric_is_the_configs_aspects() -> None:
+    # A judge mode is one object, named as the config names it; an aspect the config accepts
+    # is one the rubric has, and back.
+    assert set(MODES) == set(get_args(JudgeModeName))
+    assert all(mode.name == name for name, mode in MODES.items())
+    assert set(JUDGE_ASPECTS) == set(ultrafeedback.ASPECTS)

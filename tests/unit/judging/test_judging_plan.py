@@ -13,11 +13,11 @@ import pytest
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.generation.plan import plan_completions
-from prefgen_dagster.judging.parse import parse_judge_output
+from prefgen_dagster.judging.modes import ordered
+from prefgen_dagster.judging.parse import parse_listwise_output
 from prefgen_dagster.judging.plan import (
     judge_groups,
     judge_prompt_tokens,
-    ordered,
     plan_judging,
     rating_rows,
     request_messages,
@@ -195,7 +195,7 @@ def answer(*ratings: int | str, rationale: bool = True) -> str:
 
 def rows_for(plan: Planned, raw: str, config: PipelineConfig) -> list[dict[str, Any]]:
     aspect = plan.row.aspect
-    verdict = parse_judge_output(
+    verdict = parse_listwise_output(
         raw,
         len(plan.row.completion_ids),
         allow_na=ASPECTS[aspect].allows_na,
