@@ -232,11 +232,12 @@ class Storage:
         """Rows per partitioned table (of one batch, or all), and the calls cached."""
         where, params = (" WHERE batch_id = ?", [batch_id]) if batch_id else ("", [])
         with self.connect() as con:
+            # fetchall: a `fetchone` leaves the result open on a session's shared connection
             counts = {
-                table: con.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
+                table: con.execute(f"SELECT count(*) FROM {table}{where}", params).fetchall()[0][0]
                 for table in PARTITIONED_TABLES
             }
-            counts["llm_calls"] = con.execute("SELECT count(*) FROM llm_calls").fetchone()[0]
+            counts["llm_calls"] = con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0]
         return counts
 
 

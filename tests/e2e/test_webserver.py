@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from prefgen_dagster.config import load_config
+from prefgen_dagster.defs.assets import LATER_PROMPTS_FIT
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.defs.resources import run_resources
 from prefgen_dagster.sql.project import load_project
@@ -78,8 +79,9 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
     checks = {
         c["name"]: c for n in nodes.values() for c in n["assetChecksOrError"].get("checks", [])
     }
-    assert set(checks) == {check.name for check in load_project().checks}
+    assert set(checks) == {check.name for check in load_project().checks} | {LATER_PROMPTS_FIT}
     assert checks["pair_integrity"]["blocking"] and not checks["length_bias"]["blocking"]
+    assert checks[LATER_PROMPTS_FIT]["description"].startswith("[WARN] ")
     assert checks["pair_integrity"]["description"].startswith("[ERROR, blocking]")
     assert checks["length_bias"]["description"].startswith("[WARN] ")
     [repository] = data["repositoriesOrError"]["nodes"]

@@ -10,7 +10,7 @@ import pytest
 
 from prefgen_dagster import cost
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.cost import estimate, format_estimate, plan_batch
+from prefgen_dagster.cost import estimate, format_estimate, instructions_key, plan_batch
 from prefgen_dagster.ingest.validate import instruction_id
 from prefgen_dagster.judging import plan as judge_plan
 from prefgen_dagster.judging.modes import MODES
@@ -153,19 +153,19 @@ def test_without_rationales_the_judge_needs_only_the_ratings_json(
     assert "rationale_max_chars" not in warning
 
 
-def test_a_batch_is_planned_once_for_the_estimate_and_the_warnings(
-    config: PipelineConfig, make_config: Callable[..., PipelineConfig]
+def test_a_plan_names_the_instructions_and_batch_it_was_made_for(
+    config: PipelineConfig,
 ) -> None:
-    # `prefgen run` plans the batch for its estimate, then its ingest step for the warnings.
+    # `prefgen run` hands its estimate's plan to the run, whose check of the prompts'
+    # lengths uses it only for the same instructions of the same batch
+    # (`defs/resources.PrefgenResource.plan`; tests/unit/test_run_once.py).
     first = plan_batch(ROWS, config, "a.jsonl")
-    assert plan_batch([dict(row) for row in ROWS], config, "a.jsonl") is first
-    # Other instructions, another batch or another config: planned anew.
-    assert plan_batch(ROWS[:2], config, "a.jsonl") is not first
-    assert plan_batch(ROWS, config, "b.jsonl") is not first
-    other = make_config(evol_quality={"model": "gen-a", "num_evolutions": 2})
-    again = plan_batch(ROWS, other, "a.jsonl")
-    assert again.generation.calls == first.generation.calls
-    assert again is not plan_batch(ROWS, config, "a.jsonl")
+    assert first.key == instructions_key([dict(row) for row in ROWS], "a.jsonl")
+    assert first.key != instructions_key(ROWS[:2], "a.jsonl")
+    assert first.key != instructions_key(ROWS, "b.jsonl")
+    # A plan is made afresh each time (no plan is kept between calls), the same each time.
+    again = plan_batch(ROWS, config, "a.jsonl")
+    assert again is not first and again.generation == first.generation
 
 
 def test_a_large_batch_is_planned_a_slice_at_a_time(
