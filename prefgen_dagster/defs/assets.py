@@ -16,6 +16,7 @@ import polars as pl
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs import metadata
+from prefgen_dagster.defs.checks import PythonCheck
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import EnginesResource, PrefgenResource
 from prefgen_dagster.defs.step_log import progress_in_run_log
@@ -110,50 +111,40 @@ def _log_rejections(
 LATER_PROMPTS_FIT = "later_prompts_fit"
 
 
-def later_prompts_fit_check() -> dg.AssetChecksDefinition:
-    """The non-blocking check that later stages' prompts fit their models."""
-
-    @dg.asset_check(
-        asset=raw_instructions,
-        name=LATER_PROMPTS_FIT,
-        partitions_def=batches,
-        description="[WARN] The batch's rewrite and judge prompts fit their models' context, "
-        "each text counted at its longest (`prompt_fit.context_warnings`): the pool's are "
-        "checked by ingest itself, a request that does not fit fails alone and is recorded. "
-        "Not blocking.",
+def later_prompts_fit(
+    context: dg.AssetCheckExecutionContext, prefgen: PrefgenResource
+) -> dg.AssetCheckResult:
+    """The non-blocking check that later stages' prompts fit their models (the plan
+    `prefgen run` made for its estimate when it has one, see `PrefgenResource.plan`)."""
+    config, storage = prefgen.open()
+    batch_id = context.partition_key
+    instructions = list(batch_instructions(storage, batch_id).values())
+    found = context_warnings(prefgen.plan(batch_id, instructions))
+    for warning in found:
+        context.log.warning(f"{batch_id}: {warning}")
+    outcome = {"passed": not found, "failing_rows": len(found)}
+    storage.record_check(
+        {
+            "batch_id": batch_id,
+            "check_name": LATER_PROMPTS_FIT,
+            "asset": raw_instructions.key.to_user_string(),
+            "severity": "WARN",
+            "blocking": False,
+            **outcome,
+            "reason": found[0] if found else None,
+        }
     )
-    def later_prompts_fit(
-        context: dg.AssetCheckExecutionContext, prefgen: PrefgenResource
-    ) -> dg.AssetCheckResult:
-        config, storage = prefgen.open()
-        batch_id = context.partition_key
-        instructions = list(batch_instructions(storage, batch_id).values())
-        found = context_warnings(prefgen.plan(batch_id, instructions))
-        for warning in found:
-            context.log.warning(f"{batch_id}: {warning}")
-        storage.record_check(
-            {
-                "batch_id": batch_id,
-                "check_name": LATER_PROMPTS_FIT,
-                "asset": raw_instructions.key.to_user_string(),
-                "severity": "WARN",
-                "blocking": False,
-                "passed": not found,
-                "failing_rows": len(found),
-                "reason": found[0] if found else None,
-            }
-        )
-        return dg.AssetCheckResult(
-            passed=not found,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "failing_rows": len(found),
-                **({"reason": found[0]} if found else {}),
-                "context_warnings": dg.MetadataValue.json(found),
-            },
-        )
-
-    return later_prompts_fit
+    return dg.AssetCheckResult(
+        asset_key=raw_instructions.key,
+        check_name=LATER_PROMPTS_FIT,
+        passed=not found,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "failing_rows": len(found),
+            **({"reason": found[0]} if found else {}),
+            "context_warnings": dg.MetadataValue.json(found),
+        },
+    )
 
 
 def _display_path(path: Path, config: PipelineConfig) -> str:
@@ -219,12 +210,22 @@ def llm_asset(stage: LLMStage) -> dg.AssetsDefinition:
 LLM_STAGES: tuple[LLMStage, ...] = (generation.STAGE, evolution.STAGE, judging.STAGE)
 
 
-def python_checks() -> list[dg.AssetChecksDefinition]:
-    """The checks written in Python (the others are `dbt_like_sql/checks/`)."""
+def python_checks() -> list[PythonCheck]:
+    """The checks written in Python (the others are `dbt_like_sql/checks/`), each run in its
+    asset's checks step."""
     # Partitioned asset checks are a Dagster preview feature; the warning is known and noisy.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        return [later_prompts_fit_check()]
+        spec = dg.AssetCheckSpec(
+            LATER_PROMPTS_FIT,
+            asset=raw_instructions.key,
+            partitions_def=batches,
+            description="[WARN] The batch's rewrite and judge prompts fit their models' "
+            "context, each text counted at its longest (`prompt_fit.context_warnings`): the "
+            "pool's are checked by ingest itself, a request that does not fit fails alone and "
+            "is recorded. Not blocking.",
+        )
+    return [PythonCheck(spec, later_prompts_fit)]
 
 
 def python_assets() -> list[tuple[dg.AssetsDefinition, Stage]]:

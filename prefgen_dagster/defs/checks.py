@@ -7,6 +7,8 @@ still its own spec, evaluation, severity and blocking flag in the UI and the run
 
 import json
 import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -36,14 +38,29 @@ def check_spec(check: SqlCheck, project: SqlProject, values: dict[str, Any]) -> 
     )
 
 
+@dataclass(frozen=True)
+class PythonCheck:
+    """A check written in Python (`defs/assets.python_checks`): run in its asset's checks
+    step, after the SQL ones."""
+
+    spec: dg.AssetCheckSpec
+    run: Callable[[dg.AssetCheckExecutionContext, PrefgenResource], dg.AssetCheckResult]
+
+
 def build_asset_checks(
-    asset: str, checks: list[SqlCheck], project: SqlProject, values: dict[str, Any]
+    asset: str,
+    checks: list[SqlCheck],
+    project: SqlProject,
+    values: dict[str, Any],
+    python: Sequence[PythonCheck] = (),
 ) -> dg.AssetChecksDefinition:
-    """One step that runs every check of `asset` for the batch: zero rows means passed."""
+    """One step that runs every check of `asset` for the batch (a SQL check: zero rows means
+    passed); a step per check cost more in Dagster's events than its queries took."""
 
     @dg.multi_asset_check(
         name=f"{asset}_checks",
-        specs=[check_spec(check, project, values) for check in checks],
+        specs=[*(check_spec(check, project, values) for check in checks)]
+        + [check.spec for check in python],
     )
     def _checks(context: dg.AssetCheckExecutionContext, prefgen: PrefgenResource):
         config, storage = prefgen.open()
@@ -51,6 +68,8 @@ def build_asset_checks(
         with storage.session():  # one connection for every check's queries
             for check in checks:
                 yield run_check(check, project, storage, batch_id, sql_vars(config))
+        for extra in python:  # outside the session: one may plan the batch (seconds)
+            yield extra.run(context, prefgen)
 
     return _checks
 
@@ -110,14 +129,22 @@ def runs_with(check: SqlCheck, values: dict[str, Any]) -> str:
     return f"\n\nRuns with {shown}."
 
 
-def build_sql_checks(project: SqlProject, values: dict[str, Any]) -> list[dg.AssetChecksDefinition]:
-    """One multi-asset check per asset that has checks, in the project's order."""
+def build_checks(
+    project: SqlProject, values: dict[str, Any], python: Sequence[PythonCheck] = ()
+) -> list[dg.AssetChecksDefinition]:
+    """One multi-asset check per asset that has checks, in the project's order: its SQL
+    checks and its Python ones."""
     by_asset: dict[str, list[SqlCheck]] = {}
     for check in project.checks:
         by_asset.setdefault(check.asset, []).append(check)
+    extra: dict[str, list[PythonCheck]] = {}
+    for check in python:
+        extra.setdefault(check.spec.asset_key.to_user_string(), []).append(check)
+        by_asset.setdefault(check.spec.asset_key.to_user_string(), [])
     # Partitioned asset checks are a Dagster preview feature; the warning is known and noisy.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return [
-            build_asset_checks(asset, checks, project, values) for asset, checks in by_asset.items()
+            build_asset_checks(asset, checks, project, values, extra.get(asset, ()))
+            for asset, checks in by_asset.items()
         ]

@@ -12,7 +12,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs import metadata, verdicts, versions
 from prefgen_dagster.defs.assets import python_assets, python_checks
 from prefgen_dagster.defs.automation import EXPORT_CONDITION, STAGE_CONDITION
-from prefgen_dagster.defs.checks import build_sql_checks
+from prefgen_dagster.defs.checks import build_checks
 from prefgen_dagster.defs.sql_assets import build_export_asset, build_model_asset
 from prefgen_dagster.ids import source_version
 from prefgen_dagster.sql.project import load_project
@@ -89,7 +89,7 @@ def build_graph(config: PipelineConfig, sql_dir: Path | None = None) -> Pipeline
     return PipelineGraph(
         [*stages, *inputs, *models],
         export_asset,
-        [*python_checks(), *build_sql_checks(project, values)],
+        build_checks(project, values, python_checks()),
     )
 
 

@@ -25,6 +25,7 @@ import polars as pl
 
 from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.llm.plan import Planned
+from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage
 
 P = TypeVar("P", bound=Planned)
@@ -56,7 +57,8 @@ class Kept:
 def stored_units(storage: Storage, table: str, batch_id: str) -> pl.DataFrame:
     """The batch's stored rows of `table` from units that have a key and no row with an
     error (a failed request is asked again, so its unit is made again)."""
-    if table not in storage.column_types():  # a new stage's table: made by its first run
+    made_by_first_run = table not in TABLES  # a stage's table the schema does not know
+    if made_by_first_run and table not in storage.column_types():
         return pl.DataFrame(schema={"plan_key": pl.String, "call_id": pl.String})
     return storage.query(
         f"SELECT * FROM {table} WHERE batch_id = ? AND plan_key IS NOT NULL "

@@ -168,10 +168,10 @@ def test_the_checks_of_an_asset_run_as_one_step(config: PipelineConfig) -> None:
     expected: dict[str, list[str]] = {}
     for check in load_project().checks:
         expected.setdefault(f"{check.asset}_checks", []).append(check.name)
-    # The check written in Python is a step of its own, beside raw_instructions' SQL ones.
-    expected[f"raw_instructions_{LATER_PROMPTS_FIT}"] = [LATER_PROMPTS_FIT]
+    # The check written in Python runs in the same step as raw_instructions' SQL ones.
+    expected["raw_instructions_checks"].append(LATER_PROMPTS_FIT)
     assert steps == {step: sorted(names) for step, names in expected.items()}
-    assert len(steps) == 4  # raw_instructions (SQL, Python), ratings, dpo_pairs
+    assert len(steps) == 3  # raw_instructions, ratings, dpo_pairs
     # Each check keeps its own blocking flag and partitions.
     for definition in graph.checks:
         for spec in definition.check_specs:
