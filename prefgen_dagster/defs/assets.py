@@ -3,7 +3,9 @@ Their code versions (from the config) and automation conditions are added in
 `graph.build_graph`.
 
 raw_instructions -> pooled_completions -> evolved_completions -> candidates (SQL) -> ratings
--> candidate_pairs -> dpo_pairs (SQL, see `sql_assets.py`) -> preference_dataset
+-> judge_scores, candidate_pairs, human_agreement -> dpo_pairs (SQL, see `sql_assets.py`)
+-> preference_dataset. The LLM stages' assets come from one factory (`llm_asset`) fed by
+`LLM_STAGES`.
 """
 
 import inspect
