@@ -26,8 +26,8 @@ from prefgen_dagster.config import load_config
 from prefgen_dagster.defs.graph import build_graph
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import run_resources
-from prefgen_dagster.judging import stage as judging
-from prefgen_dagster.judging.calibration import accuracy_by_kind
+from prefgen_dagster.judge import stage as judge
+from prefgen_dagster.judge.calibration import accuracy_by_kind
 from prefgen_dagster.llm.driver import run_stage
 from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.local_models.packaged import make_smollm2
@@ -36,7 +36,7 @@ from prefgen_dagster.storage.store import Storage
 
 MT_BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt-bench-80.jsonl"
 BATCH = "mt-bench.jsonl"
-UP_TO_JUDGING = ("raw_instructions", "pooled_completions", "evolved_completions", "candidates")
+UP_TO_JUDGING = ("instructions", "completions", "evolved_completions", "candidates")
 
 
 def spread(limit: int) -> list[str]:
@@ -92,7 +92,7 @@ def judge_with(config_path: Path, mode: str) -> dict:
     storage = Storage(config.resolve(config.paths.duckdb_path))
     started = time.perf_counter()
     with EnginePool() as engines:  # a fresh engine per mode, as the docstring says
-        made = run_stage(judging.STAGE, config, storage, BATCH, engines)
+        made = run_stage(judge.STAGE, config, storage, BATCH, engines)
     ratings, canaries = made.outputs["ratings"], made.outputs["canaries"]
     calibration, stats = made.outputs["judge_calibration"], made.stats
     wall = time.perf_counter() - started

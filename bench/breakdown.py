@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-LLM_STEPS = ("pooled_completions", "evolved_completions", "ratings")
+LLM_STEPS = ("completions", "evolved_completions", "ratings")
 SQL_STEPS = ("candidates", "candidate_pairs", "dpo_pairs")
 # The parts, in the order they are printed.
 PARTS = (
@@ -59,7 +59,7 @@ def time_by_part(dagster_home: Path, new_runs: set[str], wall_seconds: float) ->
             parts["LLM stages' own work (plan, parse, DuckDB, plots)"] += seconds
         elif step in SQL_STEPS:
             parts["SQL models"] += seconds
-        elif step == "raw_instructions":
+        elif step == "instructions":
             parts["ingest"] += seconds
         elif step == "preference_dataset":
             parts["export"] += seconds

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from prefgen_dagster.config import ConfigError
     from prefgen_dagster.export.hub import MissingToken
     from prefgen_dagster.export.story import UnknownId
-    from prefgen_dagster.ingest.read import InputFileError
+    from prefgen_dagster.input.read import InputFileError
     from prefgen_dagster.review.client import ReviewProblem
     from prefgen_dagster.storage.store import StorageUnavailable
 

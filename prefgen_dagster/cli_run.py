@@ -116,8 +116,8 @@ def _checked_before_work(file: Path, config_path: Path) -> tuple[PipelineConfig,
     another file's batch, and a DuckDB file that cannot be locked or opened (which would
     otherwise stop the run late)."""
     from prefgen_dagster.config import load_config
-    from prefgen_dagster.ingest.batches import check_batch_name, place_in_inbox
-    from prefgen_dagster.ingest.read import check_input_file
+    from prefgen_dagster.input.batches import check_batch_name, place_in_inbox
+    from prefgen_dagster.input.read import check_input_file
     from prefgen_dagster.storage.store import Storage
 
     config = load_config(config_path)
@@ -132,8 +132,8 @@ def estimate_file(file: Path, config: PipelineConfig) -> tuple[str, BatchPlan]:
     warning for each model whose context the prompts may outgrow, and how many of its pool
     requests the cache already holds; and the batch's plan they come from."""
     from prefgen_dagster.cost import estimate, format_estimate, plan_batch
-    from prefgen_dagster.ingest.read import read_rows
-    from prefgen_dagster.ingest.validate import ingest
+    from prefgen_dagster.input.read import read_rows
+    from prefgen_dagster.input.validate import ingest
     from prefgen_dagster.prompt_fit import context_warnings
     from prefgen_dagster.storage.store import Storage
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.evolution.prompt import evol_messages
+from prefgen_dagster.evol_quality.prompt import evol_messages
 from prefgen_dagster.generation.plan import plan_completions
 from prefgen_dagster.ids import stable_hash
-from prefgen_dagster.judging import plan as judge_plan
-from prefgen_dagster.judging.canaries import Canary, canary_sample
+from prefgen_dagster.judge import plan as judge_plan
+from prefgen_dagster.judge.canaries import Canary, canary_sample
 from prefgen_dagster.llm.plan import Planned
 from prefgen_dagster.llm.tokens import (
     SEAM_TOKENS,
@@ -27,7 +27,7 @@ from prefgen_dagster.llm.tokens import (
     planned_prompt_tokens,
     prompts_tokens,
 )
-from prefgen_dagster.stages import EVOLUTION, GENERATION, JUDGING
+from prefgen_dagster.stages import EVOL_QUALITY, GENERATION, JUDGE
 
 # Instructions planned at a time: a slice's plans are summed up, then dropped. A whole batch's
 # plans took ~1.1 GB at 100,000 instructions (400,000 completion and 100,000 judge requests).
@@ -211,7 +211,7 @@ def estimate(batch: BatchPlan) -> list[StageCost]:
     evol = config.evol_quality
     evol_calls = pool.calls * evol.num_evolutions
     evolution = StageCost(
-        EVOLUTION.asset,
+        EVOL_QUALITY.asset,
         evol_calls,
         evol_calls,
         sum(batch.bounds.evolution) * evol.num_evolutions,
@@ -220,7 +220,7 @@ def estimate(batch: BatchPlan) -> list[StageCost]:
 
     attempts = 1 + (config.judge.max_reasks if config.judge else 0)
     judging = StageCost(
-        JUDGING.asset,
+        JUDGE.asset,
         judge.calls,
         judge.calls * attempts,
         judge.prompt_tokens,

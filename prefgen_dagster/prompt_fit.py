@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.cost import BatchPlan, PromptBounds
-from prefgen_dagster.judging.modes import MODES
+from prefgen_dagster.judge.modes import MODES
 from prefgen_dagster.llm.tokens import TokenCounters
 
 

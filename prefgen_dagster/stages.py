@@ -25,27 +25,36 @@ from prefgen_dagster.ids import source_version, stable_hash
 
 # The config sections whose settings shape rows, in pipeline order (`pairing` shapes the SQL
 # models, whose versions come from their SQL text and the vars it reads).
-Section = Literal["ingest", "generation", "evol_quality", "judge", "pairing"]
-SECTIONS: tuple[Section, ...] = ("ingest", "generation", "evol_quality", "judge", "pairing")
+Section = Literal["input", "generation", "evol_quality", "judge", "pairing"]
+SECTIONS: tuple[Section, ...] = ("input", "generation", "evol_quality", "judge", "pairing")
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A Python stage: the Dagster asset that runs it and the tables it writes."""
+    """A Python stage, by two names: what it does, which is its config section and its
+    folder (`prefgen_dagster/<section>/`: prompts, schemas, parsers, planners, its part of the
+    loop), and what it makes, which is its main table and the Dagster asset that writes it."""
 
-    asset: str
     section: Section
-    # The tables it writes for a batch; the first is its main one.
+    # The tables it writes for a batch; the first is its main one and names its asset.
     tables: tuple[str, ...]
-    # Its package (prompts, schemas, parsers, planners, its part of the loop), dotted.
-    package: str
     # Where its key columns come from, for column lineage in the UI (SQL models get theirs
     # from sqlglot): column -> [(asset, column), ...].
     column_sources: dict[str, list[tuple[str, str]]]
+    # Its package, dotted, when it lives outside prefgen's own folders (a plugin, a test's).
+    home: str | None = None
 
     @property
     def table(self) -> str:
         return self.tables[0]
+
+    @property
+    def asset(self) -> str:
+        return self.tables[0]
+
+    @property
+    def package(self) -> str:
+        return self.home or f"prefgen_dagster.{self.section}"
 
     def code_version(self, config: PipelineConfig) -> str:
         modules = stage_modules(self.package)
@@ -95,45 +104,33 @@ def _is_module(name: str) -> bool:
         return False
 
 
-INGEST = Stage(
-    "raw_instructions",
-    "ingest",
-    ("instructions", "batches", "rejected_inputs"),
-    "prefgen_dagster.ingest",
-    {},
-)
+INPUT = Stage("input", ("instructions", "batches", "rejected_inputs"), {})
 GENERATION = Stage(
-    "pooled_completions",
     "generation",
     ("completions",),
-    "prefgen_dagster.generation",
     {
-        "instruction_id": [("raw_instructions", "instruction_id")],
-        "system_prompt": [("raw_instructions", "system_prompt")],
+        "instruction_id": [("instructions", "instruction_id")],
+        "system_prompt": [("instructions", "system_prompt")],
     },
 )
-EVOLUTION = Stage(
-    "evolved_completions",
+EVOL_QUALITY = Stage(
     "evol_quality",
     ("evolved_completions",),
-    "prefgen_dagster.evolution",
     {
-        "instruction_id": [("pooled_completions", "instruction_id")],
-        "parent_completion_id": [("pooled_completions", "completion_id")],
-        "root_completion_id": [("pooled_completions", "completion_id")],
+        "instruction_id": [("completions", "instruction_id")],
+        "parent_completion_id": [("completions", "completion_id")],
+        "root_completion_id": [("completions", "completion_id")],
     },
 )
-JUDGING = Stage(
-    "ratings",
+JUDGE = Stage(
     "judge",
     ("ratings", "canaries", "judge_calibration"),
-    "prefgen_dagster.judging",
     {
         "completion_id": [("candidates", "completion_id")],
         "instruction_id": [("candidates", "instruction_id")],
     },
 )
-STAGES: tuple[Stage, ...] = (INGEST, GENERATION, EVOLUTION, JUDGING)
+STAGES: tuple[Stage, ...] = (INPUT, GENERATION, EVOL_QUALITY, JUDGE)
 BY_ASSET = {stage.asset: stage for stage in STAGES}
 STAGE_TABLES = tuple(table for stage in STAGES for table in stage.tables)
 # Tables people fill, not a stage: every annotator's verdict on a reviewed pair, written by
@@ -142,14 +139,15 @@ STAGE_TABLES = tuple(table for stage in STAGES for table in stage.tables)
 INPUT_TABLES = ("human_verdicts",)
 
 
-def writer_of(table: str) -> str | None:
-    """The asset that writes a table, if a Python stage does."""
-    return next((stage.asset for stage in STAGES if table in stage.tables), None)
+def asset_of(table: str) -> str:
+    """The asset that writes a table: the Python stage that writes it among its tables, else
+    the asset of the table's own name (a SQL model's, an input's)."""
+    return next((stage.asset for stage in STAGES if table in stage.tables), table)
 
 
 def section_models(config: PipelineConfig, section: Section) -> list[str]:
-    """The models a section's stage calls (ingest counts tokens with the generation pool's)."""
-    if section in ("ingest", "generation"):
+    """The models a section's stage calls (input counts tokens with the generation pool's)."""
+    if section in ("input", "generation"):
         return sorted({member.model for member in config.generation.pool})
     if section == "evol_quality":
         return [config.evol_quality.model]
@@ -169,8 +167,8 @@ def settings_hash(config: PipelineConfig, section: Section) -> str:
     the models it calls. What it reads from earlier stages is left out (Dagster follows that
     through data versions; `pipeline_hash` covers every stage)."""
     settings: Any
-    if section == "ingest":
-        # Whether an instruction fits the pool's context (see `ingest.context`).
+    if section == "input":
+        # Whether an instruction fits the pool's context (see `input/context.py`).
         settings = {
             "input": config.input.model_dump(mode="json"),
             "pool": [

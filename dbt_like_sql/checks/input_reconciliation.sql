@@ -1,4 +1,4 @@
--- asset: raw_instructions
+-- asset: instructions
 -- severity: ERROR
 -- blocking: true
 -- description: The batch's row counts do not add up: input_rows <> accepted_rows + rejected_rows, or accepted_rows / rejected_rows differ from the rows actually stored in instructions / rejected_inputs.

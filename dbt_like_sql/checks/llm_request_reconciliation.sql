@@ -3,7 +3,7 @@
 -- blocking: true
 -- description: The batch's LLM requests do not add up to answered + failed-with-reason: a stage row whose call is neither in llm_calls nor in failed_calls (lost), or failed requests above checks.max_failed_request_rate of the batch's distinct requests. A few failures are an outcome: their rows carry the error, the rest of the batch is paired and exported.
 WITH stage_calls AS (
-    SELECT DISTINCT 'pooled_completions' AS stage, call_id, error FROM {{ ref('completions') }}
+    SELECT DISTINCT 'completions' AS stage, call_id, error FROM {{ ref('completions') }}
     UNION
     SELECT DISTINCT 'evolved_completions', call_id, error FROM {{ ref('evolved_completions') }}
     UNION

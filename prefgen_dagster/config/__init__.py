@@ -16,9 +16,9 @@ from pydantic import Field, ValidationError, model_validator
 from prefgen_dagster.config.base import ModelSpec, Strict
 from prefgen_dagster.config.checks import check_models
 from prefgen_dagster.config.errors import ConfigError, from_validation, from_yaml
-from prefgen_dagster.config.evolution import EvolQualityConfig
+from prefgen_dagster.config.evol_quality import EvolQualityConfig
 from prefgen_dagster.config.generation import GenerationConfig
-from prefgen_dagster.config.judging import JudgeConfig
+from prefgen_dagster.config.judge import JudgeConfig
 from prefgen_dagster.config.pairing import ChecksConfig, PairingConfig
 from prefgen_dagster.config.review import ReviewConfig
 from prefgen_dagster.config.scaling import RayConfig

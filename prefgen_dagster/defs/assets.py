@@ -2,7 +2,7 @@
 Their code versions (from the config) and automation conditions are added in
 `graph.build_graph`.
 
-raw_instructions -> pooled_completions -> evolved_completions -> candidates (SQL) -> ratings
+instructions -> completions -> evolved_completions -> candidates (SQL) -> ratings
 -> judge_scores, candidate_pairs, human_agreement -> dpo_pairs (SQL, see `sql_assets.py`)
 -> preference_dataset. The LLM stages' assets come from one factory (`llm_asset`) fed by
 `LLM_STAGES`.
@@ -22,18 +22,18 @@ from prefgen_dagster.defs.checks import PythonCheck
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import EnginesResource, PrefgenResource
 from prefgen_dagster.defs.step_log import progress_in_run_log
-from prefgen_dagster.evolution import stage as evolution
+from prefgen_dagster.evol_quality import stage as evol_quality
 from prefgen_dagster.generation import stage as generation
-from prefgen_dagster.ingest.batches import batch_file, seen_in_other_batches
-from prefgen_dagster.ingest.context import ContextLimits
-from prefgen_dagster.ingest.inbox import refused_aside
-from prefgen_dagster.ingest.read import read_rows
-from prefgen_dagster.ingest.validate import SEEN_BEFORE, ingest
-from prefgen_dagster.judging import stage as judging
+from prefgen_dagster.input.batches import batch_file, seen_in_other_batches
+from prefgen_dagster.input.context import ContextLimits
+from prefgen_dagster.input.inbox import refused_aside
+from prefgen_dagster.input.read import read_rows
+from prefgen_dagster.input.validate import SEEN_BEFORE, ingest
+from prefgen_dagster.judge import stage as judge
 from prefgen_dagster.llm.driver import run_stage
 from prefgen_dagster.llm.stage import Batch, LLMStage
 from prefgen_dagster.prompt_fit import context_warnings
-from prefgen_dagster.stages import INGEST, Stage, pipeline_hash
+from prefgen_dagster.stages import INPUT, Stage, pipeline_hash
 from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import batch_instructions
 
@@ -44,14 +44,15 @@ def common_metadata(config: PipelineConfig) -> dict[str, Any]:
     return {"pipeline_hash": pipeline_hash(config)}
 
 
-@dg.asset(partitions_def=batches, group_name=GROUP, kinds={"duckdb"})
-def raw_instructions(
+@dg.asset(name=INPUT.asset, partitions_def=batches, group_name=GROUP, kinds={"duckdb"})
+def instructions_asset(
     context: dg.AssetExecutionContext, prefgen: PrefgenResource
 ) -> dg.MaterializeResult:
     """The batch's file, validated, normalized and deduplicated (within the file, and against
     other batches ingested under the same settings). Every rejected row goes to
     `rejected_inputs` with its reason, so input rows = accepted + rejected. A file that cannot
-    be read at all, or a link out of the inbox, is moved to `<inbox>/.refused/` (`ingest/inbox`)."""
+    be read at all, or a link out of the inbox, is moved to `<inbox>/.refused/`
+    (`input/inbox.py`)."""
     config, storage = prefgen.open()
     batch_id = context.partition_key
     settings = pipeline_hash(config)
@@ -129,7 +130,7 @@ def later_prompts_fit(
         {
             "batch_id": batch_id,
             "check_name": LATER_PROMPTS_FIT,
-            "asset": raw_instructions.key.to_user_string(),
+            "asset": instructions_asset.key.to_user_string(),
             "severity": "WARN",
             "blocking": False,
             **outcome,
@@ -137,7 +138,7 @@ def later_prompts_fit(
         }
     )
     return dg.AssetCheckResult(
-        asset_key=raw_instructions.key,
+        asset_key=instructions_asset.key,
         check_name=LATER_PROMPTS_FIT,
         passed=not found,
         severity=dg.AssetCheckSeverity.WARN,
@@ -209,7 +210,7 @@ def llm_asset(stage: LLMStage) -> dg.AssetsDefinition:
 
 
 # The LLM stages, in pipeline order: one entry per stage (its folder holds the rest).
-LLM_STAGES: tuple[LLMStage, ...] = (generation.STAGE, evolution.STAGE, judging.STAGE)
+LLM_STAGES: tuple[LLMStage, ...] = (generation.STAGE, evol_quality.STAGE, judge.STAGE)
 
 
 def python_checks() -> list[PythonCheck]:
@@ -220,7 +221,7 @@ def python_checks() -> list[PythonCheck]:
         warnings.simplefilter("ignore", dg.PreviewWarning)
         spec = dg.AssetCheckSpec(
             LATER_PROMPTS_FIT,
-            asset=raw_instructions.key,
+            asset=instructions_asset.key,
             partitions_def=batches,
             description="[WARN] The batch's rewrite and judge prompts fit their models' "
             "context, each text counted at its longest (`prompt_fit.context_warnings`): the "
@@ -231,5 +232,5 @@ def python_checks() -> list[PythonCheck]:
 
 
 def python_assets() -> list[tuple[dg.AssetsDefinition, Stage]]:
-    """Each Python stage's asset with its registry entry: ingest, then the LLM stages."""
-    return [(raw_instructions, INGEST), *((llm_asset(s), s.spec) for s in LLM_STAGES)]
+    """Each Python stage's asset with its registry entry: the input, then the LLM stages."""
+    return [(instructions_asset, INPUT), *((llm_asset(s), s.spec) for s in LLM_STAGES)]

@@ -7,7 +7,7 @@ schedule.
   records its runs in the same instance). Its runs, and the schedule's, name the batch's
   assets (`batch_request`). An entry that can never be a batch (an unsupported type, a name
   Dagster cannot key, a link out of the inbox) is moved to `<inbox>/.refused/` with its
-  reason (`ingest/inbox.py`), so no tick looks at it again.
+  reason (`input/inbox.py`), so no tick looks at it again.
 * `STAGE_CONDITION` re-runs a batch's asset when its code version (its own settings, see
   `versions`) changes or an input it reads is updated, so a changed config re-runs only the
   stages it affects and those after them, and new human verdicts only the pair models.
@@ -25,7 +25,7 @@ from prefgen_dagster.defs.assets import GROUP
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.report import CHECK_FAILED_ERROR
 from prefgen_dagster.defs.resources import PrefgenResource
-from prefgen_dagster.ingest.inbox import move_aside, scan_inbox, was_refused
+from prefgen_dagster.input.inbox import move_aside, scan_inbox, was_refused
 from prefgen_dagster.stages import INPUT_TABLES, pipeline_hash
 
 PAIRS_KEY = dg.AssetKey("dpo_pairs")

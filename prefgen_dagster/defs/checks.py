@@ -19,13 +19,14 @@ from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.sql.project import SqlCheck, SqlProject
 from prefgen_dagster.sql.vars import sql_vars
+from prefgen_dagster.stages import asset_of
 from prefgen_dagster.storage.store import Storage
 
 
-def check_spec(check: SqlCheck, project: SqlProject, values: dict[str, Any]) -> dg.AssetCheckSpec:
+def check_spec(check: SqlCheck, values: dict[str, Any]) -> dg.AssetCheckSpec:
     """The check as Dagster shows it. `values` are the config's SQL vars; its description
     shows the ones the check reads."""
-    other_assets = sorted({project.table_asset(ref) for ref in check.refs} - {check.asset})
+    other_assets = sorted({asset_of(ref) for ref in check.refs} - {check.asset})
     return dg.AssetCheckSpec(
         check.name,
         asset=check.asset,
@@ -50,7 +51,6 @@ class PythonCheck:
 def build_asset_checks(
     asset: str,
     checks: list[SqlCheck],
-    project: SqlProject,
     values: dict[str, Any],
     python: Sequence[PythonCheck] = (),
 ) -> dg.AssetChecksDefinition:
@@ -59,15 +59,14 @@ def build_asset_checks(
 
     @dg.multi_asset_check(
         name=f"{asset}_checks",
-        specs=[*(check_spec(check, project, values) for check in checks)]
-        + [check.spec for check in python],
+        specs=[*(check_spec(check, values) for check in checks)] + [check.spec for check in python],
     )
     def _checks(context: dg.AssetCheckExecutionContext, prefgen: PrefgenResource):
         config, storage = prefgen.open()
         batch_id = context.partition_key
         with storage.session():  # one connection for every check's queries
             for check in checks:
-                yield run_check(check, project, storage, batch_id, sql_vars(config))
+                yield run_check(check, storage, batch_id, sql_vars(config))
         for extra in python:  # outside the session: one may plan the batch (seconds)
             yield extra.run(context, prefgen)
 
@@ -75,12 +74,12 @@ def build_asset_checks(
 
 
 def run_check(
-    check: SqlCheck, project: SqlProject, storage: Storage, batch_id: str, values: dict[str, Any]
+    check: SqlCheck, storage: Storage, batch_id: str, values: dict[str, Any]
 ) -> dg.AssetCheckResult:
     """Run one check's SQL for the batch, record the outcome in `check_results`."""
     offending = storage.query(*check.render(batch_id, values))
-    table = project.asset_table(check.asset)
-    total = storage.query(f"SELECT count(*) AS n FROM {table} WHERE batch_id = ?", [batch_id])
+    # An asset's rows are in the table of its name (`stages.Stage`).
+    total = storage.query(f"SELECT count(*) AS n FROM {check.asset} WHERE batch_id = ?", [batch_id])
     checked = int(total["n"][0])
     reason = failure_reason(offending)
     storage.record_check(
@@ -145,6 +144,6 @@ def build_checks(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return [
-            build_asset_checks(asset, checks, project, values, extra.get(asset, ()))
+            build_asset_checks(asset, checks, values, extra.get(asset, ()))
             for asset, checks in by_asset.items()
         ]

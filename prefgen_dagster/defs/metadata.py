@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from prefgen_dagster.judging.figure import Plot, markdown
+from prefgen_dagster.judge.figure import Plot, markdown
 from prefgen_dagster.llm.stage import Markdown
 from prefgen_dagster.storage.columns import describe
 from prefgen_dagster.summaries import counts_table, markdown_table

@@ -1,5 +1,5 @@
 """One dynamic partition per instruction batch (a file dropped in the inbox; see
-`ingest.batches` for what a batch name may be)."""
+`input.batches` for what a batch name may be)."""
 
 import dagster as dg
 

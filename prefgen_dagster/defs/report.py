@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from prefgen_dagster.ingest.validate import SEEN_BEFORE
+from prefgen_dagster.input.validate import SEEN_BEFORE
 from prefgen_dagster.sql.vars import sql_vars
 from prefgen_dagster.stages import STAGES
 
@@ -121,8 +121,8 @@ def label_quality_report(storage, batch_id: str, config) -> str:
     """The batch's label quality in a few lines: the judge's calibration, the pairs made,
     exported, dropped or held back and why, and a few held pairs to look at."""
     from prefgen_dagster.export.dataset import blocking_results, pairs_with_text
-    from prefgen_dagster.judging.calibration import calibration_lines
-    from prefgen_dagster.judging.human_agreement import agreement_lines, read_agreement
+    from prefgen_dagster.judge.calibration import calibration_lines
+    from prefgen_dagster.judge.human_agreement import agreement_lines, read_agreement
 
     lines = ["Label quality"]
     tables = storage.column_types()

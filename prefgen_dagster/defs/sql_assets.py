@@ -15,17 +15,17 @@ from prefgen_dagster.defs.resources import PrefgenResource
 from prefgen_dagster.export import dataset as export
 from prefgen_dagster.export.card import dataset_card, write_plots
 from prefgen_dagster.export.story import story
-from prefgen_dagster.judging.human_agreement import (
+from prefgen_dagster.judge.human_agreement import (
     HUMAN_AGREEMENT,
     PAIRS,
     agreement_lines,
     read_agreement,
 )
-from prefgen_dagster.judging.plan import judge_settings
-from prefgen_dagster.judging.plots import LabelFrames, label_plots, read_frames
+from prefgen_dagster.judge.plan import judge_settings
+from prefgen_dagster.judge.plots import LabelFrames, label_plots, read_frames
 from prefgen_dagster.sql.project import SqlFile, SqlProject, column_lineage
 from prefgen_dagster.sql.vars import sql_vars
-from prefgen_dagster.stages import pipeline_hash
+from prefgen_dagster.stages import asset_of, pipeline_hash
 from prefgen_dagster.storage.columns import EXPORT
 from prefgen_dagster.storage.store import Storage
 from prefgen_dagster.summaries import histogram
@@ -37,7 +37,7 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
     """A partitioned asset that runs the model's SELECT for the batch and replaces the
     batch's rows in the table of the same name. (Its code version, the SQL text and the
     values of its vars, is added in `graph.build_graph`.)"""
-    deps = sorted({project.table_asset(ref) for ref in model.refs})
+    deps = sorted({asset_of(ref) for ref in model.refs})
 
     @dg.asset(
         name=model.name,
@@ -68,7 +68,7 @@ def build_model_asset(model: SqlFile, project: SqlProject) -> dg.AssetsDefinitio
                 **common_metadata(config),
                 "dagster/column_lineage": metadata.column_lineage(
                     {
-                        column: [(project.table_asset(table), name) for table, name in sources]
+                        column: [(asset_of(table), name) for table, name in sources]
                         for column, sources in lineage.items()
                     }
                 ),

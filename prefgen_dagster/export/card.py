@@ -19,8 +19,8 @@ import yaml
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export.dataset import SPLITS
-from prefgen_dagster.judging.figure import PLOTS_DIR, Plot, markdown
-from prefgen_dagster.judging.human_agreement import agreement_lines
+from prefgen_dagster.judge.figure import PLOTS_DIR, Plot, markdown
+from prefgen_dagster.judge.human_agreement import agreement_lines
 from prefgen_dagster.storage.columns import EXPORT, describe
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from prefgen_dagster.ids import stable_hash
-from prefgen_dagster.judging.human_agreement import read_agreement
+from prefgen_dagster.judge.human_agreement import read_agreement
 from prefgen_dagster.storage.store import Storage
 
 # The rating scale's width (1-5): a margin divided by it lies in [0, 1].
@@ -204,7 +204,7 @@ def split_of(instruction_id: str, test_fraction: float) -> str:
 
 
 def input_columns(fields: list[str | None]) -> dict[str, list[Any]]:
-    """The input rows' own fields (JSON objects, see `ingest.validate.input_fields`) as one
+    """The input rows' own fields (JSON objects, see `input.validate.input_fields`) as one
     `input_<field>` column each, over the union of fields (missing: None). A field whose
     values are not all of one scalar type is written as JSON text, so every column has one
     type."""

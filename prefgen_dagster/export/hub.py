@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from prefgen_dagster.export.card import hub_shard, present_splits
-from prefgen_dagster.judging.figure import PLOTS_DIR
+from prefgen_dagster.judge.figure import PLOTS_DIR
 
 
 def hub_folder(export_dir: Path, target: Path) -> Path:

@@ -80,7 +80,7 @@ class GenerationStage(LLMStage):
     error and no text; it is not compared with the others."""
 
     spec = GENERATION
-    deps = ("raw_instructions",)
+    deps = ("instructions",)
     preview = ("model", "similarity", "text")
 
     def work(self, batch: Batch) -> GenerationWork:

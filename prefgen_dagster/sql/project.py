@@ -25,7 +25,7 @@ import sqlglot
 from sqlglot.errors import ParseError
 from sqlglot.lineage import lineage
 
-from prefgen_dagster.stages import BY_ASSET, INPUT_TABLES, STAGE_TABLES, writer_of
+from prefgen_dagster.stages import BY_ASSET, INPUT_TABLES, STAGE_TABLES
 
 # Installed from a wheel, `dbt_like_sql/` is inside the package; in a checkout, beside it.
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -87,16 +87,6 @@ class SqlProject:
 
     models: dict[str, SqlFile]
     checks: list[SqlCheck]
-
-    def asset_table(self, asset: str) -> str:
-        """The table that holds an asset's rows (a Python stage's main table, or the model's
-        own), e.g. the denominator of a check's failure rate."""
-        stage = BY_ASSET.get(asset)
-        return stage.table if stage else asset
-
-    def table_asset(self, table: str) -> str:
-        """The asset that writes a table (a model's asset, and an input's, has its name)."""
-        return writer_of(table) or table
 
     @property
     def assets(self) -> set[str]:

@@ -17,7 +17,7 @@ import polars as pl
 
 from prefgen_dagster.stages import STAGE_TABLES
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # DuckDB type -> the polars type of a frame column that is written into it.
 _POLARS_TYPES: dict[str, Any] = {
@@ -93,7 +93,7 @@ TABLES: dict[str, Table] = {
             ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp, pipeline_hash VARCHAR""",
         ),
         # The file `prefgen run` copied into the inbox as a batch's file: another file of
-        # the same name may not replace that batch (`ingest.batches.place_in_inbox`).
+        # the same name may not replace that batch (`input.batches.place_in_inbox`).
         _table(
             "batch_files",
             ("batch_id",),
@@ -283,6 +283,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "INSERT INTO ratings BY NAME SELECT *, "
         "count(*) OVER (PARTITION BY batch_id, call_id) AS shown FROM ratings_v3",
         "DROP TABLE ratings_v3",
+    ),
+    # Each Python stage's asset is named after its main table (`stages.Stage`): the checks
+    # recorded under the old names are the new assets'.
+    4: (
+        "UPDATE check_results SET asset = 'instructions' WHERE asset = 'raw_instructions'",
+        "UPDATE check_results SET asset = 'completions' WHERE asset = 'pooled_completions'",
     ),
 }
 

@@ -57,7 +57,7 @@ def test_prefgen_run_prints_summary(tmp_path: Path, tiny_models: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "batch three.jsonl: succeeded" in out
-    assert re.search(r"pooled_completions\s+completions\s+12\s+12\s+0", out)
+    assert re.search(r"completions\s+completions\s+12\s+12\s+0", out)
     assert re.search(r"evolved_completions\s+evolved_completions\s+12\s+12\s+0", out)
     assert re.search(r"ratings\s+ratings\s+24\s+\d+\s+0", out)
     assert (tmp_path / "data" / "inbox" / "three.jsonl").exists()

@@ -22,7 +22,7 @@ from prefgen_dagster.llm.types import LLMRequest
 from .conftest import drop_batch, write_config
 from .test_pipeline_vllm import engine_calls, mt_bench_lines
 
-EARLIER_STAGES = ("pooled_completions", "evolved_completions")
+EARLIER_STAGES = ("completions", "evolved_completions")
 LONG = "Describe a lighthouse keeper's day." + " Please consider every detail." * 200
 
 

@@ -90,7 +90,7 @@ def test_panel_aspects_orders_and_all_pairs(workdir: Path, tiny_models: Path) ->
     assert max(per_instruction) > 1 and max(per_instruction) <= 28  # several rejected per prompt
 
     # The guard asked again for every completion too close to an earlier one, once.
-    [pooled_event] = batch.asset_materializations_for_node("pooled_completions")
+    [pooled_event] = batch.asset_materializations_for_node("completions")
     assert regenerated[0] > 0
     assert pooled_event.metadata["llm_engine_calls"].value == 12 + regenerated[0]
     assert regenerated[1:] == (3, 0)  # first completion per instruction has no similarity

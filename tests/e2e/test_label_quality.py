@@ -174,7 +174,7 @@ def test_real_model_judge_is_measured_and_a_position_judge_is_held_back(
     [(low,)] = query(db, "SELECT canary_ci_low FROM judge_calibration")
     assert low < 0.5
     # Only the judge was asked again: generation and rewrites came from the cache.
-    assert re.search(r"pooled_completions\s+completions\s+\d+\s+0\s+\d+", out)
+    assert re.search(r"completions\s+completions\s+\d+\s+0\s+\d+", out)
     assert re.search(r"evolved_completions\s+evolved_completions\s+\d+\s+0\s+\d+", out)
     assert query(db, "SELECT count(*) FROM llm_calls WHERE model = 'position-judge'")[0][0] > 0
 

@@ -45,7 +45,7 @@ def test_full_graph_over_http(workdir: Path, tiny_models: Path) -> None:
             batch, export = materialize_batch(config_path, "over-http.jsonl", instance)
             assert batch.success and export is not None and export.success
             # 3 instructions x (2 + 1) pooled, as many evolved, one judge call each.
-            assert engine_calls(batch, "pooled_completions") == 9
+            assert engine_calls(batch, "completions") == 9
             assert engine_calls(batch, "evolved_completions") == 9
             assert engine_calls(batch, "ratings") >= 3
 

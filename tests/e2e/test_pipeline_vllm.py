@@ -17,7 +17,7 @@ from prefgen_dagster.storage.schema import PARTITIONED_TABLES
 from .conftest import drop_batch, exported_pairs, write_config
 
 MT_BENCH = Path(__file__).resolve().parents[3] / "shared" / "data" / "mt-bench-80.jsonl"
-LLM_ASSETS = ("pooled_completions", "evolved_completions", "ratings")
+LLM_ASSETS = ("completions", "evolved_completions", "ratings")
 # Every batch table but `batches`, whose ingestion time changes on each run.
 TABLES = tuple(t for t in PARTITIONED_TABLES if t != "batches")
 
@@ -75,7 +75,7 @@ def test_full_graph_on_vllm_then_rerun_is_free(workdir: Path, tiny_models: Path)
             7: "duplicate of row 1",
         }
         assert reasons[4].startswith("not valid JSON")
-        [raw_event] = batch.asset_materializations_for_node("raw_instructions")
+        [raw_event] = batch.asset_materializations_for_node("instructions")
         assert raw_event.metadata["input_rows"].value == len(lines) == 4 + len(rejected)
 
         # Demo pool: 2 models x 2 samples; one EvolQuality round; all 8 judged together.
@@ -103,7 +103,7 @@ def test_full_graph_on_vllm_then_rerun_is_free(workdir: Path, tiny_models: Path)
         # One engine per model per run: tiny-llama generates and judges, tiny-qwen2 generates
         # and rewrites; both start in the first stage and neither starts again.
         starts = {asset: engine_calls(batch, asset, "engine_starts") for asset in LLM_ASSETS}
-        assert starts == {"pooled_completions": 2, "evolved_completions": 0, "ratings": 0}
+        assert starts == {"completions": 2, "evolved_completions": 0, "ratings": 0}
         assert bad_ratings == 0
         assert all(p == list(range(1, 9)) for _, p in positions)
         assert 1 <= len(pairs) <= 4
@@ -145,7 +145,7 @@ def test_full_graph_on_vllm_then_rerun_is_free(workdir: Path, tiny_models: Path)
             assert counts == dict.fromkeys(LLM_ASSETS, 0)
         assert {name: table(db, name, "mt-bench.jsonl") for name in TABLES} == before
         # Same rows, same data versions: Dagster sees nothing downstream as changed.
-        for asset in ("raw_instructions", *LLM_ASSETS, "dpo_pairs"):
+        for asset in ("instructions", *LLM_ASSETS, "dpo_pairs"):
             [old] = batch.asset_materializations_for_node(asset)
             [new] = again.asset_materializations_for_node(asset)
             assert old.tags["dagster/data_version"] == new.tags["dagster/data_version"]

@@ -106,7 +106,7 @@ def test_sigkill_mid_generation_then_resume(tmp_path: Path, tiny_models: Path) -
     with dg.instance_for_test() as instance:
         resumed, _ = materialize_batch(killed_dir / "prefgen.yaml", "six.jsonl", instance)
         assert resumed.success
-        [pool] = resumed.asset_materializations_for_node("pooled_completions")
+        [pool] = resumed.asset_materializations_for_node("completions")
         assert pool.metadata["llm_cache_hits"].value == survived
         assert pool.metadata["llm_engine_calls"].value == 24 - survived
 

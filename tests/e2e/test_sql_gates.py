@@ -118,9 +118,7 @@ def test_sql_only_check_blocks_a_batch_and_shows_in_the_ui(
     assert pairs["instruction_id"] == {("candidate_pairs", "instruction_id")}
     assert lineage("candidate_pairs")["chosen_model"] == {("candidates", "model"), *flip}
     assert lineage("candidates")["instruction_id"] == {
-        ("pooled_completions", "instruction_id"),
+        ("completions", "instruction_id"),
         ("evolved_completions", "instruction_id"),
     }
-    assert lineage("pooled_completions")["instruction_id"] == {
-        ("raw_instructions", "instruction_id")
-    }
+    assert lineage("completions")["instruction_id"] == {("instructions", "instruction_id")}

@@ -11,6 +11,7 @@ driver is named explicitly, so Selenium never looks for one on the network."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -95,11 +96,13 @@ def chromium(profile: Path) -> Iterator[WebDriver]:
 
 
 def text_shows(*words: str, loading: str | None = None) -> Callable[[WebDriver], bool]:
-    """The page's visible text holds every word (and no longer `loading`)."""
+    """The page's visible text holds every word, whole (`completions` is not found in
+    `evolved_completions`), and no longer `loading`."""
+    patterns = [re.compile(rf"(?<!\w){re.escape(word)}(?!\w)") for word in words]
 
     def shown(driver: WebDriver) -> bool:
         text = driver.find_element(By.TAG_NAME, "body").text
-        return all(word in text for word in words) and not (loading and loading in text)
+        return all(p.search(text) for p in patterns) and not (loading and loading in text)
 
     return shown
 

@@ -52,8 +52,8 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
 
     nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
     assert set(nodes) == {
-        "raw_instructions",
-        "pooled_completions",
+        "instructions",
+        "completions",
         "evolved_completions",
         "candidates",
         "ratings",
@@ -99,8 +99,8 @@ def test_webserver_serves_asset_graph_and_checks(tmp_path: Path) -> None:
 
 
 BATCH_ASSETS = (
-    "raw_instructions",
-    "pooled_completions",
+    "instructions",
+    "completions",
     "evolved_completions",
     "candidates",
     "ratings",

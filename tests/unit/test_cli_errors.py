@@ -16,8 +16,8 @@ from prefgen_dagster.bundled import TINY_CONFIG
 from prefgen_dagster.cli import build_parser, main
 from prefgen_dagster.config import ConfigError, load_config
 from prefgen_dagster.cost import plan_batch
-from prefgen_dagster.ingest.read import InputFileError, read_rows
-from prefgen_dagster.ingest.validate import ingest
+from prefgen_dagster.input.read import InputFileError, read_rows
+from prefgen_dagster.input.validate import ingest
 from prefgen_dagster.storage.store import Storage
 
 
@@ -273,5 +273,7 @@ def test_estimate_reads_the_configured_instruction_field(
     )
     assert main(["estimate", str(batch), "--config", str(config_path)]) == 0
     pool = sum(member.num_completions for member in load_config(config_path).generation.pool)
-    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pooled_")]
+    [row] = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("completions ")
+    ]
     assert row.split()[1] == str(2 * pool)

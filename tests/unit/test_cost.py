@@ -11,9 +11,9 @@ import pytest
 from prefgen_dagster import cost
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.cost import estimate, format_estimate, instructions_key, plan_batch
-from prefgen_dagster.ingest.validate import instruction_id
-from prefgen_dagster.judging import plan as judge_plan
-from prefgen_dagster.judging.modes import MODES
+from prefgen_dagster.input.validate import instruction_id
+from prefgen_dagster.judge import plan as judge_plan
+from prefgen_dagster.judge.modes import MODES
 from prefgen_dagster.llm.plan import Planned
 from prefgen_dagster.prompt_fit import context_warnings
 
@@ -37,7 +37,7 @@ def test_calls_follow_the_pool_evolutions_and_judge_panel(
     # since the batch is smaller than canaries.min_instructions). Diversity regenerations (2)
     # and judge re-asks (1) bound the maximum.
     assert by_stage(config) == {
-        "pooled_completions": (15, 45),
+        "completions": (15, 45),
         "evolved_completions": (15, 15),
         "ratings": (3 + 1 + 3 * 5, 38),
     }
@@ -52,7 +52,7 @@ def test_calls_follow_the_pool_evolutions_and_judge_panel(
     )
     # With `reversed` among the orders there is no probe; canaries get every order too.
     assert by_stage(panel) == {
-        "pooled_completions": (15, 45),
+        "completions": (15, 45),
         "evolved_completions": (30, 30),
         "ratings": ((3 + 3 * 5) * 2 * 3 * 2, 216),
     }
@@ -83,7 +83,7 @@ def test_completion_tokens_are_bounded_by_max_tokens(config: PipelineConfig) -> 
     assert judging.max_completion_tokens == 2 * ((3 + 1) * ten + 15 * two)
     assert judging.prompt_tokens > 3 * 6 * 48  # six candidates of up to 48 tokens each
     table = format_estimate([generation, evolution, judging])
-    assert table.splitlines()[1].split()[:3] == ["pooled_completions", "15", "45"]
+    assert table.splitlines()[1].split()[:3] == ["completions", "15", "45"]
 
 
 def test_judge_prompts_that_may_outgrow_the_judges_context_are_warned_about(

@@ -7,13 +7,13 @@ from collections import Counter
 from typing import Any
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.config.evolution import EVOL_CRITERIA
-from prefgen_dagster.evolution.prompt import choose_criterion
+from prefgen_dagster.config.evol_quality import EVOL_CRITERIA
+from prefgen_dagster.evol_quality.prompt import choose_criterion
 from prefgen_dagster.generation import prompt as generation
 from prefgen_dagster.generation.plan import plan_completions
-from prefgen_dagster.judging import prompt as ultrafeedback
-from prefgen_dagster.judging.parse import parse_listwise_output
-from prefgen_dagster.judging.plan import judge_groups, plan_judging, rating_rows
+from prefgen_dagster.judge import prompt as ultrafeedback
+from prefgen_dagster.judge.parse import parse_listwise_output
+from prefgen_dagster.judge.plan import judge_groups, plan_judging, rating_rows
 from prefgen_dagster.llm.plan import Planned
 
 BATCH = "b1.jsonl"

@@ -6,22 +6,25 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
+import prefgen_dagster
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.defs import metadata
 from prefgen_dagster.defs.assets import LATER_PROMPTS_FIT
 from prefgen_dagster.defs.graph import OWNERS, PipelineGraph, build_graph
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.sql_assets import comment_markdown
-from prefgen_dagster.judging.plots import LabelFrames, label_plots
+from prefgen_dagster.judge.plots import LabelFrames, label_plots
 from prefgen_dagster.sql.project import load_project
-from prefgen_dagster.stages import BY_ASSET
+from prefgen_dagster.stages import BY_ASSET, STAGES
 from prefgen_dagster.storage.schema import TABLES
 
+PACKAGE = Path(prefgen_dagster.__file__).parent
 CHECKS = {check.name: check for check in load_project().checks}
 
 
@@ -56,12 +59,20 @@ def test_every_asset_has_owners_and_its_stage_tag(config: PipelineConfig) -> Non
     assert all(spec.owners == OWNERS for spec in specs(build_graph(config)).values())
 
 
+def test_a_stage_is_named_by_its_folder_and_section_and_by_its_table() -> None:
+    # What it does: its config section and its folder; what it makes: its asset and table.
+    for stage in STAGES:
+        assert stage.package == f"prefgen_dagster.{stage.section}"
+        assert stage.section in PipelineConfig.model_fields
+        assert (PACKAGE / stage.section / "__init__.py").exists()
+        assert stage.asset == stage.table and stage.table in TABLES
+
+
 def test_table_columns_are_described_before_any_run(config: PipelineConfig) -> None:
     graph = specs(build_graph(config))
-    for name in ["ratings", "pooled_completions", "dpo_pairs"]:
+    for name in ["ratings", "completions", "dpo_pairs"]:
         schema = graph[name].metadata["dagster/column_schema"]
-        table = BY_ASSET[name].table if name in BY_ASSET else name
-        assert [c.name for c in schema.columns] == [c.split()[0] for c in TABLES[table].columns]
+        assert [c.name for c in schema.columns] == [c.split()[0] for c in TABLES[name].columns]
         assert all(column.description for column in schema.columns), name
     ratings = graph["ratings"].metadata["dagster/column_schema"].columns
     position = {column.name: column for column in ratings}["position"]
@@ -168,10 +179,10 @@ def test_the_checks_of_an_asset_run_as_one_step(config: PipelineConfig) -> None:
     expected: dict[str, list[str]] = {}
     for check in load_project().checks:
         expected.setdefault(f"{check.asset}_checks", []).append(check.name)
-    # The check written in Python runs in the same step as raw_instructions' SQL ones.
-    expected["raw_instructions_checks"].append(LATER_PROMPTS_FIT)
+    # The check written in Python runs in the same step as instructions' SQL ones.
+    expected["instructions_checks"].append(LATER_PROMPTS_FIT)
     assert steps == {step: sorted(names) for step, names in expected.items()}
-    assert len(steps) == 3  # raw_instructions, ratings, dpo_pairs
+    assert len(steps) == 3  # instructions, ratings, dpo_pairs
     # Each check keeps its own blocking flag and partitions.
     for definition in graph.checks:
         for spec in definition.check_specs:

@@ -135,8 +135,8 @@ def test_export_follows_any_batch_even_when_another_never_ran(config_path: Path)
 
 
 BATCH_ASSETS = [
-    "raw_instructions",
-    "pooled_completions",
+    "instructions",
+    "completions",
     "evolved_completions",
     "candidates",
     "ratings",

@@ -30,19 +30,19 @@ EDITS: dict[str, tuple[Edit, set[str]]] = {
     "judge model's weights": (
         lambda c: c["models"]["tiny-llama"].update(path="./models/other-llama"),
         # tiny-llama is also a pool member, so the ingest token count and generation change.
-        {"raw_instructions", "pooled_completions", "ratings"},
+        {"instructions", "completions", "ratings"},
     ),
     "a pool member's temperature": (
         lambda c: c["generation"]["pool"][0]["sampling"].update(temperature=0.3),
-        {"pooled_completions"},
+        {"completions"},
     ),
     "a pool member's max_tokens (room left for the prompt)": (
         lambda c: c["generation"]["pool"][0]["sampling"].update(max_tokens=64),
-        {"raw_instructions", "pooled_completions"},
+        {"instructions", "completions"},
     ),
     "the input column name": (
         lambda c: c.setdefault("input", {}).update(instruction_field="prompt"),
-        {"raw_instructions"},
+        {"instructions"},
     ),
     "EvolQuality criteria": (
         lambda c: c["evol_quality"].update(criteria=["deepening"]),
@@ -97,7 +97,7 @@ def test_every_asset_has_a_code_version_naming_its_stage() -> None:
     versions = code_versions(yaml.safe_load(TINY_CONFIG.read_text()))
     assert all(versions.values())
     assert versions["ratings"].startswith("ratings-")
-    assert versions["pooled_completions"].startswith("pooled_completions-")
+    assert versions["completions"].startswith("completions-")
 
 
 def _module(path: Path, text: str) -> ModuleType:
@@ -128,7 +128,7 @@ def test_a_stage_version_covers_its_whole_folder_and_the_shared_code_it_imports(
         assert {f"{stage.package}.{p.stem}" for p in folder.glob("[!_]*.py")} <= names
     generation = {module.__name__ for module in stage_modules(GENERATION.package)}
     assert {"prefgen_dagster.llm.plan", "prefgen_dagster.text.embeddings"} <= generation
-    assert not any(name.startswith("prefgen_dagster.judging") for name in generation)
+    assert not any(name.startswith("prefgen_dagster.judge") for name in generation)
     # A new module in a stage's folder, and the shared module it starts to use, are in.
     package = tmp_path / "toy_folder"
     package.mkdir()

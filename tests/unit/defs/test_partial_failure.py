@@ -68,7 +68,7 @@ def test_a_few_lasting_failures_still_export_the_complete_pairs(
 
     batch, export, logged = run_batch(config_path)
     assert batch.success and export is not None and export.success
-    generated = stage_metadata(batch, "pooled_completions")
+    generated = stage_metadata(batch, "completions")
     broken = BROKEN * len(POOL)
     assert (generated["llm_failed"], generated["llm_failed_by_kind"]) == (
         broken,
@@ -105,7 +105,7 @@ def test_a_few_lasting_failures_still_export_the_complete_pairs(
         attempts_per_run.append(len(server.hits) - before)
     max_runs = load_config(config_path).engine.max_failed_runs
     assert attempts_per_run == [2 * broken] * (max_runs - 1) + [0]  # max_retries 1: 2 each
-    assert stage_metadata(rerun, "pooled_completions")["llm_given_up"] == broken
+    assert stage_metadata(rerun, "completions")["llm_given_up"] == broken
     runs = storage.query("SELECT runs FROM failed_calls")["runs"].to_list()
     assert runs == [max_runs] * broken
 

@@ -41,9 +41,8 @@ def test_a_held_back_batch_says_why_its_judge_failed_to_parse(
         rating_row(f"f{i}", "i1", None, BATCH, parse_status="wrong_count") for i in range(4)
     ]
     insert_rows("ratings", ratings)
-    project = load_project()
     with storage.session():
-        result = run_check(PARSE_FAILURES, project, storage, BATCH, sql_vars(config))
+        result = run_check(PARSE_FAILURES, storage, BATCH, sql_vars(config))
     assert check_line(evaluation(result)).splitlines() == [
         f"check {'judge_parse_failures':<28}{'FAILED (ERROR)':<16} offending rows: 4",
         "      because: 4 of 10 answered ratings could not be parsed (40.0%, above "
@@ -58,7 +57,7 @@ def test_a_held_back_batch_says_why_its_judge_failed_to_parse(
     with storage.connect() as con:
         con.execute("UPDATE ratings SET parse_status = 'ok', rating = 3")
     with storage.session():
-        result = run_check(PARSE_FAILURES, project, storage, BATCH, sql_vars(config))
+        result = run_check(PARSE_FAILURES, storage, BATCH, sql_vars(config))
     assert check_line(evaluation(result)) == (
         f"check {'judge_parse_failures':<28}{'passed':<16} offending rows: 0"
     )

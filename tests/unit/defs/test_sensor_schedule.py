@@ -14,13 +14,13 @@ import yaml
 
 from prefgen_dagster.config import PipelineConfig, load_config
 from prefgen_dagster.defs import automation
-from prefgen_dagster.defs.assets import raw_instructions
+from prefgen_dagster.defs.assets import instructions_asset
 from prefgen_dagster.defs.automation import inbox_sensor, stale_batches
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import CONFIG_ENV, PrefgenResource, run_resources
-from prefgen_dagster.ingest import inbox as inbox_module
-from prefgen_dagster.ingest.batches import batch_file
-from prefgen_dagster.ingest.inbox import REFUSED_DIR, refusal
+from prefgen_dagster.input import inbox as inbox_module
+from prefgen_dagster.input.batches import batch_file
+from prefgen_dagster.input.inbox import REFUSED_DIR, refusal
 from prefgen_dagster.storage.store import Storage
 
 pytestmark = pytest.mark.usefixtures("fresh_dagster_state")
@@ -232,10 +232,10 @@ def test_batch_file_refuses_a_symlink_out_of_the_inbox(inbox: Path, tmp_path: Pa
 
 
 def ingest_batch(instance: dg.DagsterInstance, name: str) -> dg.ExecuteInJobResult:
-    """Run `raw_instructions` for one batch, as a run launched from the UI would."""
+    """Run `instructions` for one batch, as a run launched from the UI would."""
     instance.add_dynamic_partitions(batches.name, [name])
     return dg.materialize(
-        [raw_instructions],
+        [instructions_asset],
         partition_key=name,
         instance=instance,
         resources=run_resources(os.environ[CONFIG_ENV]),
@@ -345,8 +345,8 @@ def test_a_batch_run_names_every_stage_it_runs(inbox: Path, instance: dg.Dagster
     ) as context:
         [request] = sensor(context).run_requests
     assert {key.to_user_string() for key in request.asset_selection} == {
-        "raw_instructions",
-        "pooled_completions",
+        "instructions",
+        "completions",
         "evolved_completions",
         "candidates",
         "ratings",

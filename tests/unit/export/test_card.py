@@ -18,7 +18,7 @@ from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export.card import dataset_card, hub_shard, write_plots
 from prefgen_dagster.export.dataset import write_dataset
 from prefgen_dagster.export.hub import hub_folder
-from prefgen_dagster.judging.plots import LabelFrames, label_plots
+from prefgen_dagster.judge.plots import LabelFrames, label_plots
 from tests.unit.conftest import BASE_CONFIG
 
 MakeConfig = Callable[..., PipelineConfig]

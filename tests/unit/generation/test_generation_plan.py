@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.evolution.plan import plan_evolution_round
+from prefgen_dagster.evol_quality.plan import plan_evolution_round
 from prefgen_dagster.generation import stage
 from prefgen_dagster.generation.plan import draw_pool, plan_completions, regeneration
 from prefgen_dagster.llm.driver import run_stage

@@ -12,10 +12,10 @@ from typing import Any
 import polars as pl
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.evolution import stage as evolution
+from prefgen_dagster.evol_quality import stage as evol_quality
 from prefgen_dagster.generation import stage as generation
 from prefgen_dagster.ids import stable_hash
-from prefgen_dagster.judging import stage as judging
+from prefgen_dagster.judge import stage as judge
 from prefgen_dagster.llm.driver import run_stage
 from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.llm.runner import RunStats
@@ -81,8 +81,8 @@ def run_stages(config: PipelineConfig, storage: Storage, engine: Scripted) -> di
     """The three LLM stages and the candidates between them, each writing its partition."""
     pool = EnginePool(engine)
     stats = {}
-    for stage in (generation.STAGE, evolution.STAGE, judging.STAGE):
-        if stage is judging.STAGE:
+    for stage in (generation.STAGE, evol_quality.STAGE, judge.STAGE):
+        if stage is judge.STAGE:
             build_models(storage, config, BATCH, "candidates")
         made = run_stage(stage, config, storage, BATCH, pool)
         storage.replace_partition(stage.spec.table, BATCH, made.outputs[stage.spec.table])

@@ -130,7 +130,7 @@ def blocking_checks_pass(storage: Storage, batch: str, failing: tuple[str, ...] 
 GATE_HEADERS = {
     "rating_outliers": ("ratings", "WARN", False),
     "length_bias": ("dpo_pairs", "WARN", False),
-    "input_reconciliation": ("raw_instructions", "ERROR", True),
+    "input_reconciliation": ("instructions", "ERROR", True),
 }
 
 
@@ -483,7 +483,7 @@ def test_llm_request_reconciliation_fails_a_lost_call_and_too_many_failures(
     storage.save_calls([], [{"call_id": "bad", "model": "m", "error": "Boom: no"}])
     offending = run_gate(storage, config, "llm_request_reconciliation")
     assert dict(offending.select("call_id", "reason").iter_rows()) == {
-        "lost": "pooled_completions call lost: neither answered nor failed with a reason",
+        "lost": "completions call lost: neither answered nor failed with a reason",
         "bad": "failed requests are 33.3% of the batch (above checks.max_failed_request_rate);"
         " first: Boom: no",
     }

@@ -13,7 +13,7 @@ import pytest
 
 from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.export.dataset import collect_pairs, to_trl_records
-from prefgen_dagster.judging.calibration import wilson_interval
+from prefgen_dagster.judge.calibration import wilson_interval
 from prefgen_dagster.sql.project import column_lineage, load_project
 from prefgen_dagster.sql.vars import sql_vars
 from prefgen_dagster.storage.store import Storage

@@ -125,7 +125,7 @@ def test_real_files_load() -> None:
     }
     summary = {c.name: (c.asset, c.severity, c.blocking) for c in CHECKS.values()}
     assert summary == {
-        "input_reconciliation": ("raw_instructions", "ERROR", True),
+        "input_reconciliation": ("instructions", "ERROR", True),
         "judge_canary_accuracy": ("dpo_pairs", "ERROR", True),
         "judge_human_agreement": ("dpo_pairs", "ERROR", True),
         "judge_parse_failures": ("ratings", "ERROR", True),
@@ -220,8 +220,6 @@ def test_a_new_model_file_is_a_model_and_may_be_reffed(tmp_path: Path) -> None:
         "judge_scores",
         "top_pairs",
     }
-    assert project.table_asset("top_pairs") == "top_pairs"
-    assert project.table_asset("completions") == "pooled_completions"
     assert [c.asset for c in project.checks] == ["top_pairs"]
 
 

@@ -120,6 +120,22 @@ def test_a_migration_that_fails_leaves_the_file_as_it_was(tmp_path: Path) -> Non
     assert "pool_member" not in columns
 
 
+def test_checks_recorded_under_the_old_asset_names_are_the_renamed_assets(tmp_path: Path) -> None:
+    # Version 4 named the input and generation assets raw_instructions and pooled_completions.
+    path = tmp_path / "v4.duckdb"
+    storage = Storage(path)
+    outcome = {"batch_id": "b", "severity": "ERROR", "blocking": True, "passed": True}
+    outcome |= {"failing_rows": 0}
+    storage.record_check({**outcome, "check_name": "one", "asset": "raw_instructions"})
+    storage.record_check({**outcome, "check_name": "two", "asset": "pooled_completions"})
+    storage.record_check({**outcome, "check_name": "three", "asset": "ratings"})
+    with duckdb.connect(str(path)) as con:
+        con.execute("UPDATE schema_info SET version = 4")
+    found = Storage(path).query("SELECT check_name, asset FROM check_results ORDER BY asset")
+    assert found.rows() == [("two", "completions"), ("one", "instructions"), ("three", "ratings")]
+    assert schema_version(path) == SCHEMA_VERSION
+
+
 def test_a_file_from_a_newer_prefgen_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.duckdb"
     with duckdb.connect(str(path)) as con:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefgen_dagster.evolution.prompt import HEADINGS
+from prefgen_dagster.evol_quality.prompt import HEADINGS
 from prefgen_dagster.text.quality import can_be_chosen, echoed_marker
 
 REWRITE_HEADINGS = tuple(HEADINGS.values())

@@ -73,8 +73,8 @@ class ScoreWork(Work):
 class ClarityStage(LLMStage):
     """How clear each instruction is, 1-5, by the pool's first model."""
 
-    spec = Stage("instruction_scores", "generation", ("instruction_scores",), __package__, {})
-    deps = ("raw_instructions",)
+    spec = Stage("generation", ("instruction_scores",), {}, home=__package__)
+    deps = ("instructions",)
     preview = ("score", "raw")
 
     def work(self, batch: Batch) -> ScoreWork:
