@@ -57,7 +57,7 @@ class PromptBounds:
     """Prompts in tokens, each text not written yet counted at its `max_tokens`: each rewrite's
     prompt, and each instruction's longest judge request with its answer."""
 
-    evolution: list[int]  # one per pooled completion: its rewrite's prompt
+    evolution: list[int]  # one per rewritten pooled completion: its rewrite's prompt
     judge: dict[str, int]  # instruction id -> its longest judge request, prompt + answer
     candidates: dict[str, int]  # instruction id -> completions the judge sees
 
@@ -142,10 +142,12 @@ def rewrite_prompts(
     config: PipelineConfig,
     counters: TokenCounters,
 ) -> list[int]:
-    """Each planned completion's rewrite prompt: the prompt around an empty response (the
+    """Each rewritten completion's rewrite prompt: the prompt around an empty response (the
     same for every completion of an instruction), plus the response at its longest (the
     first round rewrites a completion, later rounds a rewrite)."""
     evol = config.evol_quality
+    members = config.evolved_members()
+    plans = [p for p in plans if p.row["pool_member"] in members]
     rewritten = list(dict.fromkeys(p.row["instruction_id"] for p in plans))
     counter = counters.for_model(evol.model)
     frame = prompts_tokens(
@@ -167,11 +169,15 @@ def _candidates(config: PipelineConfig, plans: list[Planned]) -> dict[str, int]:
     """Instruction id -> the number of texts its judge request(s) compare."""
     evol = config.evol_quality
     kept_rounds = 1 if evol.keep == "last" else evol.num_evolutions
-    per_completion = (1 if evol.include_original else 0) + min(kept_rounds, evol.num_evolutions)
+    rewrites = min(kept_rounds, evol.num_evolutions)
+    members = config.evolved_members()
     candidates: dict[str, int] = {}
     for plan in plans:
         iid = plan.row["instruction_id"]
-        candidates[iid] = candidates.get(iid, 0) + per_completion
+        texts = (1 if evol.include_original else 0) + (
+            rewrites if plan.row["pool_member"] in members else 0
+        )
+        candidates[iid] = candidates.get(iid, 0) + texts
     return candidates
 
 
@@ -209,7 +215,7 @@ def estimate(batch: BatchPlan) -> list[StageCost]:
     )
 
     evol = config.evol_quality
-    evol_calls = pool.calls * evol.num_evolutions
+    evol_calls = len(batch.bounds.evolution) * evol.num_evolutions
     evolution = StageCost(
         EVOL_QUALITY.asset,
         evol_calls,

@@ -125,6 +125,13 @@ class PipelineConfig(Strict):
         if self.pairing.strategy == "rule_stronger_model" and not self.generation.model_ranking:
             raise ValueError("pairing.strategy rule_stronger_model needs generation.model_ranking")
         pool = {member.model for member in self.generation.pool}
+        chosen = self.evol_quality.members or []
+        strays = [m for m in chosen if m not in pool and m not in range(len(self.generation.pool))]
+        if strays:
+            raise ValueError(
+                f"evol_quality.members names neither a pool model nor a place in "
+                f"generation.pool (0 to {len(self.generation.pool) - 1}): {strays}"
+            )
         sources = set(self.judge.canaries.source_models) if self.judge else set()
         if sources - pool:
             raise ValueError(
@@ -132,6 +139,15 @@ class PipelineConfig(Strict):
                 f"{sorted(sources - pool)}"
             )
         return self
+
+    def evolved_members(self) -> set[int]:
+        """The places in `generation.pool` of the members whose answers EvolQuality rewrites."""
+        chosen = self.evol_quality.members
+        return {
+            place
+            for place, member in enumerate(self.generation.pool)
+            if chosen is None or place in chosen or member.model in chosen
+        }
 
     def uses_embeddings(self) -> bool:
         if self.embeddings == "auto":

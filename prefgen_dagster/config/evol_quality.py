@@ -18,6 +18,10 @@ class EvolQualityConfig(Strict):
     # Extra criteria: name -> what the rewrite should improve (usable in `criteria`).
     custom_criteria: dict[str, str] = Field(default_factory=dict)
     keep: Literal["all", "last"] = "all"
+    # Whose answers are rewritten: pool members by their model's name (each member calling
+    # it) or by their place in `generation.pool` (from 0). Unset: every member's. The
+    # UltraFeedback recipe rewrites one answer per instruction: name one member.
+    members: list[str | int] | None = Field(None, min_length=1)
     # Judge (and pair) the pooled originals alongside their rewrites.
     include_original: bool = True
     seed: int = 0

@@ -62,7 +62,8 @@ class EvolutionWork(Work):
 
 
 class EvolQualityStage(LLMStage):
-    """EvolQuality rewrites of every pooled completion, `num_evolutions` rounds deep. A
+    """EvolQuality rewrites of the pooled completions (of `evol_quality.members`, if set),
+    `num_evolutions` rounds deep. A
     rewrite whose request failed for good is returned with its error and no text, and is
     not rewritten further."""
 
@@ -74,7 +75,10 @@ class EvolQualityStage(LLMStage):
         instructions = batch_instructions(batch.storage, batch.batch_id)
         # A text whose request failed has nothing to rewrite; its row says why.
         completions = batch_rows(batch.storage, "completions", batch.batch_id, "completion_id")
-        parents = [row for row in completions if row["error"] is None]
+        members = batch.config.evolved_members()
+        parents = [
+            row for row in completions if row["error"] is None and row["pool_member"] in members
+        ]
         plans = plan_evolution_round(parents, instructions, batch.config, 1, batch.batch_id)
         return EvolutionWork(plans, instructions, batch.config, batch.batch_id)
 

@@ -16,6 +16,8 @@ from prefgen_dagster.judge import plan as judge_plan
 from prefgen_dagster.judge.modes import MODES
 from prefgen_dagster.llm.plan import Planned
 from prefgen_dagster.prompt_fit import context_warnings
+from prefgen_dagster.storage.store import Storage
+from tests.unit.llm.test_reuse import Scripted, add_instructions, run_stages
 
 QUESTIONS = ["Explain tides.", "Name three primes.", "What is a hash table?"]
 ROWS = [
@@ -24,8 +26,10 @@ ROWS = [
 ]
 
 
-def by_stage(config: PipelineConfig) -> dict[str, tuple[int, int]]:
-    return {c.stage: (c.calls, c.max_calls) for c in estimate(plan_batch(ROWS, config))}
+def by_stage(
+    config: PipelineConfig, rows: list[dict[str, Any]] = ROWS
+) -> dict[str, tuple[int, int]]:
+    return {c.stage: (c.calls, c.max_calls) for c in estimate(plan_batch(rows, config))}
 
 
 def test_calls_follow_the_pool_evolutions_and_judge_panel(
@@ -205,3 +209,36 @@ def test_a_large_batch_is_planned_a_slice_at_a_time(
     assert estimate(sliced) == estimate(whole)
     assert sliced.bounds == whole.bounds and sliced.pool_calls == whole.pool_calls
     assert context_warnings(sliced) == context_warnings(whole)
+
+
+@pytest.mark.parametrize(("members", "rewritten"), [(["gen-b"], 3), ([0], 2), ([1, "gen-a"], 5)])
+def test_evol_quality_members_rewrite_only_their_answers_as_estimated(
+    make_config: Callable[..., PipelineConfig],
+    storage: Storage,
+    insert_rows: Callable[[str, list[dict[str, Any]]], None],
+    members: list[str | int],
+    rewritten: int,
+) -> None:
+    # The pool: gen-a (place 0) answers twice per instruction, gen-b (place 1) three times.
+    evol = {"model": "gen-a", "num_evolutions": 1, "seed": 5, "members": members}
+    config = make_config(evol_quality=evol)
+    add_instructions(insert_rows, 0, 3)
+    stats = run_stages(config, storage, Scripted())
+    parents = storage.query(
+        "SELECT DISTINCT c.pool_member FROM evolved_completions AS e "
+        "JOIN completions AS c ON c.completion_id = e.parent_completion_id ORDER BY 1"
+    )["pool_member"].to_list()
+    assert parents == sorted(config.evolved_members())
+    assert stats["evolved_completions"].engine_calls == 3 * rewritten
+    instructions = storage.query("SELECT * FROM instructions").to_dicts()
+    assert by_stage(config, instructions)["evolved_completions"] == (3 * rewritten,) * 2
+    # The judge sees every original and the rewrites: its prompts are sized for as many.
+    assert set(plan_batch(instructions, config).bounds.candidates.values()) == {5 + rewritten}
+
+
+def test_evol_quality_members_must_be_in_the_pool(
+    make_config: Callable[..., PipelineConfig],
+) -> None:
+    for stray in (["judge-m"], [2]):
+        with pytest.raises(ValueError, match="evol_quality.members names neither"):
+            make_config(evol_quality={"model": "gen-a", "members": stray})
