@@ -1,5 +1,6 @@
-"""`prefgen run FILE`, `prefgen estimate FILE` and `prefgen demo`: a batch from a file, through
-every stage in-process, with its estimate first and a summary after."""
+"""`prefgen run SOURCE`, `prefgen estimate SOURCE` and `prefgen demo`: a batch from a file or
+a dataset's split, through every stage in-process, with its estimate first and a summary
+after."""
 
 from __future__ import annotations
 
@@ -21,18 +22,24 @@ if TYPE_CHECKING:  # imported where used when a command runs: `prefgen --help` s
     from prefgen_dagster.cost import BatchPlan
     from prefgen_dagster.storage.store import Storage
 
-INSTRUCTIONS = "an instruction file (.jsonl, .json, .csv or .parquet); its name is the batch's"
+INSTRUCTIONS = (
+    "an instruction file (.jsonl, .json, .csv or .parquet; its name is the batch's), or a "
+    "dataset: hf://datasets/ORG/NAME[@REVISION], or a folder laid out like a Hub dataset repo "
+    "or written by save_to_disk"
+)
 
 
 def add_run_commands(
     add: Callable[..., argparse.ArgumentParser], add_config: Callable[..., None]
 ) -> None:
-    run = add("run", help="run every stage for one instruction file")
-    run.add_argument("file", type=Path, help=INSTRUCTIONS)
+    run = add("run", help="run every stage for one instruction file or dataset split")
+    run.add_argument("source", help=INSTRUCTIONS)
+    _add_dataset_options(run)
     add_config(run)
-    run.set_defaults(handler=lambda args: run_batch(args.file, args.config, args.verbose))
-    cost = add("estimate", help="LLM calls and tokens a file would cost")
-    cost.add_argument("file", type=Path, help=INSTRUCTIONS)
+    run.set_defaults(handler=lambda args: run_batch(args.source, args.config, args.verbose, args))
+    cost = add("estimate", help="LLM calls and tokens a file or dataset split would cost")
+    cost.add_argument("source", help=INSTRUCTIONS)
+    _add_dataset_options(cost)
     add_config(cost)
     cost.set_defaults(handler=estimate_command)
     demo_command = add("demo", help="the real model + a tiny one on the bundled instructions")
@@ -42,18 +49,54 @@ def add_run_commands(
     demo_command.set_defaults(handler=lambda args: demo(args.workdir))
 
 
+def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    """A dataset's config, split and row limit (else as `input.datasets` has them for the
+    same name; docs/configuration.md). `--config` is the pipeline's YAML file."""
+    parser.add_argument("--subset", help="the dataset's config (the Hub calls it a subset)")
+    parser.add_argument("--split", help="the dataset's split (default: train)")
+    parser.add_argument("--limit", type=int, help="only the split's first LIMIT rows")
+
+
 def estimate_command(args: argparse.Namespace) -> int:
+    import tempfile
+
     from prefgen_dagster.config import load_config
 
-    text, _ = estimate_file(args.file, load_config(args.config))
+    config = load_config(args.config)
+    with tempfile.TemporaryDirectory(prefix="prefgen-estimate-") as scratch:
+        file = instruction_file(args.source, args, config, Path(scratch))
+        text, _ = estimate_file(file, config)
     print(text)
     return 0
 
 
+def instruction_file(
+    source: str | Path, options: argparse.Namespace | None, config: PipelineConfig, inbox: Path
+) -> Path:
+    """`source` itself when it is a file; for a dataset, its split's batch file in `inbox`
+    (`input/datasets.py`), made unless there already."""
+    from prefgen_dagster.input.datasets import dataset_input, is_dataset, resolve, snapshot
+
+    if not is_dataset(str(source)):
+        return Path(source)
+    flags = {
+        key: getattr(options, flag, None)
+        for key, flag in (("config", "subset"), ("split", "split"), ("limit", "limit"))
+    }
+    wanted = dataset_input(str(source), flags, config)
+    return snapshot(resolve(wanted, Path(config.base_dir)), inbox)
+
+
 @frozen_heap()
-def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
-    """Drop `file` into the inbox, run every stage for it, then the export; print a summary.
-    The engines' logs go to `engines.log` beside the DuckDB file unless `verbose`."""
+def run_batch(
+    source: str | Path,
+    config_path: Path,
+    verbose: bool = False,
+    options: argparse.Namespace | None = None,
+) -> int:
+    """Drop `source` into the inbox (a dataset split: its batch file, see `instruction_file`),
+    run every stage for it, then the export; print a summary. The engines' logs go to
+    `engines.log` beside the DuckDB file unless `verbose`."""
     from prefgen_dagster.cli_progress import engine_logs_to, shown_progress
     from prefgen_dagster.defs.pipeline_run import (
         RunSetup,
@@ -69,9 +112,9 @@ def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
         run_warnings,
     )
 
-    config, storage, target = _checked_before_work(file, config_path)
+    config, storage, file = _checked_before_work(source, options, config_path)
     print(f"estimate for {file.name} (before the cache; cached calls cost nothing):")
-    text, plan = estimate_file(target, config)
+    text, plan = estimate_file(file, config)
     print(text)
     # The runs take this config and plan as they are: nothing is read or planned twice.
     setup = RunSetup(Path(config_path).resolve(), config, {file.name: plan})
@@ -110,20 +153,23 @@ def run_batch(file: Path, config_path: Path, verbose: bool = False) -> int:
     return EXIT_HELD_BACK if held_back_only(batch) else 1
 
 
-def _checked_before_work(file: Path, config_path: Path) -> tuple[PipelineConfig, Storage, Path]:
-    """(config, DuckDB file, the file's copy in the inbox). Before any work, each of these
-    stops with one line (see `cli.main`): the config, the file, a file that would replace
-    another file's batch, and a DuckDB file that cannot be locked or opened (which would
-    otherwise stop the run late)."""
+def _checked_before_work(
+    source: str | Path, options: argparse.Namespace | None, config_path: Path
+) -> tuple[PipelineConfig, Storage, Path]:
+    """(config, DuckDB file, the batch's file in the inbox). Before any work, each of these
+    stops with one line (see `cli.main`): the config, the file or dataset, a file that would
+    replace another file's batch, and a DuckDB file that cannot be locked or opened (which
+    would otherwise stop the run late)."""
     from prefgen_dagster.config import load_config
     from prefgen_dagster.input.batches import check_batch_name, place_in_inbox
     from prefgen_dagster.input.read import check_input_file
     from prefgen_dagster.storage.store import Storage
 
     config = load_config(config_path)
+    storage = Storage(config.resolve(config.paths.duckdb_path))
+    file = instruction_file(source, options, config, config.resolve(config.paths.inbox_dir))
     check_input_file(file)
     check_batch_name(file)
-    storage = Storage(config.resolve(config.paths.duckdb_path))
     return config, storage, place_in_inbox(file, config, storage)
 
 

@@ -170,7 +170,7 @@ def settings_hash(config: PipelineConfig, section: Section) -> str:
     if section == "input":
         # Whether an instruction fits the pool's context (see `input/context.py`).
         settings = {
-            "input": config.input.model_dump(mode="json"),
+            "input": config.input.model_dump(mode="json", exclude={"datasets"}),
             "pool": [
                 [member.model, member.sampling.max_tokens, member.system_prompts()]
                 for member in config.generation.pool

@@ -18,20 +18,11 @@ from prefgen_dagster.config.checks import check_models
 from prefgen_dagster.config.errors import ConfigError, from_validation, from_yaml
 from prefgen_dagster.config.evol_quality import EvolQualityConfig
 from prefgen_dagster.config.generation import GenerationConfig
+from prefgen_dagster.config.input import InputConfig
 from prefgen_dagster.config.judge import JudgeConfig
 from prefgen_dagster.config.pairing import ChecksConfig, PairingConfig
 from prefgen_dagster.config.review import ReviewConfig
 from prefgen_dagster.config.scaling import RayConfig
-
-
-class InputConfig(Strict):
-    """How instruction files are read: the field (JSONL key, CSV or Parquet column) names."""
-
-    instruction_field: str = Field("instruction", min_length=1)
-    system_prompt_field: str = Field("system_prompt", min_length=1)
-    # Tokens kept free for the chat template's markup (role markers, the default system
-    # prompt some templates add) when checking that an instruction fits the pool's context.
-    context_margin_tokens: int = Field(32, ge=0)
 
 
 class PathsConfig(Strict):

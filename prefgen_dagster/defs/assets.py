@@ -9,6 +9,7 @@ instructions -> completions -> evolved_completions -> candidates (SQL) -> rating
 """
 
 import inspect
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from prefgen_dagster.evol_quality import stage as evol_quality
 from prefgen_dagster.generation import stage as generation
 from prefgen_dagster.input.batches import batch_file, seen_in_other_batches
 from prefgen_dagster.input.context import ContextLimits
+from prefgen_dagster.input.datasets import dataset_of
 from prefgen_dagster.input.inbox import refused_aside
 from prefgen_dagster.input.read import read_rows
 from prefgen_dagster.input.validate import SEEN_BEFORE, ingest
@@ -76,6 +78,8 @@ def instructions_asset(
     rejected = TABLES["rejected_inputs"].frame(result.rejected)
     batch_row = {"batch_id": batch_id, "source": source, "input_rows": result.input_rows}
     batch_row |= {"accepted_rows": accepted.height, "rejected_rows": rejected.height}
+    origin = dataset_of(path)
+    batch_row["dataset"] = json.dumps(origin, sort_keys=True) if origin else None
     tables = {"batches": TABLES["batches"].frame([{**batch_row, "pipeline_hash": settings}])}
     storage.replace_partitions(
         batch_id, {**tables, "instructions": accepted, "rejected_inputs": rejected}
@@ -94,6 +98,7 @@ def instructions_asset(
                 metadata.markdown_table(rejected.select("source_row", "reason", "raw"), 10)
             ),
             "context_limits": dg.MetadataValue.json(limits.describe()),
+            **({"dataset": dg.MetadataValue.json(origin)} if origin else {}),
         },
     )
 

@@ -25,6 +25,7 @@ from prefgen_dagster.defs.assets import GROUP
 from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.report import CHECK_FAILED_ERROR
 from prefgen_dagster.defs.resources import PrefgenResource
+from prefgen_dagster.input.datasets import watched_into_inbox
 from prefgen_dagster.input.inbox import move_aside, scan_inbox, was_refused
 from prefgen_dagster.stages import INPUT_TABLES, pipeline_hash
 
@@ -70,10 +71,16 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     job=batch_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING
 )
 def inbox_sensor(context: dg.SensorEvaluationContext, prefgen: PrefgenResource) -> dg.SensorResult:
-    """A partition and a run for each new or rewritten file in the inbox."""
+    """A partition and a run for each new or rewritten file in the inbox. A new revision
+    of a watched dataset (`input.datasets`) is written there first, as a new file."""
     config = prefgen.config()
     seen: dict[str, list[int]] = json.loads(context.cursor) if context.cursor else {}
     inbox = config.resolve(config.paths.inbox_dir)
+    made, problems = watched_into_inbox(config, inbox)
+    for file in made:
+        context.log.info(f"{file.name}: a new dataset revision, a batch once it settles")
+    for problem in problems:
+        context.log.warning(problem)
     scan = scan_inbox(inbox, time.time())
     for name, reason in scan.refused.items():
         try:

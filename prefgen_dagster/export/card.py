@@ -203,6 +203,16 @@ def _how_it_was_made(
     ]
 
 
+def dataset_line(origin: dict[str, Any]) -> str:
+    """A dataset split as the card names it: name, config, split, rows taken, revision."""
+    config = f" config `{origin['config']}`," if origin.get("config") else ""
+    limit = f" (first {origin['limit']} rows)" if origin.get("limit") else ""
+    return (
+        f"`{origin['name']}`,{config} split `{origin['split']}`{limit}, "
+        f"revision `{origin['revision']}`"
+    )
+
+
 def _statistics(
     records: list[dict[str, Any]], summary: dict[str, Any], config: PipelineConfig
 ) -> list[str]:
@@ -213,6 +223,10 @@ def _statistics(
         "",
         f"* pairs: {len(records)}",
         f"* batches: {', '.join(summary['batches_exported']) or 'none'}",
+        *(
+            f"  * {batch}: from {dataset_line(origin)}"
+            for batch, origin in summary.get("input_datasets", {}).items()
+        ),
         *(f"* chosen from `{model}`: {count}" for model, count in models.most_common()),
         margin_line(records, config),
         "",

@@ -124,8 +124,22 @@ def collect_pairs(
         "held_back_reasons": held,
         "pairs_dropped": int(dropped),
         "human_agreement": read_agreement(storage, ready).to_dicts(),
+        "input_datasets": input_datasets(storage, ready),
     }
     return pairs, summary
+
+
+def input_datasets(storage: Storage, batch_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Batch -> the dataset split its file was made from (`input/datasets.py`), for the
+    batches that came from one."""
+    if not batch_ids:
+        return {}
+    rows = storage.query(
+        "SELECT batch_id, dataset FROM batches WHERE dataset IS NOT NULL "
+        "AND batch_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY batch_id",
+        [batch_ids],
+    )
+    return {row["batch_id"]: json.loads(row["dataset"]) for row in rows.iter_rows(named=True)}
 
 
 def pairs_with_text(storage: Storage, batch_id: str) -> pl.DataFrame:

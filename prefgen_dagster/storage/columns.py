@@ -30,6 +30,8 @@ DESCRIPTIONS: dict[str, str] = {
     "accepted_rows": "Input rows kept as instructions",
     "rejected_rows": "Input rows rejected (see rejected_inputs)",
     "ingested_at": "When the batch was ingested",
+    "dataset": "The dataset split the batch's file was made from (JSON: name, config, split, "
+    "limit, revision), or NULL for a file",
     "project_id": "The annotation tool's project that holds the batch's review tasks",
     "task_id": "The annotation tool's task that showed the pair",
     "chosen_shown": "Where the review task showed the chosen text: left or right",

@@ -90,7 +90,8 @@ TABLES: dict[str, Table] = {
             """
             batch_id VARCHAR NOT NULL, source VARCHAR NOT NULL, input_rows INTEGER NOT NULL,
             accepted_rows INTEGER NOT NULL, rejected_rows INTEGER NOT NULL,
-            ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp, pipeline_hash VARCHAR""",
+            ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp, pipeline_hash VARCHAR,
+            dataset VARCHAR""",
         ),
         # The file `prefgen run` copied into the inbox as a batch's file: another file of
         # the same name may not replace that batch (`input.batches.place_in_inbox`).
