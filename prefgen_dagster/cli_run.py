@@ -183,7 +183,9 @@ def estimate_file(file: Path, config: PipelineConfig) -> tuple[str, BatchPlan]:
     from prefgen_dagster.prompt_fit import context_warnings
     from prefgen_dagster.storage.store import Storage
 
-    fields = config.input.model_dump(include={"instruction_field", "system_prompt_field"})
+    fields = config.input.model_dump(
+        include={"instruction_field", "system_prompt_field", "conversation_fields"}
+    )
     accepted = ingest(read_rows(file), str(file), file.name, **fields).accepted
     batch = plan_batch(accepted, config, file.name)
     lines = [format_estimate(estimate(batch)), *context_warnings(batch)]

@@ -28,6 +28,7 @@ from prefgen_dagster.llm.tokens import (
     prompts_tokens,
 )
 from prefgen_dagster.stages import EVOL_QUALITY, GENERATION, JUDGE
+from prefgen_dagster.text.conversation import prompt_text
 
 # Instructions planned at a time: a slice's plans are summed up, then dropped. A whole batch's
 # plans took ~1.1 GB at 100,000 instructions (400,000 completion and 100,000 judge requests).
@@ -153,7 +154,7 @@ def rewrite_prompts(
     frame = prompts_tokens(
         [evol_messages("", "", evol.criteria[0], evol.custom_criteria)], counter, config
     )[0]
-    instruction_tokens = counter.count([instructions[iid]["instruction"] for iid in rewritten])
+    instruction_tokens = counter.count([prompt_text(instructions[iid]) for iid in rewritten])
     sizes = {
         iid: frame + size + 2 * SEAM_TOKENS
         for iid, size in zip(rewritten, instruction_tokens, strict=True)

@@ -25,6 +25,10 @@ class InputConfig(Strict):
 
     instruction_field: str = Field("instruction", min_length=1)
     system_prompt_field: str = Field("system_prompt", min_length=1)
+    # A row without the instruction field but with one of these holds a conversation: a
+    # list of messages (`role`/`content`, or ShareGPT's `from`/`value`) whose last user turn
+    # is answered (`text/conversation.py`).
+    conversation_fields: list[str] = Field(default_factory=lambda: ["messages", "conversations"])
     # Tokens kept free for the chat template's markup (role markers, the default system
     # prompt some templates add) when checking that an instruction fits the pool's context.
     context_margin_tokens: int = Field(32, ge=0)

@@ -70,6 +70,7 @@ def instructions_asset(
             batch_id,
             instruction_field=config.input.instruction_field,
             system_prompt_field=config.input.system_prompt_field,
+            conversation_fields=config.input.conversation_fields,
             fits_context=limits.check,
             seen_before=seen_in_other_batches(storage, batch_id, settings),
         )

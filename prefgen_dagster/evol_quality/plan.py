@@ -10,6 +10,7 @@ from prefgen_dagster.evol_quality import prompt
 from prefgen_dagster.ids import seed_from, stable_hash
 from prefgen_dagster.llm.plan import Planned, model_identity
 from prefgen_dagster.llm.types import LLMRequest
+from prefgen_dagster.text.conversation import prompt_text
 
 
 def plan_evolution_round(
@@ -38,7 +39,7 @@ def plan_evolution_round(
                 round_index,
             ]
         )
-        instruction = instructions[parent["instruction_id"]]["instruction"]
+        instruction = prompt_text(instructions[parent["instruction_id"]])
         messages = prompt.evol_messages(
             instruction, parent["text"] or "", criterion, evol.custom_criteria
         )

@@ -11,12 +11,13 @@ import polars as pl
 from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.judge.human_agreement import read_agreement
 from prefgen_dagster.storage.store import Storage
+from prefgen_dagster.text.conversation import prompt_messages
 
 # The rating scale's width (1-5): a margin divided by it lies in [0, 1].
 RATING_RANGE = 4.0
 
 _PAIRS_WITH_TEXT = """
-SELECT p.*, i.instruction, i.system_prompt, i.source, i.source_row, i.input_fields,
+SELECT p.*, i.instruction, i.system_prompt, i.history, i.source, i.source_row, i.input_fields,
        c.text AS chosen_text, r.text AS rejected_text,
        cg.system_prompt AS chosen_generation_system_prompt,
        rg.system_prompt AS rejected_generation_system_prompt,
@@ -171,13 +172,9 @@ def to_trl_records(
     inputs = input_columns(pairs["input_fields"].to_list() if pairs.height else [])
     records = []
     for index, row in enumerate(pairs.iter_rows(named=True)):
-        prompt = (
-            [{"role": "system", "content": row["system_prompt"]}] if row["system_prompt"] else []
-        )
-        prompt.append({"role": "user", "content": row["instruction"]})
         records.append(
             {
-                "prompt": prompt,
+                "prompt": prompt_messages(row),
                 "chosen": [{"role": "assistant", "content": row["chosen_text"] or ""}],
                 "rejected": [{"role": "assistant", "content": row["rejected_text"] or ""}],
                 "score_chosen": row["chosen_rating"],

@@ -9,6 +9,7 @@ from typing import Any
 
 from prefgen_dagster.export.dataset import blocking_results
 from prefgen_dagster.storage.store import Storage
+from prefgen_dagster.text.conversation import history_of
 
 WIDTH = 100
 
@@ -44,13 +45,18 @@ def story(storage: Storage, some_id: str) -> str:
     [instruction] = _rows(
         storage, "SELECT * FROM instructions WHERE batch_id = ? AND instruction_id = ?", batch, iid
     )
+    history = history_of(instruction)  # a conversation's turns before the instruction
     lines += [
         f"instruction {iid}",
         f"  from {instruction['source']} row {instruction['source_row']} (batch {batch})",
-        *_text(instruction["instruction"]),
+        *([] if history else _text(instruction["instruction"])),
     ]
     if instruction["system_prompt"]:
         lines += ["  system prompt:", *_text(instruction["system_prompt"], 4)]
+    for turn in history:
+        lines += [f"  {turn['role']}:", *_text(turn["content"], 4)]
+    if history:
+        lines += ["  user (the turn the answers answer):", *_text(instruction["instruction"], 4)]
     lines += _completions(storage, batch, iid)
     lines += _ratings(storage, batch, iid)
     lines += _pairs(storage, batch, iid, some_id)

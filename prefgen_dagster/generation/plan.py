@@ -10,6 +10,7 @@ from prefgen_dagster.generation import prompt
 from prefgen_dagster.ids import seed_from, stable_hash
 from prefgen_dagster.llm.plan import Planned, model_identity
 from prefgen_dagster.llm.types import LLMRequest
+from prefgen_dagster.text.conversation import with_history
 
 
 def draw_pool(pool_size: int, k: int | None, seed: int, instruction_id: str) -> list[int]:
@@ -39,8 +40,11 @@ def plan_completions(
                 variant = seed_from(
                     "variant", gen.seed, row["instruction_id"], member_index, sample_index
                 ) % len(variants)
-                messages = prompt.generation_messages(
-                    row["instruction"], row["system_prompt"], variants[variant]
+                messages = with_history(
+                    prompt.generation_messages(
+                        row["instruction"], row["system_prompt"], variants[variant]
+                    ),
+                    row,
                 )
                 system_used = messages[0]["content"] if messages[0]["role"] == "system" else None
                 completion_id = stable_hash(

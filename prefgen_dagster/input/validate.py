@@ -20,6 +20,7 @@ from typing import Any
 
 from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.input.read import LONE_SURROGATE, RawRow
+from prefgen_dagster.text.conversation import BadConversation, Turn, split_conversation
 
 # Characters that show nothing: zero-width spaces, joiners, bidi controls, the BOM... (every
 # code point of Unicode category Cf). A text of only these (and spaces) is blank.
@@ -59,9 +60,13 @@ def dedup_key(text: str) -> str:
     return " ".join(text.translate(_INVISIBLE).split()).casefold()
 
 
-def instruction_id(instruction: str, system_prompt: str | None) -> str:
-    """The same for texts with the same `dedup_key` and system prompt, in any batch."""
-    return stable_hash(["instruction", dedup_key(instruction), system_prompt or ""])
+def instruction_id(
+    instruction: str, system_prompt: str | None, history: Sequence[Turn] = ()
+) -> str:
+    """The same for texts with the same `dedup_key` and system prompt, in any batch; for a
+    conversation, with the same earlier turns too (the whole conversation is the prompt)."""
+    earlier = [[turn["role"], dedup_key(turn["content"])] for turn in history]
+    return stable_hash(["instruction", dedup_key(instruction), system_prompt or "", *earlier])
 
 
 def seen_before_reason(batch_id: str, source_row: int) -> str:
@@ -70,28 +75,62 @@ def seen_before_reason(batch_id: str, source_row: int) -> str:
     return f"{SEEN_BEFORE}: batch {batch_id} row {source_row}"
 
 
+# A row's prompt, normalized: (instruction, system prompt, the conversation's earlier turns).
+Prompt = tuple[str, str | None, list[Turn]]
+
+
 def validate_row(
     row: RawRow,
     instruction_field: str = "instruction",
     system_prompt_field: str = "system_prompt",
-) -> tuple[str, str | None] | str:
-    """The normalized (instruction, system_prompt), or the reason the row is rejected."""
+    conversation_fields: Sequence[str] = (),
+) -> Prompt | str:
+    """The row's normalized prompt, or the reason the row is rejected. A row without the
+    instruction field but with one of `conversation_fields` is a conversation
+    (`text.conversation`)."""
     if row.error is not None:
         return row.error
     assert row.record is not None
-    if instruction_field not in row.record:
-        return f"missing field {instruction_field!r}; the row has {_field_names(row.record)}"
+    single = instruction_field in row.record
+    field = next((name for name in conversation_fields if name in row.record), None)
+    if not single and field is None:
+        wanted = " or ".join(repr(name) for name in (instruction_field, *conversation_fields))
+        return f"missing field {wanted}; the row has {_field_names(row.record)}"
     try:
-        instruction = _text_field(row.record, instruction_field, required=True)
         system_prompt = _text_field(row.record, system_prompt_field, required=False)
-    except _Rejected as err:
+        if single:
+            instruction = _text_field(row.record, instruction_field, required=True)
+            history: list[Turn] = []
+        else:
+            assert field is not None
+            instruction, system_prompt, history = _conversation(row.record, field, system_prompt)
+    except (_Rejected, BadConversation) as err:
         return str(err)
     assert instruction is not None
-    if not instruction.translate(_INVISIBLE).strip():
-        return f"field {instruction_field!r} is empty"
-    if system_prompt is not None and not system_prompt.translate(_INVISIBLE).strip():
+    if not _shows_something(instruction):
+        what = "is empty" if single else "has an empty last user message"
+        return f"field {instruction_field if single else field!r} {what}"
+    if system_prompt is not None and not _shows_something(system_prompt):
         system_prompt = None
-    return instruction, system_prompt
+    return instruction, system_prompt, history
+
+
+def _shows_something(text: str) -> bool:
+    return bool(text.translate(_INVISIBLE).strip())
+
+
+def _conversation(record: Mapping[str, Any], field: str, system_prompt: str | None) -> Prompt:
+    """A message list as (its last user turn, its system message or the row's system
+    prompt, the turns between), each text normalized and checked like a field's."""
+    instruction, system, history = split_conversation(record[field], field)
+    checked = [
+        {"role": turn["role"], "content": _checked(turn["content"], f"{field} message {i + 1}")}
+        for i, turn in enumerate(history)
+    ]
+    if any(not _shows_something(turn["content"]) for turn in checked):
+        raise _Rejected(f"field {field!r} has an empty message")
+    own = _checked(system, f"{field} system message") if system is not None else None
+    return _checked(instruction, field), own or system_prompt, checked
 
 
 class _Rejected(ValueError):
@@ -107,6 +146,11 @@ def _text_field(record: Mapping[str, Any], name: str, required: bool) -> str | N
         return None
     if not isinstance(value, str):
         raise _Rejected(f"field {name!r} is {type(value).__name__}, not a string")
+    return _checked(value, name)
+
+
+def _checked(value: str, name: str) -> str:
+    """A text normalized, or `_Rejected` naming the field for a character it may not hold."""
     if match := LONE_SURROGATE.search(value):
         raise _Rejected(f"field {name!r} contains an unpaired surrogate U+{ord(match[0]):04X}")
     value = normalize_text(value)
@@ -129,6 +173,7 @@ def ingest(
     *,
     instruction_field: str = "instruction",
     system_prompt_field: str = "system_prompt",
+    conversation_fields: Sequence[str] = (),
     fits_context: PromptCheck | None = None,
     seen_before: Mapping[str, tuple[str, int]] | None = None,
 ) -> IngestResult:
@@ -140,16 +185,15 @@ def ingest(
     those rows are rejected as `seen before: ...` (see `seen_before_reason`).
     Rejected rows come back in source order."""
     result = IngestResult()
-    fields = (instruction_field, system_prompt_field)
+    fields = (instruction_field, system_prompt_field, *conversation_fields)
     first_seen: dict[str, int] = {}
-    pending: list[tuple[RawRow, str, str, str | None]] = []
+    pending: list[tuple[RawRow, str, Prompt]] = []
     for row in rows:
-        outcome = validate_row(row, instruction_field, system_prompt_field)
+        outcome = validate_row(row, instruction_field, system_prompt_field, conversation_fields)
         if isinstance(outcome, str):
             result.rejected.append(_rejected(row, outcome, source, batch_id))
             continue
-        instruction, system_prompt = outcome
-        iid = instruction_id(instruction, system_prompt)
+        iid = instruction_id(*outcome)
         if iid in first_seen:
             reason = f"duplicate of row {first_seen[iid]}"
             result.rejected.append(_rejected(row, reason, source, batch_id))
@@ -159,7 +203,7 @@ def ingest(
             reason = seen_before_reason(*seen_before[iid])
             result.rejected.append(_rejected(row, reason, source, batch_id))
             continue
-        pending.append((row, iid, instruction, system_prompt))
+        pending.append((row, iid, outcome))
         if len(pending) == CONTEXT_CHECK_CHUNK:
             _settle(pending, fits_context, source, batch_id, result, fields)
             pending = []
@@ -169,17 +213,22 @@ def ingest(
 
 
 def _settle(
-    pending: list[tuple[RawRow, str, str, str | None]],
+    pending: list[tuple[RawRow, str, Prompt]],
     fits_context: PromptCheck | None,
     source: str,
     batch_id: str,
     result: IngestResult,
-    fields: tuple[str, str],
+    fields: tuple[str, ...],
 ) -> None:
-    """Accept the pending rows, or reject those whose prompt does not fit the context."""
-    prompts = [(instruction, system_prompt) for _, _, instruction, system_prompt in pending]
+    """Accept the pending rows, or reject those whose prompt does not fit the context (a
+    conversation's turns counted together)."""
+    prompts = [
+        ("\n".join([*(turn["content"] for turn in history), instruction]), system_prompt)
+        for _, _, (instruction, system_prompt, history) in pending
+    ]
     reasons = fits_context(prompts) if fits_context and prompts else [None] * len(pending)
-    for (row, iid, instruction, system_prompt), reason in zip(pending, reasons, strict=True):
+    for (row, iid, prompt), reason in zip(pending, reasons, strict=True):
+        instruction, system_prompt, history = prompt
         if reason is not None:
             result.rejected.append(_rejected(row, reason, source, batch_id))
             continue
@@ -189,6 +238,7 @@ def _settle(
                 "instruction_id": iid,
                 "instruction": instruction,
                 "system_prompt": system_prompt,
+                "history": json.dumps(history, ensure_ascii=False) if history else None,
                 "source": source,
                 "source_row": row.source_row,
                 "input_fields": input_fields(row, fields),

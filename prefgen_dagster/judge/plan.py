@@ -17,6 +17,7 @@ from prefgen_dagster.judge.parse import JudgeVerdict
 from prefgen_dagster.llm.plan import Planned, model_identity
 from prefgen_dagster.llm.tokens import SEAM_TOKENS, TokenCounters, prompts_tokens
 from prefgen_dagster.llm.types import LLMRequest
+from prefgen_dagster.text.conversation import prompt_text
 
 
 def judge_settings(config: PipelineConfig) -> str:
@@ -119,7 +120,7 @@ def plan_judging(
     mode = MODES[judge.mode]
     plans = []
     for group in groups:
-        instruction = instructions[group.instruction_id]["instruction"]
+        instruction = prompt_text(instructions[group.instruction_id])
         requests = mode.requests(list(group.items), group.orders)
         for judge_name in judge.models:
             identity = model_identity(config, judge_name)
@@ -197,7 +198,7 @@ def judge_prompt_tokens(
         ):
             frames[name, count, aspect] = size
         asked = list(dict.fromkeys(plan.row.instruction_id for plan in mine))
-        texts = [instructions[iid]["instruction"] for iid in asked]
+        texts = [prompt_text(instructions[iid]) for iid in asked]
         for iid, size in zip(asked, counter.count(texts), strict=True):
             questions[name, iid] = size
     return [

@@ -20,6 +20,7 @@ from prefgen_dagster.review.sample import chosen_shown, draw
 from prefgen_dagster.review.tasks import LABEL_CONFIG, UnreadableAnnotation, task_data, verdict
 from prefgen_dagster.storage.schema import TABLES
 from prefgen_dagster.storage.store import Storage
+from prefgen_dagster.text.conversation import prompt_messages
 
 
 class ReviewClient(Protocol):
@@ -68,7 +69,7 @@ def project_title(batch_id: str) -> str:
 
 _PAIRS = """
 SELECT p.pair_id, p.chosen_origin, p.rejected_origin, p.margin, p.dropped_because,
-       i.system_prompt, i.instruction, c.text AS chosen_text, r.text AS rejected_text
+       i.system_prompt, i.instruction, i.history, c.text AS chosen_text, r.text AS rejected_text
 FROM candidate_pairs AS p
 JOIN instructions AS i ON i.batch_id = p.batch_id AND i.instruction_id = p.instruction_id
 JOIN candidates AS c ON c.batch_id = p.batch_id AND c.completion_id = p.chosen_completion_id
@@ -102,12 +103,8 @@ def push(
     rows = []
     for pair, stratum in todo:
         shown = chosen_shown(review.seed, pair["pair_id"])
-        messages = (
-            [{"role": "system", "content": pair["system_prompt"]}] if pair["system_prompt"] else []
-        )
-        messages.append({"role": "user", "content": pair["instruction"]})
         data = task_data(
-            messages,
+            prompt_messages(pair),
             pair["chosen_text"] or "",
             pair["rejected_text"] or "",
             shown,

@@ -30,6 +30,8 @@ DESCRIPTIONS: dict[str, str] = {
     "accepted_rows": "Input rows kept as instructions",
     "rejected_rows": "Input rows rejected (see rejected_inputs)",
     "ingested_at": "When the batch was ingested",
+    "history": "A conversation's turns before the instruction (its last user turn), as a JSON "
+    "list of {role, content}; NULL for a single instruction",
     "dataset": "The dataset split the batch's file was made from (JSON: name, config, split, "
     "limit, revision), or NULL for a file",
     "project_id": "The annotation tool's project that holds the batch's review tasks",

@@ -108,7 +108,7 @@ TABLES: dict[str, Table] = {
             """
             batch_id VARCHAR NOT NULL, instruction_id VARCHAR NOT NULL,
             instruction VARCHAR NOT NULL, system_prompt VARCHAR, source VARCHAR NOT NULL,
-            source_row INTEGER NOT NULL, input_fields VARCHAR""",
+            source_row INTEGER NOT NULL, input_fields VARCHAR, history VARCHAR""",
         ),
         _table(
             "rejected_inputs",
