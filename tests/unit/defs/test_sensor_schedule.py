@@ -22,6 +22,7 @@ from prefgen_dagster.input import inbox as inbox_module
 from prefgen_dagster.input.batches import batch_file
 from prefgen_dagster.input.inbox import REFUSED_DIR, refusal
 from prefgen_dagster.storage.store import Storage
+from tests.unit.input.hub_folders import hub_folder, write_shard
 
 pytestmark = pytest.mark.usefixtures("fresh_dagster_state")
 
@@ -357,3 +358,24 @@ def test_a_batch_run_names_every_stage_it_runs(inbox: Path, instance: dg.Dagster
         "dpo_pairs",
     }
     assert request.asset_check_keys is None  # and with them the job's checks
+
+
+def test_a_watched_datasets_new_revision_becomes_a_batch(
+    inbox: Path, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    repo = hub_folder(tmp_path / "questions")
+    config_path = Path(os.environ[CONFIG_ENV])
+    raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    raw["input"] = {"datasets": [{"name": str(repo), "config": "easy", "split": "test"}]}
+    config_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+
+    first = evaluate(instance)  # the split's file is written, and settles before it runs
+    [made] = list(inbox.iterdir())
+    assert made.name.startswith("questions.easy.test.") and first.run_requests == []
+    os.utime(made, (time.time() - 60, time.time() - 60))
+    settled = evaluate(instance, first.cursor)
+    assert [r.partition_key for r in settled.run_requests] == [made.name]
+    assert evaluate(instance, settled.cursor).run_requests == []  # the same revision: nothing
+    write_shard(repo, "easy", "test", 0, ["What is a fjord?"])
+    evaluate(instance, settled.cursor)
+    assert len(list(inbox.iterdir())) == 2
