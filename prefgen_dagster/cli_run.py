@@ -98,18 +98,12 @@ def run_batch(
     run every stage for it, then the export; print a summary. The engines' logs go to
     `engines.log` beside the DuckDB file unless `verbose`."""
     from prefgen_dagster.cli_progress import engine_logs_to, shown_progress
+    from prefgen_dagster.defs import report
     from prefgen_dagster.defs.pipeline_run import (
         RunSetup,
         materialize_batch,
         open_instance,
         ui_command,
-    )
-    from prefgen_dagster.defs.report import (
-        held_back_only,
-        interrupted,
-        label_quality_report,
-        print_summary,
-        run_warnings,
     )
 
     config, storage, file = _checked_before_work(source, options, config_path)
@@ -129,18 +123,18 @@ def run_batch(
         with quiet, shown_progress():
             batch, export = materialize_batch(setup, file.name, instance, "CRITICAL")
         elapsed = time.perf_counter() - started
-        warnings = run_warnings(instance, batch) + (
-            run_warnings(instance, export) if export else []
+        warnings = report.run_warnings(instance, batch) + (
+            report.run_warnings(instance, export) if export else []
         )
     for line in warnings:
         print(f"warning: {line}")
-    if interrupted(batch) or (export is not None and interrupted(export)):
+    if report.interrupted(batch) or (export is not None and report.interrupted(export)):
         raise KeyboardInterrupt
 
     with storage.session():  # one connection for the report's reads
-        print_summary(batch, export, storage, file.name, elapsed)
+        report.print_summary(batch, export, storage, file.name, elapsed)
         print()
-        print(label_quality_report(storage, file.name, config))
+        print(report.label_quality_report(storage, file.name, config))
     dataset = config.resolve(config.paths.export_dir) / "dataset"
     print(f"\nDuckDB file: {storage.path}")
     if not verbose:
@@ -150,7 +144,7 @@ def run_batch(
     print(f"UI:          {ui_command(config_path, dagster_home)}")
     if batch.success and export is not None and export.success:
         return 0
-    return EXIT_HELD_BACK if held_back_only(batch) else 1
+    return EXIT_HELD_BACK if report.held_back_only(batch) else 1
 
 
 def _checked_before_work(

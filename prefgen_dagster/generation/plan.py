@@ -40,12 +40,7 @@ def plan_completions(
                 variant = seed_from(
                     "variant", gen.seed, row["instruction_id"], member_index, sample_index
                 ) % len(variants)
-                messages = with_history(
-                    prompt.generation_messages(
-                        row["instruction"], row["system_prompt"], variants[variant]
-                    ),
-                    row,
-                )
+                messages = pool_messages(row, variants[variant])
                 system_used = messages[0]["content"] if messages[0]["role"] == "system" else None
                 completion_id = stable_hash(
                     [
@@ -85,6 +80,15 @@ def plan_completions(
                     )
                 )
     return plans
+
+
+def pool_messages(row: dict[str, Any], pool_system_prompt: str | None) -> list[dict[str, str]]:
+    """The messages a pool member gets for an instruction row: the template's, with a
+    conversation's earlier turns before its last user turn."""
+    return with_history(
+        prompt.generation_messages(row["instruction"], row["system_prompt"], pool_system_prompt),
+        row,
+    )
 
 
 def regeneration(plan: Planned, attempt: int, temperature_step: float) -> Planned:

@@ -46,7 +46,10 @@ class DatasetError(InputFileError):
 
 def is_dataset(source: str) -> bool:
     """Whether `prefgen run SOURCE` names a dataset rather than an instruction file."""
-    return source.startswith(HUB) or Path(source).is_dir()
+    try:
+        return source.startswith(HUB) or Path(source).is_dir()
+    except OSError:  # a path the system refuses to look up: the file check says why
+        return False
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Resolved:
     # How to read it: the builder of a Hub-like dataset, or the folder save_to_disk wrote.
     builder: Any = None
     saved: Path | None = None
+    # Local data files: the `datasets` cache knows them by the folder's name, not their
+    # bytes, so a changed file would be read from the cache as it was.
+    local: bool = False
 
     def batch_name(self) -> str:
         """The batch's file name: the dataset, config, split, limit and revision."""
@@ -89,8 +95,9 @@ def resolve(wanted: DatasetInput, base_dir: Path) -> Resolved:
             raise DatasetError(f"{wanted.name}: no split {wanted.split!r} (splits: {known})")
         shards = [str(file) for file in files[wanted.split]]
         commits = {match.group(1) for shard in shards if (match := _COMMIT.search(shard))}
-        version = commits.pop() if len(commits) == 1 else _content_hash(map(Path, shards))
-        return Resolved(wanted, version, builder=builder)
+        if len(commits) == 1:
+            return Resolved(wanted, commits.pop(), builder=builder)
+        return Resolved(wanted, _content_hash(map(Path, shards)), builder=builder, local=True)
     except DatasetError:
         raise
     except Exception as err:  # the datasets library's own, for a name, config or network
@@ -110,7 +117,10 @@ def snapshot(resolved: Resolved, inbox: Path) -> Path:
     if resolved.saved is not None:
         data = datasets.load_from_disk(str(resolved.saved))
     else:
-        resolved.builder.download_and_prepare()
+        # Local files are read again for each new revision (without checking them against
+        # the split sizes the cache recorded for the old ones).
+        fresh = {"download_mode": "force_redownload", "verification_mode": "no_checks"}
+        resolved.builder.download_and_prepare(**(fresh if resolved.local else {}))
         data = resolved.builder.as_dataset(split=wanted.split)
     if wanted.limit is not None:
         data = data.select(range(min(wanted.limit, data.num_rows)))

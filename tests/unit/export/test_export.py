@@ -239,6 +239,7 @@ def test_collect_pairs_holds_back_and_reads_the_final_pairs(
             "c.jsonl": [f"{name}: not run yet" for name in sorted(BLOCKING)],
         },
         "pairs_dropped": 1,  # a2: margin 0.5 < min_margin 1.0, dropped by candidate_pairs
+        "input_datasets": {},  # files, not dataset splits
         "human_agreement": [],  # no verdicts
     }
     assert sorted(pairs["pair_id"].to_list()) == ["a1", "a3"]
@@ -294,6 +295,7 @@ def test_nothing_to_export(storage: Storage, config: PipelineConfig) -> None:
         "batches_held_back": [],
         "held_back_reasons": {},
         "pairs_dropped": 0,
+        "input_datasets": {},
         "human_agreement": [],
     }
     assert to_trl_records(pairs) == []

@@ -63,7 +63,9 @@ def test_one_config_and_split_of_a_hub_like_folder_is_one_batch_file(tmp_path: P
     write_shard(repo, "hard", "test", 1, ["A new question about tides."])
     changed = resolve(wanted, tmp_path)
     assert changed.revision != resolved.revision
-    assert snapshot(changed, tmp_path / "inbox") != made and made.exists()
+    newer = snapshot(changed, tmp_path / "inbox")
+    assert newer != made and made.exists()
+    assert instructions(newer) == [*expected[:3], "A new question about tides."]
 
 
 def test_a_save_to_disk_folder_gives_its_split(tmp_path: Path) -> None:

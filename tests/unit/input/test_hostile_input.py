@@ -378,7 +378,11 @@ def test_the_instructions_asset_stores_every_row_and_its_reason(
             '{"prompt": "nul \x00 byte"}',
         ),
         (3, f"instruction needs 41 tokens, {GEN_A_ROOM}", line({"prompt": words(41)}).decode()),
-        (4, "missing field 'prompt'; the row has 'instruction'", '{"instruction": "wrong name"}'),
+        (
+            4,
+            "missing field 'prompt' or 'messages' or 'conversations'; the row has 'instruction'",
+            '{"instruction": "wrong name"}',
+        ),
         (5, "not valid JSON: Unterminated string starting at column 12", '{"prompt": "cut'),
     ]
     [event] = result.asset_materializations_for_node("instructions")
