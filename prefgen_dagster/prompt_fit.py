@@ -50,10 +50,14 @@ def _judge_budget_warnings(
     judge = config.judge
     if judge is None or judge.sampling.max_tokens is None or not bounds.candidates:
         return []
+    # A reward model writes nothing: only the chat judges' answers can be cut.
+    writers = [name for name in judge.models if config.models[name].kind == "chat"]
+    if not writers:
+        return []
     count = max(bounds.candidates.values())
     mode = MODES[judge.mode]
     skeletons = [mode.skeleton(count, aspect, judge.with_rationale) for aspect in judge.aspects]
-    need = max(max(counters.for_model(name).count(skeletons)) for name in judge.models)
+    need = max(max(counters.for_model(name).count(skeletons)) for name in writers)
     if judge.with_rationale:
         need += mode.entries(count) * judge.rationale_max_chars
     if judge.sampling.max_tokens >= need:

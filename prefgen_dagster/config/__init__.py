@@ -140,6 +140,23 @@ class PipelineConfig(Strict):
             if chosen is None or place in chosen or member.model in chosen
         }
 
+    @model_validator(mode="after")
+    def _reward_models_only_judge(self) -> PipelineConfig:
+        writers = {m.model for m in self.generation.pool} | {self.evol_quality.model}
+        scorers = sorted(name for name in writers if self.models[name].kind == "reward")
+        if scorers:
+            raise ValueError(f"models of kind reward score texts and cannot write them: {scorers}")
+        chats = [name for name in self.judge_models() if self.models[name].kind != "reward"]
+        if self.judge is not None and self.judge.mode == "reward" and chats:
+            raise ValueError(
+                f"judge.mode reward needs every judge to be of kind reward, not {chats}; a "
+                "panel of chat and reward judges takes the chat judges' mode"
+            )
+        for name in self.judge_models():
+            if self.models[name].kind == "reward" and self.models[name].backend != "vllm":
+                raise ValueError(f"model {name!r} of kind reward needs backend vllm")
+        return self
+
     def uses_embeddings(self) -> bool:
         if self.embeddings == "auto":
             from prefgen_dagster.text.embeddings import available

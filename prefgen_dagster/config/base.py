@@ -26,6 +26,10 @@ class ModelSpec(Strict):
 
     path: str
     backend: Literal["vllm", "openai"] = "vllm"
+    # `chat` writes text; `reward` is a sequence classifier with one output (a reward model,
+    # e.g. Skywork-Reward or ArmoRM's head) that scores a prompt and answer in one forward
+    # pass: only a judge can be one (`judge/modes.py: Reward`).
+    kind: Literal["chat", "reward"] = "chat"
     max_model_len: int = 4096
     dtype: str = "auto"
     # vLLM offline only: anything else `vllm.LLM(...)` accepts (enforce_eager, gpu_memory_...).

@@ -17,6 +17,7 @@ MODE_ORDERS: dict[str, str | None] = {
     "listwise": None,
     "pointwise": "shows one candidate per request",
     "pairwise": "always asks both orders",
+    "reward": "scores one candidate per request",
 }
 JudgeModeName = Literal[tuple(MODE_ORDERS)]
 CANARY_KINDS = ("truncated", "shuffled", "other_answer", "repetition", "weaker_model")
@@ -49,7 +50,9 @@ class CanaryConfig(Strict):
 class JudgeConfig(Strict):
     models: list[str] = Field(min_length=1)
     # listwise: all of an instruction's candidates in one request; pointwise: one candidate
-    # per request; pairwise: every two candidates, A vs B, in both orders.
+    # per request; pairwise: every two candidates, A vs B, in both orders; reward: every
+    # judge is a reward model (`kind: reward`), one candidate per request. A reward model in
+    # a panel of another mode scores in reward mode all the same.
     mode: JudgeModeName = "listwise"
     aspects: list[Literal[JUDGE_ASPECTS]] = Field(default_factory=lambda: ["overall"])
     # Listwise only: orders in which each instruction's completions are shown.

@@ -185,7 +185,8 @@ def _how_it_was_made(
         f"* rewrites: `{config.evol_quality.model}`, {config.evol_quality.num_evolutions} "
         f"round(s), criteria {', '.join(config.evol_quality.criteria)}",
         (
-            f"* judge: {', '.join(judge.models)}, {judge.mode}, aspects {', '.join(judge.aspects)}"
+            f"* judge: {', '.join(_judge_kind(name, config) for name in judge.models)}, "
+            f"aspects {', '.join(judge.aspects)}"
             if judge
             else "* judge: none"
         ),
@@ -211,6 +212,13 @@ def dataset_line(origin: dict[str, Any]) -> str:
         f"`{origin['name']}`,{config} split `{origin['split']}`{limit}, "
         f"revision `{origin['revision']}`"
     )
+
+
+def _judge_kind(name: str, config: PipelineConfig) -> str:
+    """A panel judge as the card names it: its name, and a reward model or its mode."""
+    assert config.judge is not None
+    kind = config.models[name].kind
+    return f"{name} ({'reward model' if kind == 'reward' else config.judge.mode})"
 
 
 def _statistics(

@@ -114,7 +114,9 @@ def _ratings(storage: Storage, batch: str, iid: str) -> list[str]:
     )
     raw_shown: set[str] = set()
     for row in rows:
-        rating = "NULL" if row["rating"] is None else row["rating"]
+        rating = "NULL" if row["rating"] is None else f"{row['rating']:g}"
+        if row["raw_score"] is not None:  # a reward model's: its score, placed on 1-5
+            rating += f" (score {row['raw_score']:.4g})"
         lines.append(
             f"  {row['purpose']}  {row['judge']}  {row['aspect']}  {row['mode']}  "
             f"order {row['order_name']}  position {row['position']}/{row['shown']}  "

@@ -22,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from prefgen_dagster.judge.modes import MODES
 from prefgen_dagster.storage.schema import TABLES
 
 Z_95 = 1.959964
@@ -173,15 +174,17 @@ def mean_rating_by_position(ratings: pl.DataFrame) -> dict[str, dict[str, float]
     return result
 
 
-def calibrate(
-    ratings: pl.DataFrame, canaries: pl.DataFrame, mode: str, batch_id: str
-) -> pl.DataFrame:
+def calibrate(ratings: pl.DataFrame, canaries: pl.DataFrame, batch_id: str) -> pl.DataFrame:
     """The `judge_calibration` rows: one per judge, plus a `panel` row with two or more
     judges. `sets_labels` marks the row whose scores make the pairs (the single judge, or
-    the panel); the gates read that row."""
+    the panel); the gates read that row. Each row names its judge's mode (the panel's, its
+    judges' modes)."""
     judges = sorted(set(ratings["judge"].to_list())) if ratings.height else []
     if not judges:
         return TABLES["judge_calibration"].frame([])
+    modes = {
+        row["judge"]: row["mode"] for row in ratings.select("judge", "mode").unique().to_dicts()
+    }
     outcomes = canary_outcomes(ratings, canaries)
     effects = position_effect(ratings)
     rows = []
@@ -197,7 +200,7 @@ def calibrate(
             {
                 "batch_id": batch_id,
                 "judge": judge,
-                "mode": mode,
+                "mode": "+".join(sorted(set(modes.values()))) if judge == PANEL else modes[judge],
                 "sets_labels": judge == PANEL or len(judges) == 1,
                 **accuracy(mine),
                 "position_effect": effect,
@@ -222,8 +225,11 @@ def calibration_lines(calibration: pl.DataFrame, names: dict[str, str] | None = 
         else:
             canaries = "no canary scored"
         effect = row["position_effect"]
+        one_text = row["mode"] in MODES and MODES[row["mode"]].one_text_per_request
         position = (
-            "position effect n/a (no text was shown at two positions)"
+            f"no position effect by construction ({row['mode']}: one text per request)"
+            if effect is None and one_text
+            else "position effect n/a (no text was shown at two positions)"
             if effect is None
             else f"position effect {effect:+.2f} points first->last ({row['position_items']} texts)"
         )

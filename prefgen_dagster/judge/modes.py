@@ -17,6 +17,7 @@ import json
 from abc import ABC, abstractmethod
 from typing import Any
 
+from prefgen_dagster.config import PipelineConfig
 from prefgen_dagster.config.judge import JudgeConfig
 from prefgen_dagster.ids import stable_hash
 from prefgen_dagster.judge import parse, prompt
@@ -41,6 +42,8 @@ def ordered(items: list[Any], order: str) -> list[Any]:
 
 class JudgeMode(ABC):
     name: str
+    # Each request shows one text: no text is seen at two positions, so no position effect.
+    one_text_per_request = False
 
     def orders(self, judge: JudgeConfig) -> tuple[str, ...]:
         """The orders a group's texts are shown in (one: each request orders its own)."""
@@ -64,8 +67,9 @@ class JudgeMode(ABC):
     @abstractmethod
     def schema(
         self, count: int, aspect: str, rationale_max_chars: int, with_rationale: bool
-    ) -> dict[str, Any]:
-        """The JSON schema of the answer to a request showing `count` texts."""
+    ) -> dict[str, Any] | None:
+        """The JSON schema of the answer to a request showing `count` texts (None: the
+        answer is not JSON)."""
 
     @abstractmethod
     def parse(
@@ -136,6 +140,7 @@ class Listwise(JudgeMode):
 
 class Pointwise(JudgeMode):
     name = "pointwise"
+    one_text_per_request = True
 
     def requests(self, items: list[tuple[str, str]], orders: tuple[str, ...]) -> list[Request]:
         return [(item_id, [(item_id, text)], "original") for item_id, text in items]
@@ -190,4 +195,50 @@ class Pairwise(JudgeMode):
         return _compact({"better": widest, **({"rationale": ""} if with_rationale else {})})
 
 
-MODES: dict[str, JudgeMode] = {mode.name: mode for mode in (Listwise(), Pointwise(), Pairwise())}
+class Reward(JudgeMode):
+    """A reward model's scores: one request per text, the instruction and the text as a chat
+    of two turns; no schema, no rationale; the answer is the score (its rating, 1-5, comes
+    from the batch's scores of that judge, `judge/reward.py`). One text per request, so no
+    position effect by construction."""
+
+    name = "reward"
+    one_text_per_request = True
+
+    def requests(self, items: list[tuple[str, str]], orders: tuple[str, ...]) -> list[Request]:
+        return Pointwise().requests(items, orders)
+
+    def messages(
+        self, instruction: str, texts: list[str], aspect: str, with_rationale: bool
+    ) -> list[dict[str, str]]:
+        return [
+            {"role": "user", "content": instruction},
+            {"role": "assistant", "content": texts[0]},
+        ]
+
+    def schema(
+        self, count: int, aspect: str, rationale_max_chars: int, with_rationale: bool
+    ) -> dict[str, Any] | None:
+        return None
+
+    def parse(
+        self, text: str | None, count: int, allow_na: bool = False, with_rationale: bool = True
+    ) -> parse.JudgeVerdict:
+        return parse.parse_reward_output(text)
+
+    def skeleton(self, count: int, aspect: str, with_rationale: bool) -> str:
+        return ""
+
+    def token_bound(self, count: int, rationale_max_chars: int, with_rationale: bool = True) -> int:
+        return 1  # nothing is generated; the request still names a bound
+
+
+MODES: dict[str, JudgeMode] = {
+    mode.name: mode for mode in (Listwise(), Pointwise(), Pairwise(), Reward())
+}
+
+
+def mode_of(config: PipelineConfig, judge_name: str) -> JudgeMode:
+    """The mode a panel judge rates in: a reward model's own, else the panel's."""
+    assert config.judge is not None
+    kind = config.models[judge_name].kind
+    return MODES["reward"] if kind == "reward" else MODES[config.judge.mode]

@@ -42,6 +42,8 @@ class JudgeVerdict:
     rationales: list[str | None]
     status: str
     not_applicable: list[bool] | None = None
+    # A reward model's raw scores (its ratings come from them, per batch: `judge/reward.py`).
+    scores: list[float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -49,6 +51,17 @@ class JudgeVerdict:
 
     def is_na(self, index: int) -> bool:
         return bool(self.not_applicable and self.not_applicable[index])
+
+
+def parse_reward_output(text: str | None) -> JudgeVerdict:
+    """A reward model's answer: its score as a number (what `engines/vllm_offline` writes)."""
+    try:
+        score = float(text or "")
+    except ValueError:
+        return failed(1, "not_a_score")
+    if score != score or score in (float("inf"), float("-inf")):
+        return failed(1, "not_a_score")
+    return JudgeVerdict([None], [None], "ok", scores=[score])
 
 
 # The status of ratings whose request failed after the engine's retries (nothing to parse).

@@ -12,7 +12,7 @@ from prefgen_dagster.config.base import SamplingParams
 from prefgen_dagster.config.judge import JUDGE_ORDERS, JudgeConfig
 from prefgen_dagster.ids import seed_from, stable_hash
 from prefgen_dagster.judge.canaries import Canary, sample_ids
-from prefgen_dagster.judge.modes import MODES
+from prefgen_dagster.judge.modes import MODES, JudgeMode, mode_of
 from prefgen_dagster.judge.parse import JudgeVerdict
 from prefgen_dagster.llm.plan import Planned, model_identity
 from prefgen_dagster.llm.tokens import SEAM_TOKENS, TokenCounters, prompts_tokens
@@ -117,12 +117,12 @@ def plan_judging(
     judge = config.judge
     if judge is None:
         return []
-    mode = MODES[judge.mode]
     plans = []
     for group in groups:
         instruction = prompt_text(instructions[group.instruction_id])
-        requests = mode.requests(list(group.items), group.orders)
         for judge_name in judge.models:
+            mode = mode_of(config, judge_name)
+            requests = mode.requests(list(group.items), group.orders)
             identity = model_identity(config, judge_name)
             for aspect in judge.aspects:
                 for slot, shown, order in requests:
@@ -138,7 +138,7 @@ def plan_judging(
                         request = LLMRequest(
                             identity,
                             mode.messages(instruction, texts, aspect, judge.with_rationale),
-                            _judge_sampling(judge, len(texts), attempt),
+                            _judge_sampling(judge, mode, len(texts), attempt),
                             seed,
                             json_schema=mode.schema(
                                 len(texts), aspect, judge.rationale_max_chars, judge.with_rationale
@@ -153,13 +153,18 @@ def plan_judging(
 
 
 def request_messages(
-    judge: JudgeConfig, instruction: str, texts: list[str], aspect: str
+    config: PipelineConfig, judge_name: str, instruction: str, texts: list[str], aspect: str
 ) -> list[dict[str, str]]:
-    """The messages of one judge request in the judge's mode, showing `texts` in order."""
-    return MODES[judge.mode].messages(instruction, texts, aspect, judge.with_rationale)
+    """The messages of one request of a panel judge, showing `texts` in order."""
+    assert config.judge is not None
+    return mode_of(config, judge_name).messages(
+        instruction, texts, aspect, config.judge.with_rationale
+    )
 
 
-def _judge_sampling(judge: JudgeConfig, count: int, attempt: int) -> SamplingParams:
+def _judge_sampling(
+    judge: JudgeConfig, mode: JudgeMode, count: int, attempt: int
+) -> SamplingParams:
     """The configured sampling; `max_tokens` unset: enough for any schema-valid answer about
     `count` texts (see `JudgeMode.token_bound`)."""
     temperature = judge.sampling.temperature
@@ -169,7 +174,7 @@ def _judge_sampling(judge: JudgeConfig, count: int, attempt: int) -> SamplingPar
         temperature=temperature,
         top_p=judge.sampling.top_p,
         max_tokens=judge.sampling.max_tokens
-        or MODES[judge.mode].token_bound(count, judge.rationale_max_chars, judge.with_rationale),
+        or mode.token_bound(count, judge.rationale_max_chars, judge.with_rationale),
     )
 
 
@@ -192,7 +197,9 @@ def judge_prompt_tokens(
         mine = [plan for plan in plans if plan.model_name == name]
         counter = counters.for_model(name)
         shapes = list(dict.fromkeys((len(p.row.completion_ids), p.row.aspect) for p in mine))
-        empty = [request_messages(judge, "", [""] * count, aspect) for count, aspect in shapes]
+        empty = [
+            request_messages(config, name, "", [""] * count, aspect) for count, aspect in shapes
+        ]
         for (count, aspect), size in zip(
             shapes, prompts_tokens(empty, counter, config), strict=True
         ):
@@ -241,6 +248,7 @@ def rating_rows(
             "judge_settings": settings,
             "purpose": plan.row.purpose,
             "mode": plan.row.mode,
+            "raw_score": verdict.scores[position - 1] if verdict.scores else None,
         }
         for position, completion_id in enumerate(shown, start=1)
     ]

@@ -24,6 +24,7 @@ from prefgen_dagster.judge.plan import (
 )
 from prefgen_dagster.judge.prompt import ASPECTS
 from prefgen_dagster.judge.report import judging_report
+from prefgen_dagster.judge.reward import rated_by_scores
 from prefgen_dagster.llm.plan import Planned, model_identity
 from prefgen_dagster.llm.stage import Batch, LLMStage, Report, Round, Work
 from prefgen_dagster.stages import JUDGE
@@ -82,7 +83,7 @@ class JudgingWork(Work):
                 ]
                 continue
             raw = answer["response"]
-            verdict = MODES[judge.mode].parse(
+            verdict = MODES[plan.row.mode].parse(
                 raw,
                 len(plan.row.completion_ids),
                 allow_na=ASPECTS[plan.row.aspect].allows_na,
@@ -135,11 +136,11 @@ class JudgeStage(LLMStage):
 
     def outputs(self, frame: pl.DataFrame, work: Work, batch: Batch) -> dict[str, pl.DataFrame]:
         assert isinstance(work, JudgingWork)
-        mode = batch.config.judge.mode if batch.config.judge else "none"
+        ratings = rated_by_scores(frame)
         return {
-            "ratings": frame,
+            "ratings": ratings,
             "canaries": work.canaries,
-            "judge_calibration": calibrate(frame, work.canaries, mode, batch.batch_id),
+            "judge_calibration": calibrate(ratings, work.canaries, batch.batch_id),
         }
 
     def warnings(self, config: PipelineConfig) -> list[str]:

@@ -42,9 +42,9 @@ def open_engine(config: PipelineConfig, model_name: str) -> Engine:
 
         return RayShardedEngine(config, model_name)
     if spec.backend == "vllm":
-        from prefgen_dagster.llm.engines.vllm_offline import VLLMOfflineEngine
+        from prefgen_dagster.llm.engines.vllm_offline import vllm_engine
 
-        return VLLMOfflineEngine(config.model_location(model_name), spec)
+        return vllm_engine(config.model_location(model_name), spec)
     from prefgen_dagster.llm.engines.openai_http import OpenAIHTTPEngine
 
     return OpenAIHTTPEngine(spec)

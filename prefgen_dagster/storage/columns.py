@@ -86,7 +86,9 @@ DESCRIPTIONS: dict[str, str] = {
     "order_name": "The order the texts were shown in: original, reversed or rotated",
     "position": "The text's place in the judge's prompt (1 = shown first)",
     "shown": "How many texts the judge's prompt showed",
-    "rating": "The judge's 1-5 rating (NULL when unparseable or not applicable)",
+    "rating": "The judge's 1-5 rating (NULL when unparseable or not applicable); a reward "
+    "model's is its score placed on 1-5 among the batch's scores of that model",
+    "raw_score": "A reward model's score as the model gave it (NULL for other judges)",
     "not_applicable": "The judge said the aspect does not apply to the text",
     "rationale": "The judge's reason for the rating",
     "raw_output": "The judge's answer as received",
@@ -94,7 +96,7 @@ DESCRIPTIONS: dict[str, str] = {
     "attempts": "Requests sent for this answer (re-asks and HTTP retries included)",
     "judge_settings": "Hash of the judge settings and models that made the rating",
     "purpose": "label (makes pairs), canary, or position_probe (a reversed second look)",
-    "mode": "The judge mode: listwise, pointwise or pairwise",
+    "mode": "The judge mode: listwise, pointwise, pairwise, or reward (a reward model)",
     # Canaries and calibration.
     "canary_id": "Id of the canary: a real answer against a corrupted copy of it",
     "kind": "How the canary's text was corrupted",

@@ -17,7 +17,7 @@ import polars as pl
 
 from prefgen_dagster.stages import STAGE_TABLES
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # DuckDB type -> the polars type of a frame column that is written into it.
 _POLARS_TYPES: dict[str, Any] = {
@@ -158,7 +158,7 @@ TABLES: dict[str, Table] = {
             batch_id VARCHAR NOT NULL, completion_id VARCHAR NOT NULL,
             instruction_id VARCHAR NOT NULL, judge VARCHAR NOT NULL, aspect VARCHAR NOT NULL,
             judge_order INTEGER NOT NULL, order_name VARCHAR NOT NULL DEFAULT 'original',
-            position INTEGER NOT NULL, rating INTEGER,
+            position INTEGER NOT NULL, rating DOUBLE, raw_score DOUBLE,
             not_applicable BOOLEAN NOT NULL DEFAULT false, rationale VARCHAR, raw_output VARCHAR,
             parse_status VARCHAR NOT NULL, attempts INTEGER NOT NULL, call_id VARCHAR NOT NULL,
             judge_settings VARCHAR NOT NULL, purpose VARCHAR NOT NULL DEFAULT 'label',
@@ -291,6 +291,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "UPDATE check_results SET asset = 'instructions' WHERE asset = 'raw_instructions'",
         "UPDATE check_results SET asset = 'completions' WHERE asset = 'pooled_completions'",
     ),
+    5: ("ALTER TABLE ratings ALTER COLUMN rating TYPE DOUBLE",),  # a reward model's: 1-5
 }
 
 

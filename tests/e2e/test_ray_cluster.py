@@ -13,7 +13,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import yaml
 
+from prefgen_dagster.bundled import TINY_CONFIG
 from prefgen_dagster.config import load_config
 from prefgen_dagster.config.base import SamplingParams
 from prefgen_dagster.defs.pipeline_run import materialize_batch
@@ -21,6 +23,7 @@ from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.llm.runner import run_requests
 from prefgen_dagster.llm.shards import PARTIAL, ShardFiles, model_prefix, record
 from prefgen_dagster.llm.types import LLMRequest, LLMResult
+from prefgen_dagster.local_models.reward import make_tiny_reward_model
 from prefgen_dagster.storage.store import Storage
 
 from .conftest import drop_batch, write_config
@@ -159,3 +162,49 @@ def test_answers_a_killed_run_left_in_shard_files_are_not_asked_again(
     assert engine.sent == 22  # only what no shard file held
     assert [answers[r.call_id]["response"] for r in requests[:8]] == [left.text] * 8
     assert storage.query("SELECT count(*) AS n FROM llm_calls").item() == 30
+
+
+@pytest.mark.slow
+def test_a_reward_model_scores_on_ray_as_in_process(
+    tmp_path: Path, tiny_models: Path, cluster: str
+) -> None:
+    reward = make_tiny_reward_model(tmp_path / "tiny-reward", seed=4)
+    models = yaml.safe_load(TINY_CONFIG.read_text())["models"]
+    for spec in models.values():
+        spec["path"] = str(tiny_models / Path(spec["path"]).name)
+    models["tiny-reward"] = {
+        **models["tiny-qwen2"],
+        "path": str(reward),
+        "kind": "reward",
+        "engine_kwargs": {"enforce_eager": True, "kv_cache_memory_bytes": 67108864},
+    }
+    judge = {"models": ["tiny-reward"], "mode": "reward"}
+    scores = {}
+    for name, ray in {"in_process": {}, "ray": {"address": cluster, "shard_size": 4}}.items():
+        workdir = tmp_path / name
+        workdir.mkdir()
+        config = load_config(
+            write_config(workdir, tiny_models, models=models, judge=judge, ray=ray)
+        )
+        requests = [
+            LLMRequest(
+                str(reward),
+                [
+                    {"role": "user", "content": "Why is the sky blue?"},
+                    {"role": "assistant", "content": f"Answer number {i}: light scatters."},
+                ],
+                SamplingParams(max_tokens=1),
+                seed=i,
+            )
+            for i in range(10)
+        ]
+        storage = Storage(config.resolve(config.paths.duckdb_path))
+        with EnginePool() as pool:
+            answers, stats = run_requests(
+                [("tiny-reward", r) for r in requests], storage, config, pool
+            )
+        assert stats.failed == 0
+        scores[name] = [float(answers[r.call_id]["response"]) for r in requests]
+    # The pooling runner on the cluster's workers gives the in-process scores.
+    assert scores["ray"] == pytest.approx(scores["in_process"], rel=1e-5)
+    assert len(set(scores["ray"])) > 1

@@ -39,9 +39,9 @@ class EngineWorker:
 
     def __init__(self, location: str, spec: ModelSpec, shard_dir: str):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core in this actor
-        from prefgen_dagster.llm.engines.vllm_offline import VLLMOfflineEngine
+        from prefgen_dagster.llm.engines.vllm_offline import vllm_engine
 
-        self._engine = VLLMOfflineEngine(location, spec)
+        self._engine = vllm_engine(location, spec)
         self._files = ShardFiles(shard_dir)
 
     def ready(self) -> int:

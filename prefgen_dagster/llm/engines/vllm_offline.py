@@ -27,7 +27,11 @@ class VLLMOfflineEngine:
     # (the run's `EnginePool` closes them together).
     shares_process_state = True
 
-    def __init__(self, location: str, spec: ModelSpec):
+    # Chat models answer after the assistant's turn is opened; a reward model reads a whole
+    # conversation whose last turn is the answer it scores.
+    add_generation_prompt = True
+
+    def __init__(self, location: str, spec: ModelSpec, **engine_kwargs: object):
         # In-process engine core: fast to start and no worker processes to clean up.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
@@ -43,6 +47,7 @@ class VLLMOfflineEngine:
             dtype=spec.dtype,
             max_model_len=spec.max_model_len,
             seed=0,
+            **engine_kwargs,
             **spec.engine_kwargs,
         )
         self._max_model_len = spec.max_model_len
@@ -113,7 +118,7 @@ class VLLMOfflineEngine:
         tokenizer = self._llm.get_tokenizer()
         texts = [
             tokenizer.apply_chat_template(
-                request.messages, tokenize=False, add_generation_prompt=True
+                request.messages, tokenize=False, add_generation_prompt=self.add_generation_prompt
             )
             for request in requests
         ]
@@ -125,6 +130,49 @@ class VLLMOfflineEngine:
         collections into one after its last close); another `gc.collect()` here found
         nothing more to free (SmolLM2: 12 MB of 1.6 GB) and costs ~0.3 s with vLLM loaded."""
         del self._llm
+
+
+class VLLMRewardEngine(VLLMOfflineEngine):
+    """A reward model in-process (`kind: reward`): vLLM's pooling runner scores each
+    request's conversation, its last turn the answer, in one forward pass. The answer is the
+    model's raw score as text (its logit: no sigmoid), which `judge/modes.Reward` parses."""
+
+    add_generation_prompt = False
+
+    def __init__(self, location: str, spec: ModelSpec):
+        super().__init__(location, spec, runner="pooling")
+
+    def _run(
+        self,
+        requests: Sequence[LLMRequest],
+        token_ids: list[list[int]],
+        sendable: list[int],
+        settle: OnResult,
+    ) -> None:
+        from vllm import PoolingParams
+
+        started = time.perf_counter()
+        outputs = self._llm.classify(
+            [{"prompt_token_ids": token_ids[index]} for index in sendable],
+            pooling_params=PoolingParams(use_activation=False),
+            use_tqdm=False,
+        )
+        for index, output in zip(sendable, outputs, strict=True):
+            settle(
+                index,
+                LLMResult(
+                    text=repr(float(output.outputs.probs[0])),
+                    finish_reason="stop",
+                    prompt_tokens=len(token_ids[index]),
+                    completion_tokens=0,
+                    latency_s=time.perf_counter() - started,
+                ),
+            )
+
+
+def vllm_engine(location: str, spec: ModelSpec) -> VLLMOfflineEngine:
+    """The in-process engine for a model of either kind."""
+    return (VLLMRewardEngine if spec.kind == "reward" else VLLMOfflineEngine)(location, spec)
 
 
 def _too_long(prompt_tokens: int, max_model_len: int) -> str:

@@ -78,7 +78,7 @@ def test_the_card_has_the_hub_metadata_block(exported: Path) -> None:
     data = DatasetCard.load(exported / "README.md").data.to_dict()
     assert data["task_categories"] == ["text-generation"]
     for part in (
-        "* judge: judge-m, listwise",
+        "* judge: judge-m (listwise), aspects overall",
         "* mean margin: 2.33",
         "  * b2.jsonl: judge_canary_accuracy: 0.50 below 0.70",
         "pairs dropped by the pair rule (see candidate_pairs.dropped_because): 3",

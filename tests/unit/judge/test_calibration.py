@@ -161,12 +161,12 @@ def test_canary_outcomes_and_calibration_rows() -> None:
         "s2": "correct",
         "s3": "unscored",
     }
-    [calibration] = calibrate(frame(ratings), table, "listwise", BATCH).to_dicts()
+    [calibration] = calibrate(frame(ratings), table, BATCH).to_dicts()
     assert calibration["sets_labels"] and calibration["judge"] == "j"
     assert (calibration["canaries"], calibration["canaries_unscored"]) == (4, 1)
     assert calibration["canary_accuracy"] == 2.5 / 4
     assert calibration["position_effect"] is None  # every text was shown once
-    [line] = calibration_lines(calibrate(frame(ratings), table, "listwise", BATCH))
+    [line] = calibration_lines(calibrate(frame(ratings), table, BATCH))
     assert line.startswith("judge j (listwise): canary accuracy 0.62 (95% CI ")
     assert "4 canaries: 2 right, 1 tied, 1 wrong" in line
 
@@ -175,7 +175,7 @@ def test_a_panel_gets_its_own_row_and_sets_the_labels() -> None:
     good, canaries = canary_rows({f"t{n}": (5, 1) for n in range(6)}, judge="good")
     bad, _ = canary_rows({f"t{n}": (1, 5) for n in range(6)}, judge="bad")
     table = pl.DataFrame(canaries, schema=TABLES["canaries"].frame_schema)
-    rows = calibrate(frame(good + bad), table, "listwise", BATCH).to_dicts()
+    rows = calibrate(frame(good + bad), table, BATCH).to_dicts()
     by_judge = {r["judge"]: r for r in rows}
     assert set(by_judge) == {"good", "bad", PANEL}
     assert [r["judge"] for r in rows if r["sets_labels"]] == [PANEL]
@@ -187,6 +187,4 @@ def test_a_panel_gets_its_own_row_and_sets_the_labels() -> None:
 
 def test_no_judge_no_rows() -> None:
     empty = pl.DataFrame(schema=TABLES["ratings"].frame_schema)
-    assert calibrate(
-        empty, pl.DataFrame(schema=TABLES["canaries"].frame_schema), "none", BATCH
-    ).is_empty()
+    assert calibrate(empty, pl.DataFrame(schema=TABLES["canaries"].frame_schema), BATCH).is_empty()

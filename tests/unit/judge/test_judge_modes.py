@@ -11,7 +11,7 @@ from typing import get_args
 import pytest
 
 from prefgen_dagster.config import PipelineConfig
-from prefgen_dagster.config.judge import JUDGE_ASPECTS, MODE_ORDERS, JudgeModeName
+from prefgen_dagster.config.judge import JUDGE_ASPECTS, MODE_ORDERS, JudgeConfig, JudgeModeName
 from prefgen_dagster.judge import prompt as ultrafeedback
 from prefgen_dagster.judge.canaries import Canary
 from prefgen_dagster.judge.modes import MODES
@@ -232,11 +232,9 @@ def test_the_modes_are_the_configs_and_the_rubric_is_the_configs_aspects() -> No
     assert set(JUDGE_ASPECTS) == set(ultrafeedback.ASPECTS)
 
 
-def test_a_mode_takes_the_configs_orders_where_the_config_says_it_does(
-    make_config: MakeConfig,
-) -> None:
+def test_a_mode_takes_the_configs_orders_where_the_config_says_it_does() -> None:
     for name, why_not in MODE_ORDERS.items():
-        judge = judged(make_config, mode=name).judge
+        judge = JudgeConfig(models=["judge-m"], mode=name)
         # Orders only the modes that take them pass validation with.
         judge = judge.model_copy(update={"orders": ["original", "rotated"]})
         taken = MODES[name].orders(judge)

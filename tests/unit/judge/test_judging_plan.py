@@ -334,7 +334,7 @@ def test_judge_prompts_counted_in_parts_are_never_below_the_whole_count(
         m["content"]
         for question, texts in [*((row["instruction"], ["a text", "more text"]) for row in rows),
                                 ("", ["", ""])]
-        for m in request_messages(make_config().judge, question, texts, "overall")
+        for m in request_messages(make_config(), "judge-m", question, texts, "overall")
     ]  # fmt: skip
     tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
     # Words with their leading space, and runs of line breaks as one piece (as Qwen2's and

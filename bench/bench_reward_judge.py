@@ -1,0 +1,134 @@
+"""A reward model against a listwise LLM judge, on the same engine (vLLM in-process, CPU):
+wall time, requests and tokens to judge N instructions x 4 candidates.
+
+The pool (tiny.yaml's two tiny models, two answers each, no rewrites) writes the candidates
+once; then the judging stage runs twice on them, each on a fresh engine: the tiny Qwen2 chat
+model as a listwise judge, and the tiny reward model (the same Qwen2 body with a score head,
+`local_models/reward.py`). Both models are random: this measures cost, not judgement.
+
+    .venv/bin/python bench/bench_reward_judge.py --count 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from prefgen_dagster.bundled import TINY_CONFIG
+from prefgen_dagster.config import load_config
+from prefgen_dagster.defs.graph import build_graph
+from prefgen_dagster.defs.partitions import batches
+from prefgen_dagster.defs.resources import run_resources
+from prefgen_dagster.judge import stage as judge
+from prefgen_dagster.llm.driver import run_stage
+from prefgen_dagster.llm.pool import EnginePool
+from prefgen_dagster.local_models.reward import make_tiny_reward_model
+from prefgen_dagster.local_models.tiny import make_tiny_models
+from prefgen_dagster.storage.store import Storage
+
+MT_BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt-bench-80.jsonl"
+BATCH = "bench.jsonl"
+JUDGES = {
+    "listwise LLM judge (tiny-qwen2)": {"models": ["tiny-qwen2"], "mode": "listwise"},
+    "reward model (tiny-reward)": {"models": ["tiny-reward"], "mode": "reward"},
+}
+
+
+def prepare(workdir: Path, count: int) -> Path:
+    """Models, config and `count` instructions (MT-Bench's, numbered); the candidates made."""
+    make_tiny_models(workdir)
+    reward = make_tiny_reward_model(workdir / "models" / "tiny-reward", seed=4)
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["models"]["tiny-reward"] = {
+        **config["models"]["tiny-qwen2"],
+        "path": str(reward),
+        "kind": "reward",
+        "engine_kwargs": {"enforce_eager": True, "kv_cache_memory_bytes": 67108864},
+    }
+    config["evol_quality"]["num_evolutions"] = 0
+    for member in config["generation"]["pool"]:
+        member["sampling"]["max_tokens"] = 32
+    config_path = workdir / "prefgen.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    questions = [json.loads(line)["instruction"] for line in MT_BENCH.read_text().splitlines()]
+    rows = [
+        json.dumps({"instruction": f"{questions[i % len(questions)]} (variant {i})"})
+        for i in range(count)
+    ]
+    inbox = workdir / "data" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / BATCH).write_text("\n".join(rows) + "\n")
+    graph = build_graph(load_config(config_path))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(batches.name, [BATCH])
+        result = dg.materialize(
+            graph.definitions,
+            selection=dg.AssetSelection.assets(
+                "instructions", "completions", "evolved_completions", "candidates"
+            ),
+            partition_key=BATCH,
+            instance=instance,
+            resources=run_resources(str(config_path)),
+            raise_on_error=True,
+        )
+    assert result.success
+    return config_path
+
+
+def judge_with(config_path: Path, name: str, settings: dict) -> dict:
+    raw = yaml.safe_load(config_path.read_text())
+    raw["judge"] = {**raw["judge"], **settings}
+    path = config_path.with_name(f"prefgen-{settings['mode']}.yaml")
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_config(path)
+    storage = Storage(config.resolve(config.paths.duckdb_path))
+    started = time.perf_counter()
+    with EnginePool() as engines:
+        made = run_stage(judge.STAGE, config, storage, BATCH, engines)
+    stats, ratings = made.stats, made.outputs["ratings"]
+    return {
+        "judge": name,
+        "requests": stats.engine_calls,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "rated": ratings.filter(ratings["rating"].is_not_null()).height,
+        "ratings": ratings.height,
+        "engine_s": stats.engine_seconds,
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000, help="instructions")
+    parser.add_argument("--workdir", type=Path, help="kept afterwards (default: a temp dir)")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="prefgen-reward-bench-"))
+    try:
+        started = time.perf_counter()
+        config_path = prepare(workdir, args.count)
+        print(f"candidates: {time.perf_counter() - started:.0f} s", flush=True)
+        results = [judge_with(config_path, name, s) for name, s in JUDGES.items()]
+        print(f"\n{args.count} instructions x 4 candidates, vLLM CPU in-process, 2 cores\n")
+        print("| judge | requests | prompt tok | completion tok | rated | engine s | wall s |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in results:
+            print(
+                f"| {r['judge']} | {r['requests']} | {r['prompt_tokens']} | "
+                f"{r['completion_tokens']} | {r['rated']}/{r['ratings']} | "
+                f"{r['engine_s']:.1f} | {r['wall_s']:.1f} |"
+            )
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
