@@ -57,6 +57,20 @@ def write_config(workdir: Path, models_dir: Path, **overrides: Any) -> Path:
     return path
 
 
+def with_reward_model(tiny_models: Path, reward: Path) -> dict[str, Any]:
+    """tiny.yaml's models (absolute paths) and the tiny reward model as `tiny-reward`."""
+    models = yaml.safe_load(TINY_CONFIG.read_text())["models"]
+    for spec in models.values():
+        spec["path"] = str(tiny_models / Path(spec["path"]).name)
+    models["tiny-reward"] = {
+        **models["tiny-qwen2"],
+        "path": str(reward),
+        "kind": "reward",
+        "engine_kwargs": {"enforce_eager": True, "kv_cache_memory_bytes": 67108864},
+    }
+    return models
+
+
 def exported_pairs(workdir: Path) -> Dataset:
     """Every exported pair, both splits (the export's `dataset/` is a DatasetDict)."""
     splits = load_from_disk(str(workdir / "data" / "export" / "dataset"))

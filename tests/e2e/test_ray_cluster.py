@@ -13,9 +13,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-import yaml
 
-from prefgen_dagster.bundled import TINY_CONFIG
 from prefgen_dagster.config import load_config
 from prefgen_dagster.config.base import SamplingParams
 from prefgen_dagster.defs.pipeline_run import materialize_batch
@@ -26,7 +24,7 @@ from prefgen_dagster.llm.types import LLMRequest, LLMResult
 from prefgen_dagster.local_models.reward import make_tiny_reward_model
 from prefgen_dagster.storage.store import Storage
 
-from .conftest import drop_batch, write_config
+from .conftest import drop_batch, with_reward_model, write_config
 from .ray_cluster import ray_cluster
 from .test_pipeline_vllm import LLM_ASSETS, engine_calls, mt_bench_lines
 from .test_resume_and_concurrency import batch_tables
@@ -169,15 +167,7 @@ def test_a_reward_model_scores_on_ray_as_in_process(
     tmp_path: Path, tiny_models: Path, cluster: str
 ) -> None:
     reward = make_tiny_reward_model(tmp_path / "tiny-reward", seed=4)
-    models = yaml.safe_load(TINY_CONFIG.read_text())["models"]
-    for spec in models.values():
-        spec["path"] = str(tiny_models / Path(spec["path"]).name)
-    models["tiny-reward"] = {
-        **models["tiny-qwen2"],
-        "path": str(reward),
-        "kind": "reward",
-        "engine_kwargs": {"enforce_eager": True, "kv_cache_memory_bytes": 67108864},
-    }
+    models = with_reward_model(tiny_models, reward)
     judge = {"models": ["tiny-reward"], "mode": "reward"}
     scores = {}
     for name, ray in {"in_process": {}, "ray": {"address": cluster, "shard_size": 4}}.items():

@@ -11,13 +11,11 @@ from typing import Any
 import dagster as dg
 import duckdb
 import pytest
-import yaml
 
-from prefgen_dagster.bundled import TINY_CONFIG
 from prefgen_dagster.defs.pipeline_run import materialize_batch
 from prefgen_dagster.local_models.reward import make_tiny_reward_model
 
-from .conftest import drop_batch, write_config
+from .conftest import drop_batch, with_reward_model, write_config
 from .test_pipeline_vllm import mt_bench_lines
 
 
@@ -26,16 +24,9 @@ def reward_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_reward_model(tmp_path_factory.mktemp("reward") / "tiny-reward", seed=4)
 
 
-def with_reward_model(workdir: Path, tiny_models: Path, reward: Path, judge: dict) -> Path:
-    models = yaml.safe_load(TINY_CONFIG.read_text())["models"]
-    for spec in models.values():
-        spec["path"] = str(tiny_models / Path(spec["path"]).name)
-    models["tiny-reward"] = {
-        **models["tiny-qwen2"],
-        "path": str(reward),
-        "kind": "reward",
-        "engine_kwargs": {"enforce_eager": True, "kv_cache_memory_bytes": 67108864},
-    }
+def reward_config(workdir: Path, tiny_models: Path, reward: Path, judge: dict) -> Path:
+    """The tiny config with the reward model, `judge`, and canaries for every instruction."""
+    models = with_reward_model(tiny_models, reward)
     measured = {"canaries": {"fraction": 1.0, "kinds": ["truncated", "shuffled"]}}
     return write_config(workdir, tiny_models, models=models, judge={**measured, **judge})
 
@@ -49,7 +40,7 @@ def tables(workdir: Path, *queries: str) -> list[list[tuple[Any, ...]]]:
 def test_a_reward_model_judges_and_a_panel_keeps_both_judges(
     workdir: Path, tiny_models: Path, reward_model: Path
 ) -> None:
-    config = with_reward_model(
+    config = reward_config(
         workdir, tiny_models, reward_model, {"models": ["tiny-reward"], "mode": "reward"}
     )
     drop_batch(workdir, "reward.jsonl", mt_bench_lines(4))
@@ -71,7 +62,7 @@ def test_a_reward_model_judges_and_a_panel_keeps_both_judges(
     assert pairs[0][0] > 0
 
     # A panel: the tiny LLM judge (listwise) and the reward model, each in its own mode.
-    panel = with_reward_model(
+    panel = reward_config(
         workdir, tiny_models, reward_model, {"models": ["tiny-llama", "tiny-reward"]}
     )
     drop_batch(workdir, "panel.jsonl", mt_bench_lines(3))
