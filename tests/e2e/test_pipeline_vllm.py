@@ -70,7 +70,7 @@ def test_full_graph_on_vllm_then_rerun_is_free(workdir: Path, tiny_models: Path)
         assert reasons == {
             3: "blank line",
             4: reasons[4],
-            5: "missing field 'instruction'; the row has 'prompt'",
+            5: "missing field 'instruction' or 'messages' or 'conversations'; the row has 'prompt'",
             6: "field 'instruction' is empty",
             7: "duplicate of row 1",
         }
