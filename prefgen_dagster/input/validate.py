@@ -35,7 +35,8 @@ CONTEXT_CHECK_CHUNK = 2048
 # counts these rows by it).
 SEEN_BEFORE = "seen before"
 
-# Given (instruction, system prompt) pairs, the reason each one is rejected, or None.
+# Given (prompt text, system prompt) pairs (a conversation's turns joined into one text), the
+# reason each one is rejected, or None.
 PromptCheck = Callable[[Sequence[tuple[str, str | None]]], list[str | None]]
 
 
