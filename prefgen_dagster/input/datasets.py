@@ -97,7 +97,10 @@ def resolve(wanted: DatasetInput, base_dir: Path) -> Resolved:
         commits = {match.group(1) for shard in shards if (match := _COMMIT.search(shard))}
         if len(commits) == 1:
             return Resolved(wanted, commits.pop(), builder=builder)
-        return Resolved(wanted, _content_hash(map(Path, shards)), builder=builder, local=True)
+        # Files without a commit: a local folder's, or a Hub dataset's from the cache offline
+        # (read from the cache as it is: there is nothing to fetch).
+        local = not wanted.name.startswith(HUB)
+        return Resolved(wanted, _content_hash(map(Path, shards)), builder=builder, local=local)
     except DatasetError:
         raise
     except Exception as err:  # the datasets library's own, for a name, config or network
