@@ -28,7 +28,7 @@ from prefgen_dagster.defs.partitions import batches
 from prefgen_dagster.defs.resources import run_resources
 from prefgen_dagster.judge import stage as judge
 from prefgen_dagster.judge.calibration import accuracy_by_kind
-from prefgen_dagster.llm.driver import run_stage
+from prefgen_dagster.llm.driver import StageRun, run_stage
 from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.local_models.packaged import make_smollm2
 from prefgen_dagster.local_models.tiny import TINY_MODELS, make_tiny_model
@@ -66,7 +66,12 @@ def prepare(workdir: Path, limit: int) -> Path:
     inbox = workdir / "data" / "inbox"
     inbox.mkdir(parents=True)
     (inbox / BATCH).write_text("\n".join(spread(limit)) + "\n")
+    up_to_judging(config_path)
+    return config_path
 
+
+def up_to_judging(config_path: Path) -> None:
+    """The stages before judging, materialized for the batch `BATCH` in the config's inbox."""
     graph = build_graph(load_config(config_path))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(batches.name, [BATCH])
@@ -79,23 +84,29 @@ def prepare(workdir: Path, limit: int) -> Path:
             raise_on_error=True,
         )
     assert result.success
-    return config_path
+
+
+def run_judging(config_path: Path, judge_settings: dict, name: str) -> tuple[StageRun, float]:
+    """The judging stage alone, with the config's `judge` section updated by
+    `judge_settings` (written beside it as `prefgen-<name>.yaml`), on a fresh engine: what
+    it made and its wall time."""
+    raw = yaml.safe_load(config_path.read_text())
+    raw["judge"] = {**raw["judge"], **judge_settings}
+    path = config_path.with_name(f"prefgen-{name}.yaml")
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_config(path)
+    storage = Storage(config.resolve(config.paths.duckdb_path))
+    started = time.perf_counter()
+    with EnginePool() as engines:
+        made = run_stage(judge.STAGE, config, storage, BATCH, engines)
+    return made, time.perf_counter() - started
 
 
 def judge_with(config_path: Path, mode: str) -> dict:
     """Run the judging stage in one mode; its calibration, cost and time."""
-    raw = yaml.safe_load(config_path.read_text())
-    raw["judge"]["mode"] = mode
-    mode_path = config_path.with_name(f"prefgen-{mode}.yaml")
-    mode_path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    config = load_config(mode_path)
-    storage = Storage(config.resolve(config.paths.duckdb_path))
-    started = time.perf_counter()
-    with EnginePool() as engines:  # a fresh engine per mode, as the docstring says
-        made = run_stage(judge.STAGE, config, storage, BATCH, engines)
+    made, wall = run_judging(config_path, {"mode": mode}, mode)
     ratings, canaries = made.outputs["ratings"], made.outputs["canaries"]
     calibration, stats = made.outputs["judge_calibration"], made.stats
-    wall = time.perf_counter() - started
     [row] = calibration.filter(pl.col("sets_labels")).to_dicts()
     parse_ok = ratings.filter(pl.col("parse_status") == "ok").height
     return {

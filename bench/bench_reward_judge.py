@@ -18,23 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import dagster as dg
 import yaml
+from bench_judge_modes import BATCH, MT_BENCH, run_judging, up_to_judging
 
 from prefgen_dagster.bundled import TINY_CONFIG
-from prefgen_dagster.config import load_config
-from prefgen_dagster.defs.graph import build_graph
-from prefgen_dagster.defs.partitions import batches
-from prefgen_dagster.defs.resources import run_resources
-from prefgen_dagster.judge import stage as judge
-from prefgen_dagster.llm.driver import run_stage
-from prefgen_dagster.llm.pool import EnginePool
 from prefgen_dagster.local_models.reward import make_tiny_reward_model
 from prefgen_dagster.local_models.tiny import make_tiny_models
-from prefgen_dagster.storage.store import Storage
 
-MT_BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt-bench-80.jsonl"
-BATCH = "bench.jsonl"
 JUDGES = {
     "listwise LLM judge (tiny-qwen2)": {"models": ["tiny-qwen2"], "mode": "listwise"},
     "reward model (tiny-reward)": {"models": ["tiny-reward"], "mode": "reward"},
@@ -65,33 +55,12 @@ def prepare(workdir: Path, count: int) -> Path:
     inbox = workdir / "data" / "inbox"
     inbox.mkdir(parents=True)
     (inbox / BATCH).write_text("\n".join(rows) + "\n")
-    graph = build_graph(load_config(config_path))
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(batches.name, [BATCH])
-        result = dg.materialize(
-            graph.definitions,
-            selection=dg.AssetSelection.assets(
-                "instructions", "completions", "evolved_completions", "candidates"
-            ),
-            partition_key=BATCH,
-            instance=instance,
-            resources=run_resources(str(config_path)),
-            raise_on_error=True,
-        )
-    assert result.success
+    up_to_judging(config_path)
     return config_path
 
 
 def judge_with(config_path: Path, name: str, settings: dict) -> dict:
-    raw = yaml.safe_load(config_path.read_text())
-    raw["judge"] = {**raw["judge"], **settings}
-    path = config_path.with_name(f"prefgen-{settings['mode']}.yaml")
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    config = load_config(path)
-    storage = Storage(config.resolve(config.paths.duckdb_path))
-    started = time.perf_counter()
-    with EnginePool() as engines:
-        made = run_stage(judge.STAGE, config, storage, BATCH, engines)
+    made, wall = run_judging(config_path, settings, settings["mode"])
     stats, ratings = made.stats, made.outputs["ratings"]
     return {
         "judge": name,
@@ -101,7 +70,7 @@ def judge_with(config_path: Path, name: str, settings: dict) -> dict:
         "rated": ratings.filter(ratings["rating"].is_not_null()).height,
         "ratings": ratings.height,
         "engine_s": stats.engine_seconds,
-        "wall_s": time.perf_counter() - started,
+        "wall_s": wall,
     }
 
 
