@@ -133,19 +133,27 @@ def report(results: list[dict], limit: int, candidates: int) -> str:
     ]
     for r in results:
         effect = "n/a" if r["position_effect"] is None else f"{r['position_effect']:+.2f}"
+        accuracy = (
+            "n/a (no canary scored)"
+            if r["canary_accuracy"] is None
+            else f"{r['canary_accuracy']:.2f} [{r['canary_ci_low']:.2f}, {r['canary_ci_high']:.2f}]"
+        )
         lines.append(
-            f"| {r['mode']} | {r['canaries']} | {r['canary_accuracy']:.2f} "
-            f"[{r['canary_ci_low']:.2f}, {r['canary_ci_high']:.2f}] | {effect} | "
+            f"| {r['mode']} | {r['canaries']} | {accuracy} | {effect} | "
             f"{r['requests']} | {r['prompt_tokens']} | {r['completion_tokens']} | "
             f"{r['parse_ok']:.0%} | {r['wall_s']:.0f} |"
         )
     lines += ["", "accuracy by canary kind (canaries):"]
     for r in results:
         kinds = ", ".join(
-            f"{kind} {v['accuracy']:.2f} ({v['canaries']})" for kind, v in r["by_kind"].items()
+            f"{kind} {_share(v['accuracy'])} ({v['canaries']})" for kind, v in r["by_kind"].items()
         )
         lines.append(f"  {r['mode']}: {kinds}")
     return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def main() -> None:
