@@ -17,6 +17,7 @@ does for the user (`HF_HOME`, `HF_DATASETS_CACHE`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -167,11 +168,22 @@ def _saved_split(folder: Path, wanted: DatasetInput) -> Path:
 
 
 def _content_hash(files: Iterable[Path]) -> str:
-    """A hash of the files' names and bytes: the revision of a dataset without a commit."""
-    digest = hashlib.sha256()
+    """A hash of the files' names and bytes: the revision of a dataset without a commit.
+    The inbox sensor asks for it every tick; files whose size and modification time are
+    as they were are not read again (`_hashed`)."""
+    stamps = []
     for file in files:
-        digest.update(file.name.encode() + b"\0")
-        with file.open("rb") as handle:
+        stat = file.stat()
+        stamps.append((str(file.resolve()), stat.st_size, stat.st_mtime_ns))
+    return _hashed(tuple(stamps))
+
+
+@functools.lru_cache(maxsize=64)
+def _hashed(stamps: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for path, _, _ in stamps:
+        digest.update(Path(path).name.encode() + b"\0")
+        with open(path, "rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
