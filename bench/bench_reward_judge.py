@@ -14,16 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
-from bench_judge_modes import BATCH, MT_BENCH, run_judging, up_to_judging
 
 from prefgen_dagster.bundled import TINY_CONFIG
 from prefgen_dagster.local_models.reward import make_tiny_reward_model
 from prefgen_dagster.local_models.tiny import make_tiny_models
+
+# The judge bench's helpers, imported as `bench.` (a first-party name) from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.bench_judge_modes import BATCH, MT_BENCH, run_judging, up_to_judging  # noqa: E402
 
 JUDGES = {
     "listwise LLM judge (tiny-qwen2)": {"models": ["tiny-qwen2"], "mode": "listwise"},
